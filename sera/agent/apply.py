@@ -1,0 +1,207 @@
+"""Apply a candidate patch to the user's working tree, and undo the last apply exactly.
+
+Apply never touches the user's index: a plain `git apply` first, and when the user's edits moved
+the context, `git apply --3way` against a temporary index (a plain --3way implies --index and
+refuses files with unstaged edits). A conflicted apply is rolled back and refused.
+
+Each apply pushes an entry onto `.sera/undo/stack.json` with every touched file's content before and
+its hash after. Undo restores files still as the apply left them byte for byte; files the user has
+edited since are reverse-patched, which keeps the user's later edits; if that is not possible, undo
+refuses and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sera.agent.runs import find_run
+from sera.errors import ApplyError
+from sera.paths import atomic_write_bytes, atomic_write_json, state_dir
+
+
+@dataclass
+class AppliedPatch:
+    label: str
+    files: list[str]
+    three_way: bool
+
+
+def _git(repo: Path, *args: str, stdin: str | None = None, env: dict | None = None):
+    return subprocess.run(["git", *args], cwd=repo, input=stdin, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def _sha(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def touched_paths(repo: Path, patch: str) -> list[str]:
+    """Every path the patch reads or writes (both sides of renames), relative to the repo root."""
+    result = _git(repo, "apply", "--numstat", "-z", stdin=patch)
+    if result.returncode != 0:
+        raise ApplyError(f"the patch is not a valid git patch: {result.stderr.strip()}")
+    fields = result.stdout.split("\0")
+    paths, i = [], 0
+    while i < len(fields) and fields[i]:
+        stat_and_path = fields[i].split("\t")
+        if stat_and_path[-1]:  # "added\tdeleted\tpath"
+            paths.append(stat_and_path[-1])
+            i += 1
+        else:  # a rename: "added\tdeleted\t" then source and destination as their own fields
+            paths += [fields[i + 1], fields[i + 2]]
+            i += 3
+    return list(dict.fromkeys(paths))
+
+
+def _undo_dir(repo: Path) -> Path:
+    return state_dir(repo) / "undo"
+
+
+def _load_stack(repo: Path) -> list[dict]:
+    stack_file = _undo_dir(repo) / "stack.json"
+    return json.loads(stack_file.read_text("utf-8")) if stack_file.is_file() else []
+
+
+def _save_stack(repo: Path, stack: list[dict]) -> None:
+    atomic_write_json(_undo_dir(repo) / "stack.json", stack)
+
+
+def _restore(repo: Path, rel: str, content: bytes | None, mode: int | None) -> None:
+    path = repo / rel
+    if content is None:
+        path.unlink(missing_ok=True)
+        _remove_empty_parents(repo, path.parent)
+        return
+    atomic_write_bytes(path, content)
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+def _remove_empty_parents(repo: Path, folder: Path) -> None:
+    while folder != repo and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def _apply_three_way(repo: Path, patch: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`git apply --3way` with a throwaway index holding the working tree, so the user's index stays."""
+    index = Path(_git(repo, "rev-parse", "--git-path", "index").stdout.strip())
+    index = index if index.is_absolute() else repo / index
+    with tempfile.TemporaryDirectory(prefix="sera-index-") as tmp:
+        tmp_index = Path(tmp) / "index"
+        if index.is_file():
+            shutil.copyfile(index, tmp_index)
+        env = {"GIT_INDEX_FILE": str(tmp_index)}
+        _git(repo, "add", "-A", env=env)
+        return _git(repo, "apply", "--3way", *args, env=env, stdin=patch)
+
+
+def _apply_or_roll_back(repo: Path, patch: str, paths: list[str], args: list[str]) -> bool:
+    """Apply `patch` (with `args`, e.g. -R) to the working tree: plainly when it fits, else by a
+    3-way merge. On failure restore `paths` as they were and raise. Returns True for a 3-way."""
+    before = {p: (_read(repo / p), _mode(repo / p)) for p in paths}
+    args = ["--whitespace=nowarn", *args]
+    if _git(repo, "apply", "--check", *args, stdin=patch).returncode == 0:
+        result, three_way = _git(repo, "apply", *args, stdin=patch), False
+    else:
+        result, three_way = _apply_three_way(repo, patch, args), True
+    if result.returncode != 0:
+        for p, (content, mode) in before.items():
+            _restore(repo, p, content, mode)
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "conflicts"
+        raise _Conflict(reason)
+    return three_way
+
+
+class _Conflict(Exception):
+    pass
+
+
+def _mode(path: Path) -> int | None:
+    return path.stat().st_mode & 0o777 if path.is_file() else None
+
+
+def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
+    """Apply `patch` to the working tree of `repo`; remember how to undo it."""
+    if not patch.strip():
+        raise ApplyError(f"{label} changes nothing; pick another candidate (`sera runs` lists them)")
+    paths = touched_paths(repo, patch)
+    before = {p: _read(repo / p) for p in paths}
+    modes = {p: _mode(repo / p) for p in paths}
+    try:
+        three_way = _apply_or_roll_back(repo, patch, paths, [])
+    except _Conflict as conflict:
+        raise ApplyError(f"{label} does not apply to your working tree ({conflict}); nothing was "
+                         f"changed. Commit or stash your edits to {', '.join(paths)} and apply again, "
+                         f"or run sera solve again on the current code") from None
+    _push_undo_entry(repo, label, patch, paths, before, modes)
+    return AppliedPatch(label, paths, three_way)
+
+
+def _push_undo_entry(repo, label, patch, paths, before, modes) -> None:
+    entry_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{len(_load_stack(repo))}"
+    folder = _undo_dir(repo) / entry_id
+    files = []
+    for n, p in enumerate(paths):
+        saved = None
+        if before[p] is not None:
+            saved = f"{n}.before"
+            atomic_write_bytes(folder / saved, before[p])
+        files.append({"path": p, "before": saved, "mode": modes[p], "after": _sha(_read(repo / p))})
+    atomic_write_bytes(folder / "patch.diff", patch.encode("utf-8"))
+    _save_stack(repo, _load_stack(repo) + [{"id": entry_id, "label": label, "files": files}])
+
+
+def undo_last(repo: Path) -> AppliedPatch:
+    """Revert the newest apply; refuse, changing nothing, when the user's later edits prevent it."""
+    stack = _load_stack(repo)
+    if not stack:
+        raise ApplyError("nothing to undo: no patch applied by sera is on record for this repository")
+    entry = stack[-1]
+    folder = _undo_dir(repo) / entry["id"]
+    patch = (folder / "patch.diff").read_text("utf-8")
+    untouched = [f for f in entry["files"] if _sha(_read(repo / f["path"])) == f["after"]]
+    edited = [f["path"] for f in entry["files"] if f not in untouched]
+    if edited:  # reverse-patch only these, merging with the user's later edits
+        try:
+            _apply_or_roll_back(repo, patch, edited, ["-R", *(f"--include={p}" for p in edited)])
+        except _Conflict:
+            raise ApplyError(f"cannot undo {entry['label']}: you changed {', '.join(edited)} since, "
+                             f"in the lines the patch touched; nothing was changed. Revert by hand "
+                             f"(the patch is {folder / 'patch.diff'})") from None
+    for f in untouched:
+        content = (folder / f["before"]).read_bytes() if f["before"] else None
+        _restore(repo, f["path"], content, f["mode"])
+    _save_stack(repo, stack[:-1])
+    shutil.rmtree(folder, ignore_errors=True)
+    return AppliedPatch(entry["label"], [f["path"] for f in entry["files"]], three_way=bool(edited))
+
+
+def apply_candidate(repo: Path, target: str | None = None) -> AppliedPatch:
+    """`target` = "RUN[:CANDIDATE]" (None: the last run's first candidate)."""
+    run_id, _, cand = (target or "").partition(":")
+    manifest = find_run(repo, run_id or None)
+    candidates = manifest["candidates"]
+    if not candidates:
+        raise ApplyError(f"run {manifest['id']} has no finished candidates; run sera solve again")
+    if cand:
+        chosen = [c for c in candidates if str(c["index"]) == cand]
+        if not chosen:
+            valid = ", ".join(str(c["index"]) for c in candidates)
+            raise ApplyError(f"run {manifest['id']} has no candidate {cand}; its candidates: {valid}")
+        candidate = chosen[0]
+    else:
+        candidate = candidates[0]
+    return apply_patch(repo, candidate["patch"], f"candidate {candidate['index']} of run {manifest['id']}")

@@ -1,0 +1,143 @@
+"""The agent loop: ask the model, run its tool call, show it the result, until it stops.
+
+It depends on two protocols only: a ChatModel (sera.models.base) and an Environment (protocol.py).
+The run leaves through named exceptions (protocol.py); every exit path saves the trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from sera.agent.parse import format_observation, parse_reply
+from sera.agent.prompts import render
+from sera.agent.protocol import (AgentStop, BudgetExhausted, Cancelled, Environment, FormatError,
+                                 ModelFailed, StepLimitReached, Submitted, ToolCall, ToolError)
+from sera.agent.tools import TOOL_SPECS
+from sera.agent.trajectory import Trajectory
+from sera.config import AgentConfig, ModelConfig
+from sera.errors import ModelError
+from sera.models.base import ChatModel, Completion
+
+# The model stops writing at the end of its call; it must never write the tool's answer itself.
+STOP_STRINGS = ["</tool_call>", "<tool_response>"]
+
+
+def system_prompt() -> str:
+    tools = "\n".join(json.dumps(spec, ensure_ascii=False) for spec in TOOL_SPECS)
+    return render("system", tools=tools)
+
+
+@dataclass
+class StepEvent:
+    """What one step did, for progress displays."""
+
+    step: int
+    call: ToolCall | None
+    observation: str
+    completion: Completion
+
+
+class Agent:
+    def __init__(self, model: ChatModel, env: Environment, trajectory: Trajectory,
+                 agent_config: AgentConfig, model_config: ModelConfig, adapter: str | None = None,
+                 on_step: Callable[[StepEvent], None] | None = None,
+                 cancel: threading.Event | None = None):
+        self.model, self.env, self.trajectory = model, env, trajectory
+        self.config, self.model_config, self.adapter = agent_config, model_config, adapter
+        self.on_step, self.cancel = on_step, cancel
+
+    def run(self, task: str) -> Trajectory:
+        """Run to the end; the trajectory's meta says how it ended (status, exit_message, patch)."""
+        traj = self.trajectory
+        traj.meta.update(task=task, model=self.model.spec, adapter=self.adapter, status="running",
+                         started=time.time())
+        traj.messages = []
+        traj.add("system", system_prompt())
+        traj.add("user", render("task", task=task))
+        try:
+            while True:
+                self.step()
+        except AgentStop as stop:
+            self._finish(stop.status, str(stop), stop)
+        except KeyboardInterrupt:
+            self._finish("interrupted", "interrupted by the user", None)
+            raise
+        except BaseException as error:  # a bug or an environment failure: record it, then re-raise
+            self._finish("error", f"{type(error).__name__}: {error}", None)
+            raise
+        finally:
+            traj.save()
+        return traj
+
+    def step(self) -> None:
+        traj = self.trajectory
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled by the user")
+        if traj.steps >= self.config.max_steps:
+            raise StepLimitReached(f"reached the step limit ({self.config.max_steps} steps)")
+        completion = self.query()
+        call = None
+        try:
+            call, canonical = parse_reply(completion.text)
+            traj.add("assistant", canonical)
+            if canonical != completion.text:
+                traj.meta.setdefault("raw_replies", {})[str(len(traj.messages) - 1)] = completion.text
+            observation = self.execute(call)
+        except FormatError as error:
+            traj.add("assistant", completion.text)
+            observation = render("format_error", error=str(error))
+        traj.add("user", format_observation(observation))
+        traj.save()
+        if self.on_step:
+            self.on_step(StepEvent(traj.steps, call, observation, completion))
+
+    def execute(self, call: ToolCall) -> str:
+        try:
+            return self.env.execute(call)
+        except ToolError as error:
+            return str(error)
+
+    def query(self) -> Completion:
+        traj = self.trajectory
+        try:
+            completion = self.model.complete(
+                traj.messages, adapter=self.adapter, temperature=self.model_config.temperature,
+                max_tokens=self.model_config.max_tokens, stop=STOP_STRINGS)[0]
+        except ModelError as error:
+            raise ModelFailed(str(error)) from None
+        traj.count("prompt_tokens", completion.prompt_tokens)
+        traj.count("completion_tokens", completion.completion_tokens)
+        traj.count("model_seconds", completion.seconds)
+        self.check_budget(completion)
+        return completion
+
+    def check_budget(self, completion: Completion) -> None:
+        meta = self.trajectory.meta
+        spent = meta["prompt_tokens"] + meta["completion_tokens"]
+        if self.config.token_budget and spent > self.config.token_budget:
+            raise BudgetExhausted(f"spent {spent} tokens, over the budget of {self.config.token_budget}")
+        # The next prompt holds this one, the reply and an observation; stop before it cannot fit.
+        used = completion.prompt_tokens + completion.completion_tokens
+        if used + self.model_config.max_tokens > self.model_config.context_tokens:
+            raise BudgetExhausted(f"the conversation ({used} tokens) no longer fits the context window "
+                                  f"({self.model_config.context_tokens} tokens)")
+
+    def _finish(self, status: str, message: str, stop: AgentStop | None) -> None:
+        meta = self.trajectory.meta
+        meta["status"], meta["exit_message"] = status, message
+        meta["seconds"] = time.time() - meta["started"]
+        if isinstance(stop, Submitted):
+            meta["patch"] = message
+            meta["exit_message"] = "submitted"
+        else:
+            meta["patch"] = self._diff_or_empty()
+
+    def _diff_or_empty(self) -> str:
+        try:
+            return self.env.diff()
+        except Exception:  # the work copy may be gone after an interrupt; the patch is then unknown
+            return ""

@@ -1,0 +1,234 @@
+"""Run one shell command of the agent inside the work copy, sandboxed when bubblewrap works here.
+
+Under bubblewrap the command sees the whole file system read-only, a private /tmp, no network (its
+own network namespace) and its own PID namespace (so background processes die with it); only the
+work copy and the paths given as `writable` can be written. Elsewhere commands run as plain
+subprocesses, with `Sandbox.warning` saying so.
+
+Every command gets a fresh `bash -c`, stdin from /dev/null, stdout and stderr merged, a time limit,
+and its output capped (head and tail kept). The command's process group is killed when it times out
+and again when it ends, so nothing it started in the background outlives it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sera.errors import ConfigError, SeraError
+
+MODES = ("auto", "bwrap", "none")
+# Variables that would point git at another repository than the work copy.
+GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                 "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
+                 "GIT_PREFIX", "GIT_CEILING_DIRECTORIES")
+_DRAIN_SECONDS = 1.0  # how long to wait for the pipe to close once the command is over
+
+
+@dataclass
+class CommandResult:
+    output: str
+    exit_code: int | None  # None when the command was killed for running too long
+    timed_out: bool
+    seconds: float
+
+
+class Sandbox:
+    """Runs shell commands with `root` as working directory.
+
+    mode: "auto" (bubblewrap if it works here, else plain with a warning), "bwrap" (required:
+    raises SeraError if it does not work) or "none" (plain). `writable`: more paths the command may
+    write (the work copy's git admin directory). `readonly`: paths to keep visible although they lie
+    under /tmp, which the sandbox replaces by a private one (the repository's .git directory).
+    """
+
+    def __init__(self, root: Path, mode: str = "auto", writable: Sequence[Path] = (),
+                 readonly: Sequence[Path] = ()) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"agent.sandbox = {mode!r} is not valid; use one of: "
+                              f"{', '.join(MODES)}")
+        self.root = Path(root).resolve()
+        self.writable = [Path(p).resolve() for p in writable]
+        self.readonly = [Path(p).resolve() for p in readonly]
+        self.warning: str | None = None
+        self.kind = "plain"
+        if mode != "none":
+            problem = bwrap_problem()
+            if problem is None:
+                self.kind = "bwrap"
+            elif mode == "bwrap":
+                raise SeraError(f"agent.sandbox = bwrap but {problem}; fix that, or set "
+                                f"agent.sandbox = auto to run commands without a sandbox")
+            else:
+                self.warning = f"{problem}: commands run without a sandbox"
+
+    def run(self, command: str, timeout: float, output_chars: int) -> CommandResult:
+        """Run `command` with bash; never raises for what the command does."""
+        argv = self._argv(command)
+        started = time.monotonic()
+        process = subprocess.Popen(argv, cwd=self.root, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env=command_environment(), start_new_session=True)
+        sink = _CappedOutput(output_chars)
+        try:
+            timed_out = _pump(process, sink, started + timeout)
+        finally:
+            _kill_group(process)
+            process.wait()
+            _drain(process, sink)
+        exit_code = None if timed_out else _shell_status(process.returncode)
+        return CommandResult(sink.text(), exit_code, timed_out, time.monotonic() - started)
+
+    def _argv(self, command: str) -> list[str]:
+        shell = ["bash", "-c", command]
+        if self.kind != "bwrap":
+            return shell
+        binds: list[tuple[str, Path]] = [("--ro-bind", p) for p in self.readonly if p.exists()]
+        binds += [("--bind", p) for p in [self.root, *self.writable] if p.exists()]
+        binds.sort(key=lambda bind: len(bind[1].parts))  # parents before what mounts inside them
+        argv = ["bwrap", *BWRAP_BASE]
+        for flag, path in binds:
+            argv += [flag, str(path), str(path)]
+        return argv + ["--chdir", str(self.root), "--", *shell]
+
+
+BWRAP_BASE = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+              "--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"]
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_problem() -> str | None:
+    """None when bubblewrap can create its namespaces here, else why not (probed once per process:
+    inside containers bwrap may exist but be refused the namespaces it needs)."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap not found (install it: apt-get install bubblewrap)"
+    try:
+        probe = subprocess.run(["bwrap", *BWRAP_BASE, "--", "true"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"bubblewrap does not start ({error})"
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        return (f"bubblewrap cannot create a sandbox here ({reason}); allow user namespaces "
+                f"or run outside this container")
+    return None
+
+
+def command_environment() -> dict[str, str]:
+    """The environment of an agent command: the user's, made non-interactive and pointed at the
+    work copy (no pagers, no prompts, no inherited GIT_DIR)."""
+    env = {k: v for k, v in os.environ.items() if k not in GIT_REDIRECTS}
+    env.setdefault("HOME", str(Path.home()))
+    env["PATH"] = env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+    env.update(TERM="dumb", PAGER="cat", GIT_PAGER="cat", MANPAGER="cat", GIT_EDITOR="true",
+               EDITOR="true", GIT_TERMINAL_PROMPT="0", NO_COLOR="1", PIP_NO_INPUT="1",
+               DEBIAN_FRONTEND="noninteractive", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _pump(process: subprocess.Popen, sink: "_CappedOutput", deadline: float) -> bool:
+    """Copy output into `sink` until the command ends; True if the deadline passed first."""
+    fd = process.stdout.fileno()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.1))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:  # pipe closed: the command is done or has closed its output
+                try:
+                    process.wait(max(deadline - time.monotonic(), 0))
+                    return False
+                except subprocess.TimeoutExpired:
+                    return True
+            sink.add(chunk)
+        elif process.poll() is not None:
+            return False  # done, though a background child may still hold the pipe
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _drain(process: subprocess.Popen, sink: "_CappedOutput") -> None:
+    """Read what is left in the pipe, without waiting on a process that escaped the group."""
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            sink.add(chunk)
+    finally:
+        process.stdout.close()
+
+
+def _shell_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode  # signal N -> 128 + N, as bash
+
+
+_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
+
+
+class _CappedOutput:
+    """Keeps the first and last bytes of a stream, and counts its characters."""
+
+    def __init__(self, chars: int) -> None:
+        self.chars = max(int(chars), 1)
+        self.keep = 4 * self.chars  # bytes: enough for `chars` characters of UTF-8 at each end
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total_bytes = 0
+        self.total_chars = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total_bytes += len(chunk)
+        self.total_chars += len(chunk.translate(None, _UTF8_CONTINUATION))
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        if len(self.tail) > 2 * self.keep:
+            del self.tail[:-self.keep]
+
+    def text(self) -> str:
+        if self.total_bytes <= len(self.head) + len(self.tail):
+            return clip_text((self.head + self.tail).decode("utf-8", "replace"), self.chars)
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail[-self.keep:].decode("utf-8", "replace")
+        return _join_clipped(head, tail, self.chars, self.total_chars)
+
+
+def clip_text(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters, else its head and tail around a note."""
+    if len(text) <= limit:
+        return text
+    return _join_clipped(text, text, limit, len(text))
+
+
+def _join_clipped(head: str, tail: str, limit: int, total: int) -> str:
+    head_chars = max(limit // 2, 1)
+    tail_chars = max(limit - head_chars, 0)
+    shown_head = head[:head_chars]
+    shown_tail = tail[len(tail) - tail_chars:] if tail_chars else ""
+    clipped = max(total - len(shown_head) - len(shown_tail), 0)
+    note = (f"\n[... {clipped} of {total} characters clipped here; to see less at once, narrow the "
+            f"command (grep, head -n, tail -n, sed -n 'A,Bp') ...]\n")
+    return shown_head + note + shown_tail

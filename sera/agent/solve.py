@@ -1,0 +1,147 @@
+"""Solve a task: N candidates, each an agent rollout in its own work copy, saved as one run.
+
+Shared by every front end (`sera solve`, the language server, the TUI). The user's checkout is
+never touched here: candidates live in work copies of a snapshot of the working tree.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from sera.agent.loop import Agent, StepEvent
+from sera.agent.runs import new_run_id, write_manifest
+from sera.agent.tools import ToolEnvironment
+from sera.agent.trajectory import Trajectory
+from sera.agent.workcopy import WorkCopy, cleanup_stale, ensure_state_dir, snapshot_commit
+from sera.config import Settings
+from sera.errors import SeraError
+from sera.models.base import ChatModel
+from sera.paths import adapters_dir, runs_dir
+
+
+@dataclass
+class Candidate:
+    index: int
+    status: str
+    exit_message: str
+    patch: str
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    trajectory: str  # path of the trajectory file
+
+
+@dataclass
+class SolveResult:
+    run_id: str
+    run_dir: Path
+    candidates: list[Candidate]  # in the order they finished
+    ranked: bool = False
+    sandbox_warning: str | None = None
+
+
+ProgressFn = Callable[[int, StepEvent], None]  # (candidate index, step event)
+
+
+def resolve_adapter(repo_root: Path, name: str) -> str | None:
+    """'' -> None (base model); a name in .sera/adapters/ or a path -> the adapter folder."""
+    if not name:
+        return None
+    for candidate in (adapters_dir(repo_root) / name, Path(name).expanduser()):
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    known = sorted(p.name for p in adapters_dir(repo_root).glob("*") if p.is_dir())
+    listing = ", ".join(known) if known else "none yet (sera specialize . trains one)"
+    raise SeraError(f"adapter {name!r} not found in {adapters_dir(repo_root)} nor as a folder; "
+                    f"adapters of this repository: {listing}")
+
+
+def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, str | None]:
+    """The cleaned task and the adapter path; raises before anything is loaded or written."""
+    task = task.strip()
+    if not task:
+        raise SeraError('the task is empty; describe what to change, e.g. sera solve "fix the crash in parse()"')
+    if settings.solve.candidates < 1:
+        raise SeraError(f"candidates must be at least 1 (got {settings.solve.candidates})")
+    return task, resolve_adapter(repo_root, settings.model.adapter)
+
+
+def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
+          on_step: ProgressFn | None = None) -> SolveResult:
+    """Run `settings.solve.candidates` rollouts of `task` and save them as one run."""
+    task, adapter = check_request(repo_root, task, settings)
+    ensure_state_dir(repo_root)
+    cleanup_stale(repo_root)  # work copies left by a crashed or killed earlier run
+    commit = snapshot_commit(repo_root)
+    run_id = new_run_id("solve")
+    run_dir = runs_dir(repo_root) / run_id
+    manifest = {"id": run_id, "kind": "solve", "task": task, "model": model.spec, "adapter": adapter,
+                "snapshot": commit, "status": "running", "created": time.time(), "ranked": False,
+                "candidates": []}
+    write_manifest(run_dir, manifest)
+    runner = _CandidateRunner(repo_root, commit, run_dir, task, settings, model, adapter, on_step)
+    try:
+        candidates = runner.run_all(settings.solve.candidates)
+    except BaseException:
+        manifest.update(status="interrupted", candidates=[asdict(c) for c in runner.finished])
+        write_manifest(run_dir, manifest)
+        raise
+    manifest.update(status="done", candidates=[asdict(c) for c in candidates])
+    write_manifest(run_dir, manifest)
+    return SolveResult(run_id, run_dir, candidates, sandbox_warning=runner.sandbox_warning)
+
+
+class _CandidateRunner:
+    def __init__(self, repo_root, commit, run_dir, task, settings, model, adapter, on_step):
+        self.repo_root, self.commit, self.run_dir, self.task = repo_root, commit, run_dir, task
+        self.settings, self.model, self.adapter, self.on_step = settings, model, adapter, on_step
+        self.finished: list[Candidate] = []
+        self.sandbox_warning: str | None = None
+        self._lock = threading.Lock()
+        self.cancel = threading.Event()
+
+    def run_all(self, count: int) -> list[Candidate]:
+        workers = self.settings.solve.parallel or count
+        if not self.model.concurrent or workers <= 1:
+            for index in range(count):
+                self._record(self.run_one(index))
+            return self.finished
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sera-candidate")
+        try:
+            futures = [pool.submit(self.run_one, index) for index in range(count)]
+            for future in as_completed(futures):
+                self._record(future.result())
+        except BaseException:
+            # Ctrl-C reaches only this thread: tell the others to stop after their current step.
+            self.cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+        return self.finished
+
+    def _record(self, candidate: Candidate) -> None:
+        with self._lock:
+            self.finished.append(candidate)
+
+    def run_one(self, index: int) -> Candidate:
+        path = self.run_dir / "candidates" / f"{index}.json"
+        trajectory = Trajectory(path=path, meta={"run": self.run_dir.name, "candidate": index})
+        on_step = (lambda event: self.on_step(index, event)) if self.on_step else None
+        with WorkCopy.create(self.repo_root, self.commit) as workcopy:
+            env = ToolEnvironment(workcopy, self.settings.agent)
+            self.sandbox_warning = self.sandbox_warning or env.sandbox_warning
+            agent = Agent(self.model, env, trajectory, self.settings.agent, self.settings.model,
+                          adapter=self.adapter, on_step=on_step, cancel=self.cancel)
+            agent.run(self.task)
+        meta = trajectory.meta
+        return Candidate(index=index, status=meta["status"], exit_message=meta.get("exit_message", ""),
+                         patch=meta.get("patch", ""), steps=trajectory.steps,
+                         prompt_tokens=int(meta.get("prompt_tokens", 0)),
+                         completion_tokens=int(meta.get("completion_tokens", 0)),
+                         seconds=round(meta.get("seconds", 0.0), 2), trajectory=str(path))

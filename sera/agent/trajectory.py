@@ -1,0 +1,58 @@
+"""A trajectory is the message list itself, plus metadata; one JSON file per rollout.
+
+File layout (a training row as it stands: `messages` is what the trainer reads):
+
+    {"messages": [{"role": "system", "content": ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...],
+     "meta": {"task": ..., "model": ..., "adapter": ..., "status": ..., "patch": ..., "steps": ..., ...}}
+
+The file is rewritten atomically after every step, so a killed process leaves the last full step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sera.models.base import Message
+from sera.paths import atomic_write_json
+
+
+@dataclass
+class Trajectory:
+    messages: list[Message] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def add(self, role: str, content: str) -> None:
+        self.messages.append({"role": role, "content": content})
+
+    def count(self, key: str, amount: float) -> None:
+        """Add `amount` to a running total in meta (tokens, seconds)."""
+        self.meta[key] = self.meta.get(key, 0) + amount
+
+    @property
+    def steps(self) -> int:
+        return sum(1 for m in self.messages if m["role"] == "assistant")
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "running")
+
+    @property
+    def patch(self) -> str:
+        return self.meta.get("patch", "")
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.meta["steps"] = self.steps
+        self.meta["updated"] = time.time()
+        atomic_write_json(self.path, {"messages": self.messages, "meta": self.meta})
+
+    @classmethod
+    def load(cls, path: Path) -> "Trajectory":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(messages=data["messages"], meta=data.get("meta", {}), path=Path(path))

@@ -1,0 +1,147 @@
+"""Typed settings, one small dataclass per component, and where each value came from.
+
+Precedence: defaults < `[tool.sera]` in pyproject.toml < `.sera/config.toml` < `SERA_<SECTION>_<FIELD>`
+environment variables < command-line flags. A file section looks like:
+
+    [tool.sera.model]          # in pyproject.toml; in .sera/config.toml write [model]
+    spec = "openai:http://localhost:8000/v1#qwen"
+
+`sera config` prints every effective value with its source. Each field is documented once, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sera.errors import ConfigError
+
+
+def _doc(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class ModelConfig:
+    spec: str = _doc("which model: embedded, transformers:<dir>, llamacpp:<gguf>, "
+                     "openai:<url>#<model>, scripted:<file> (see `sera models`)", "embedded")
+    adapter: str = _doc("adapter name in .sera/adapters or a path; '' = the base model", "")
+    temperature: float = _doc("sampling temperature of the agent (0 = greedy)", 0.6)
+    max_tokens: int = _doc("most tokens the model may write in one reply", 1024)
+    context_tokens: int = _doc("context window the engine allocates (prompt + reply)", 16384)
+    threads: int = _doc("CPU threads for in-process engines (0 = all cores)", 0)
+    seed: int = _doc("random seed for sampling (-1 = random)", -1)
+    request_timeout: float = _doc("seconds to wait for one reply from a server backend", 600.0)
+
+
+@dataclass
+class AgentConfig:
+    max_steps: int = _doc("most model replies in one rollout (SERA: 115)", 115)
+    command_timeout: float = _doc("seconds one bash command may run before it is killed (SERA: 300)",
+                                  300.0)
+    output_chars: int = _doc("characters of one tool output shown to the model; the rest is clipped",
+                             12000)
+    token_budget: int = _doc("most tokens (prompt + reply) one rollout may spend in total; 0 = no limit",
+                             0)
+    sandbox: str = _doc("auto (bubblewrap when present), bwrap (required) or none", "auto")
+
+
+@dataclass
+class SolveConfig:
+    candidates: int = _doc("candidate patches sampled per task, each in its own work copy", 3)
+    parallel: int = _doc("candidates run at once when the backend allows it (0 = one per candidate)",
+                         0)
+
+
+@dataclass
+class Settings:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    solve: SolveConfig = field(default_factory=SolveConfig)
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def items(self):
+        """(dotted key, value, doc, source) for every setting, in declaration order."""
+        for section in _sections():
+            obj = getattr(self, section)
+            for f in fields(obj):
+                key = f"{section}.{f.name}"
+                yield key, getattr(obj, f.name), f.metadata["doc"], self.sources.get(key, "default")
+
+
+def _sections() -> list[str]:
+    return [f.name for f in fields(Settings) if f.name != "sources"]
+
+
+def _coerce(key: str, value: Any, target_type: type) -> Any:
+    try:
+        if target_type is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return target_type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key} = {value!r} is not a valid {target_type.__name__}; "
+                          f"fix it in the place `sera config` lists for it") from None
+
+
+def _apply(settings: Settings, table: dict[str, Any], source: str) -> None:
+    for section, values in table.items():
+        if section not in _sections() or not isinstance(values, dict):
+            raise ConfigError(f"unknown settings section [{section}] in {source}; "
+                              f"valid sections: {', '.join(_sections())}")
+        obj = getattr(settings, section)
+        known = {f.name: f for f in fields(obj)}
+        for name, value in values.items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {section}.{name} in {source}; valid: "
+                                  f"{', '.join(known)}")
+            ftype = type(known[name].default)
+            setattr(obj, name, _coerce(f"{section}.{name}", value, ftype))
+            settings.sources[f"{section}.{name}"] = source
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML ({e}); fix or remove it") from None
+
+
+def load_settings(repo_root: Path | None = None, flags: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Settings for `repo_root`, layering files, environment and `flags` ({"model.spec": ...})."""
+    settings = Settings()
+    environ = os.environ if environ is None else environ
+    if repo_root is not None:
+        pyproject = Path(repo_root) / "pyproject.toml"
+        if pyproject.is_file():
+            table = _read_toml(pyproject).get("tool", {}).get("sera", {})
+            _apply(settings, table, "pyproject.toml [tool.sera]")
+        local = Path(repo_root) / ".sera" / "config.toml"
+        if local.is_file():
+            _apply(settings, _read_toml(local), ".sera/config.toml")
+    for section in _sections():
+        for f in fields(getattr(settings, section)):
+            var = f"SERA_{section}_{f.name}".upper()
+            if var in environ:
+                _apply(settings, {section: {f.name: environ[var]}}, f"env {var}")
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.partition(".")
+        _apply(settings, {section: {name: value}}, f"flag --{name.replace('_', '-')}")
+    return settings
+
+
+def replace_section(settings: Settings, section: str, **changes: Any) -> Settings:
+    """A copy of `settings` with some fields of one section changed (for programmatic callers)."""
+    new = dataclasses.replace(settings, sources=dict(settings.sources))
+    setattr(new, section, dataclasses.replace(getattr(settings, section), **changes))
+    return new

@@ -1,0 +1,1 @@
+"""Chat backends behind one protocol, picked by spec string (see README.md here)."""

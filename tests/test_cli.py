@@ -1,0 +1,88 @@
+"""The `sera` command as a user runs it: a real process, real repository, real git."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import FIX_SCRIPT_REPLIES, GIT_IDENTITY, git, user_state, write_script
+
+SERA = [sys.executable, "-m", "sera.cli"]
+
+
+def sera(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*SERA, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **GIT_IDENTITY, **(env or {})})
+
+
+def test_help_and_version_do_not_load_heavy_libraries():
+    code = ("import sys, sera.cli; sera.cli.build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'xllamacpp', 'peft', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    version = subprocess.run([*SERA, "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("sera 0.")
+
+
+def test_solve_apply_undo_through_the_cli(repo, tmp_path):
+    spec = write_script(tmp_path / "s.json", FIX_SCRIPT_REPLIES)
+    before = user_state(repo)
+    out = sera(repo, "solve", "--model", spec, "-n", "1", "add is wrong")
+    assert out.returncode == 0, out.stderr
+    assert "+    return a + b" in out.stdout
+    assert "not ranked yet" in out.stdout and "saved in" in out.stdout
+    assert user_state(repo) == before
+    runs = sera(repo, "runs")
+    assert "1 candidates (1 with changes)" in runs.stdout
+    applied = sera(repo, "apply")
+    assert applied.returncode == 0 and "calc.py" in applied.stdout
+    assert "return a + b" in (repo / "calc.py").read_text()
+    assert sera(repo, "undo").returncode == 0
+    assert user_state(repo) == before
+
+
+def test_errors_are_one_line_and_say_what_to_do(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    out = sera(plain, "solve", "x")
+    assert out.returncode == 1 and "not a git repository" in out.stderr
+    assert out.stderr.count("\n") == 1
+
+    git(plain, "init", "-q")
+    out = sera(plain, "solve", "x")
+    assert out.returncode == 1 and "no commits" in out.stderr and "git commit" in out.stderr
+
+
+def test_bad_input_leaves_nothing_behind(repo, tmp_path):
+    before = user_state(repo)
+    cases = [
+        (["solve", "   "], "task is empty"),
+        (["solve", "--model", "llamacpp:/nowhere/model.gguf", "x"], "/nowhere/model.gguf"),
+        (["solve", "--model", "nosuch:thing", "x"], "valid backends"),
+        (["solve", "--model", "openai:http://127.0.0.1:9/v1#m", "x"], "cannot reach"),
+        (["solve", "--adapter", "nope", "--model", "scripted:/dev/null", "x"], "adapter 'nope'"),
+        (["apply", "nosuchrun"], "no solve runs"),
+        (["undo"], "nothing to undo"),
+    ]
+    for args, message in cases:
+        out = sera(repo, *args)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert message in out.stderr, (args, out.stderr)
+        assert out.stderr.splitlines()[-1].startswith("sera: error:"), out.stderr
+    assert user_state(repo) == before
+    assert not (repo / ".sera" / "runs").exists() or not any((repo / ".sera" / "runs").iterdir())
+    assert git(repo, "worktree", "list").count("\n") == 1
+
+
+def test_config_shows_sources(repo):
+    (repo / ".sera").mkdir(exist_ok=True)
+    (repo / ".sera" / "config.toml").write_text('[solve]\ncandidates = 5\n')
+    out = sera(repo, "config", env={"SERA_AGENT_MAX_STEPS": "9"})
+    assert "solve.candidates = 5  [.sera/config.toml]" in out.stdout
+    assert "agent.max_steps = 9  [env SERA_AGENT_MAX_STEPS]" in out.stdout
+    assert "model.spec = 'embedded'  [default]" in out.stdout
+    (repo / ".sera" / "config.toml").write_text('[solve]\ncandidatez = 5\n')
+    out = sera(repo, "config")
+    assert out.returncode == 1 and "unknown setting solve.candidatez" in out.stderr
