@@ -86,3 +86,29 @@ def test_config_shows_sources(repo):
     (repo / ".sera" / "config.toml").write_text('[solve]\ncandidatez = 5\n')
     out = sera(repo, "config")
     assert out.returncode == 1 and "unknown setting solve.candidatez" in out.stderr
+
+
+def test_ctrl_c_removes_work_copies_and_keeps_the_run(repo, tmp_path):
+    import signal
+    import time
+
+    from conftest import tool_call
+    spec = write_script(tmp_path / "s.json", [tool_call("bash", command="sleep 61.25")] * 3)
+    proc = subprocess.Popen([*SERA, "solve", "--model", spec, "-n", "1", "wait"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **GIT_IDENTITY})
+    deadline = time.time() + 60
+    while git(repo, "worktree", "list").count("\n") < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the agent reach its `sleep`
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert git(repo, "worktree", "list").count("\n") == 1
+    orphans = subprocess.run(["pgrep", "-f", "sleep 61.25"], capture_output=True, text=True)
+    assert orphans.stdout == "", "the agent's command outlived the interrupt"
+    run_dir = next((repo / ".sera" / "runs").iterdir())
+    manifest = (run_dir / "manifest.json").read_text()
+    assert '"status": "interrupted"' in manifest
+    trajectory = (run_dir / "candidates" / "0.json").read_text()
+    assert '"status": "interrupted"' in trajectory

@@ -1,0 +1,99 @@
+"""A deterministic fake model that replays assistant replies from a JSON file (tests and demos).
+
+`scripted:<file.json>`, the file holding a list of reply strings, or `{"replies": [...]}`.
+The reply to a conversation is `replies[k]`, k = the number of assistant messages already in it,
+so every candidate and every replayed conversation starts again from the first reply.
+
+Like a real backend it honours `stop` (the text is cut before the first stop string) and
+`max_tokens` (the text is cut to that many tokens, finish_reason "length"). Token counts are an
+approximation: one token per 4 characters, rounded up. The adapter is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from sera.config import ModelConfig
+from sera.errors import ModelError
+from sera.models.base import Completion, Message
+
+CHARS_PER_TOKEN = 4
+
+
+def load(arg: str, config: ModelConfig) -> "ScriptedChatModel":
+    """The registry's entry point: `scripted:<file.json>`."""
+    return ScriptedChatModel(f"scripted:{arg}", read_replies(arg))
+
+
+def read_replies(arg: str) -> list[str]:
+    """The replies in a script file; a ModelError that says what to fix otherwise."""
+    if not arg.strip():
+        raise ModelError("the scripted model needs a file: --model scripted:/path/to/replies.json "
+                         "(a JSON list of assistant reply strings)")
+    path = Path(arg).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"script {path} not found; pass a JSON file holding a list of assistant "
+                         f"reply strings: --model scripted:/path/to/replies.json") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelError(f"cannot read script {path} ({error}); check the path and its "
+                         f"permissions") from None
+    except json.JSONDecodeError as error:
+        raise ModelError(f"script {path} is not valid JSON ({error}); it must be a list of "
+                         f"reply strings, or {{\"replies\": [...]}}") from None
+    replies = data.get("replies") if isinstance(data, dict) else data
+    if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
+        raise ModelError(f"script {path} must hold a JSON list of reply strings, or "
+                         f"{{\"replies\": [...]}} with such a list")
+    return replies
+
+
+def approx_tokens(text: str) -> int:
+    """Token count of `text`, approximated as one token per 4 characters, rounded up."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+class ScriptedChatModel:
+    """Replays a fixed list of replies; stateless, so any number of threads may call it."""
+
+    def __init__(self, spec: str, replies: list[str]) -> None:
+        self.spec = spec
+        self.replies = list(replies)
+
+    @property
+    def concurrent(self) -> bool:
+        return True
+
+    def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
+                 temperature: float = 0.0, max_tokens: int = 1024,
+                 stop: Sequence[str] | None = None) -> list[Completion]:
+        start = time.perf_counter()
+        turn = sum(1 for m in messages if m.get("role") == "assistant")
+        if turn >= len(self.replies):
+            raise ModelError(f"the script {self.spec} has only {len(self.replies)} replies and "
+                             f"the conversation asks for reply {turn + 1}; add replies to the "
+                             f"file or lower the step limit")
+        text, reason = _cut(self.replies[turn], stop or [], max_tokens)
+        prompt_tokens = sum(approx_tokens(m.get("content") or "") for m in messages)
+        seconds = time.perf_counter() - start
+        return [Completion(text=text, prompt_tokens=prompt_tokens,
+                           completion_tokens=approx_tokens(text), seconds=seconds,
+                           finish_reason=reason) for _ in range(n)]
+
+    def close(self) -> None:
+        pass
+
+
+def _cut(text: str, stop: Sequence[str], max_tokens: int) -> tuple[str, str]:
+    """Apply stop strings and the token limit, as a real backend would."""
+    found = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    if found:
+        text = text[:min(found)]
+    limit = max(0, max_tokens) * CHARS_PER_TOKEN
+    if len(text) > limit:  # the limit comes first when the stop string lies beyond it
+        return text[:limit], "length"
+    return text, "stop"
