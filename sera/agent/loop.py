@@ -27,7 +27,9 @@ STOP_STRINGS = ["</tool_call>", "<tool_response>"]
 
 
 def system_prompt() -> str:
-    tools = "\n".join(json.dumps(spec, ensure_ascii=False) for spec in TOOL_SPECS)
+    # The Hermes tool block exactly as Qwen2.5's chat template writes it: the models know this form.
+    tools = "\n".join(json.dumps({"type": "function", "function": spec}, ensure_ascii=False)
+                      for spec in TOOL_SPECS)
     return render("system", tools=tools)
 
 
