@@ -21,4 +21,6 @@ if [ -z "$repo" ]; then
   echo "demo repository: $repo"
 fi
 cd "$repo"
+# Small local models ramble; a shorter reply limit keeps a CPU step to seconds, not a minute.
+export SERA_MODEL_MAX_TOKENS="${SERA_MODEL_MAX_TOKENS:-400}"
 "$venv/bin/sera" solve --candidates "${SERA_CANDIDATES:-2}" --max-steps "${SERA_MAX_STEPS:-12}" "$task"

@@ -116,3 +116,18 @@ def test_registry_unknown_backend_lists_the_valid_ones():
     assert "nosuchbackend" in message
     for name in BACKENDS:
         assert name in message
+
+
+def test_conversations_pick_replies_by_the_first_user_message(tmp_path):
+    script = tmp_path / "roles.json"
+    script.write_text(json.dumps({"conversations": [{"when": "Answer yes or no", "replies": ["yes"]},
+                                                    {"when": "write an issue", "replies": ["Issue"]}],
+                                  "replies": ["default"]}))
+    model = load_model(f"scripted:{script}", ModelConfig())
+    ask = lambda text: model.complete([{"role": "user", "content": text}])[0].text  # noqa: E731
+    assert ask("Please write an issue about it") == "Issue"
+    assert ask("Is it valid? Answer yes or no.") == "yes"
+    assert ask("something else") == "default"
+    script.write_text(json.dumps({"conversations": [{"replies": ["x"]}]}))
+    with pytest.raises(ModelError, match="conversations"):
+        load_model(f"scripted:{script}", ModelConfig())

@@ -19,7 +19,7 @@ from sera.agent.protocol import (AgentStop, BudgetExhausted, Cancelled, Environm
 from sera.agent.tools import TOOL_SPECS
 from sera.agent.trajectory import Trajectory
 from sera.config import AgentConfig, ModelConfig
-from sera.errors import ModelError
+from sera.errors import ModelError, SeraError
 from sera.models.base import ChatModel, Completion
 
 # The model stops writing at the end of its call; it must never write the tool's answer itself.
@@ -141,5 +141,5 @@ class Agent:
     def _diff_or_empty(self) -> str:
         try:
             return self.env.diff()
-        except Exception:  # the work copy may be gone after an interrupt; the patch is then unknown
+        except (SeraError, OSError):  # the work copy may be gone after an interrupt: no patch known
             return ""

@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from sera.agent.loop import Agent, StepEvent
+from sera.agent.loop import StepEvent
+from sera.agent.rollout import rollout
 from sera.agent.runs import new_run_id, write_manifest
-from sera.agent.tools import ToolEnvironment
-from sera.agent.trajectory import Trajectory
-from sera.agent.workcopy import WorkCopy, cleanup_stale, ensure_state_dir, snapshot_commit
+from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings
 from sera.errors import SeraError
 from sera.models.base import ChatModel
@@ -131,14 +130,12 @@ class _CandidateRunner:
 
     def run_one(self, index: int) -> Candidate:
         path = self.run_dir / "candidates" / f"{index}.json"
-        trajectory = Trajectory(path=path, meta={"run": self.run_dir.name, "candidate": index})
         on_step = (lambda event: self.on_step(index, event)) if self.on_step else None
-        with WorkCopy.create(self.repo_root, self.commit) as workcopy:
-            env = ToolEnvironment(workcopy, self.settings.agent)
-            self.sandbox_warning = self.sandbox_warning or env.sandbox_warning
-            agent = Agent(self.model, env, trajectory, self.settings.agent, self.settings.model,
-                          adapter=self.adapter, on_step=on_step, cancel=self.cancel)
-            agent.run(self.task)
+        trajectory, warning = rollout(
+            self.repo_root, self.commit, self.task, self.model, self.settings, path,
+            meta={"run": self.run_dir.name, "candidate": index}, adapter=self.adapter,
+            on_step=on_step, cancel=self.cancel)
+        self.sandbox_warning = self.sandbox_warning or warning
         meta = trajectory.meta
         return Candidate(index=index, status=meta["status"], exit_message=meta.get("exit_message", ""),
                          patch=meta.get("patch", ""), steps=trajectory.steps,

@@ -4,6 +4,11 @@
 The reply to a conversation is `replies[k]`, k = the number of assistant messages already in it,
 so every candidate and every replayed conversation starts again from the first reply.
 
+One script can play several roles (an agent, a reviewer, an issue writer) with conversations
+picked by a substring of the conversation's first user message; `replies` is the fallback:
+
+    {"conversations": [{"when": "Answer yes or no", "replies": ["yes"]}, ...], "replies": [...]}
+
 Like a real backend it honours `stop` (the text is cut before the first stop string) and
 `max_tokens` (the text is cut to that many tokens, finish_reason "length"). Token counts are an
 approximation: one token per 4 characters, rounded up. The adapter is accepted and ignored.
@@ -25,11 +30,16 @@ CHARS_PER_TOKEN = 4
 
 def load(arg: str, config: ModelConfig) -> "ScriptedChatModel":
     """The registry's entry point: `scripted:<file.json>`."""
-    return ScriptedChatModel(f"scripted:{arg}", read_replies(arg))
+    data = _read_json(arg)
+    return ScriptedChatModel(f"scripted:{arg}", _replies(data, arg), _conversations(data, arg))
 
 
 def read_replies(arg: str) -> list[str]:
-    """The replies in a script file; a ModelError that says what to fix otherwise."""
+    """The fallback replies in a script file; a ModelError that says what to fix otherwise."""
+    return _replies(_read_json(arg), arg)
+
+
+def _read_json(arg: str):
     if not arg.strip():
         raise ModelError("the scripted model needs a file: --model scripted:/path/to/replies.json "
                          "(a JSON list of assistant reply strings)")
@@ -45,11 +55,32 @@ def read_replies(arg: str) -> list[str]:
     except json.JSONDecodeError as error:
         raise ModelError(f"script {path} is not valid JSON ({error}); it must be a list of "
                          f"reply strings, or {{\"replies\": [...]}}") from None
-    replies = data.get("replies") if isinstance(data, dict) else data
-    if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
-        raise ModelError(f"script {path} must hold a JSON list of reply strings, or "
+    return data
+
+
+def _replies(data, arg: str) -> list[str]:
+    replies = data
+    if isinstance(data, dict):  # "replies" may be left out only when conversations are given
+        replies = data.get("replies", [] if "conversations" in data else None)
+    if not _is_reply_list(replies):
+        raise ModelError(f"script {arg} must hold a JSON list of reply strings, or "
                          f"{{\"replies\": [...]}} with such a list")
     return replies
+
+
+def _conversations(data, arg: str) -> list[tuple[str, list[str]]]:
+    found = data.get("conversations", []) if isinstance(data, dict) else []
+    ok = isinstance(found, list) and all(
+        isinstance(c, dict) and isinstance(c.get("when"), str) and _is_reply_list(c.get("replies"))
+        for c in found)
+    if not ok:
+        raise ModelError(f"script {arg}: \"conversations\" must be a list of "
+                         f"{{\"when\": \"substring of the first user message\", \"replies\": [...]}}")
+    return [(c["when"], c["replies"]) for c in found]
+
+
+def _is_reply_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(r, str) for r in value)
 
 
 def approx_tokens(text: str) -> int:
@@ -60,9 +91,17 @@ def approx_tokens(text: str) -> int:
 class ScriptedChatModel:
     """Replays a fixed list of replies; stateless, so any number of threads may call it."""
 
-    def __init__(self, spec: str, replies: list[str]) -> None:
+    def __init__(self, spec: str, replies: list[str],
+                 conversations: list[tuple[str, list[str]]] = ()) -> None:
         self.spec = spec
         self.replies = list(replies)
+        self.conversations = list(conversations)
+
+    def replies_for(self, messages: Sequence[Message]) -> list[str]:
+        """The replies of the first conversation whose `when` is in the first user message."""
+        first_user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
+        return next((replies for when, replies in self.conversations if when in first_user),
+                    self.replies)
 
     @property
     def concurrent(self) -> bool:
@@ -73,11 +112,12 @@ class ScriptedChatModel:
                  stop: Sequence[str] | None = None) -> list[Completion]:
         start = time.perf_counter()
         turn = sum(1 for m in messages if m.get("role") == "assistant")
-        if turn >= len(self.replies):
-            raise ModelError(f"the script {self.spec} has only {len(self.replies)} replies and "
+        replies = self.replies_for(messages)
+        if turn >= len(replies):
+            raise ModelError(f"the script {self.spec} has only {len(replies)} replies and "
                              f"the conversation asks for reply {turn + 1}; add replies to the "
                              f"file or lower the step limit")
-        text, reason = _cut(self.replies[turn], stop or [], max_tokens)
+        text, reason = _cut(replies[turn], stop or [], max_tokens)
         prompt_tokens = sum(approx_tokens(m.get("content") or "") for m in messages)
         seconds = time.perf_counter() - start
         return [Completion(text=text, prompt_tokens=prompt_tokens,
