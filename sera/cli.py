@@ -74,6 +74,60 @@ def _print_result(result) -> None:
         print(f"apply one with: sera apply {result.run_id}:{first.index}   (undo with: sera undo)")
 
 
+def cmd_specialize(args) -> int:
+    from sera.agent.workcopy import ensure_state_dir, snapshot_commit
+    from sera.specialize.presets import preset
+    from sera.specialize.run import new_run, resume_run
+
+    if args.resume is not None:
+        run = resume_run(args.repo_root, args.resume or None)
+        _err(f"resuming {run.id}")
+    else:
+        chosen = preset(args.preset)
+        flags = {**chosen["settings"], **{k: v for k, v in _specialize_flags(args).items() if v is not None}}
+        settings = _settings(args, flags)
+        teacher = settings.specialize.teacher or settings.model.spec
+        _say_where_code_goes(teacher)
+        ensure_state_dir(args.repo_root)
+        train = {**chosen["train"], **({"epochs": args.epochs} if args.epochs else {})}
+        run = new_run(args.repo_root, settings, snapshot_commit(args.repo_root),
+                      {"preset": args.preset, "train": train})
+        _err(f"specialize run {run.id}: teacher {teacher}, student {settings.model.spec}")
+    skip = ("train",) if args.no_train else ()
+    try:
+        _run_with_progress(run, args.stage, skip)
+    except KeyboardInterrupt:
+        _err(f"interrupted; continue with: sera specialize --resume {run.id}")
+        raise
+    finally:
+        run.close()
+    print(f"run {run.id} saved in {run.dir}")
+    adapter = run.stage("train").get("stats", {}).get("adapter")
+    if adapter:
+        print(f"adapter: {adapter} (sera solve uses the newest adapter)")
+    return 0
+
+
+def _specialize_flags(args) -> dict:
+    return {"model.spec": args.model, "specialize.teacher": args.teacher,
+            "specialize.functions": args.functions, "agent.max_steps": args.max_steps,
+            "specialize.time_budget": args.time_budget, "specialize.alpha": args.alpha,
+            "specialize.general_data": args.general_data, "specialize.seed": args.seed,
+            "specialize.recall_threshold": args.recall_threshold,
+            "specialize.concurrency": args.concurrency}
+
+
+def _run_with_progress(run, stage, skip) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sera.specialize.run import run_stages
+    columns = [TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, transient=False) as progress:
+        run.progress, run.say = progress, progress.console.print
+        run_stages(run, only=stage, skip=skip)
+
+
 def cmd_apply(args) -> int:
     from sera.agent.apply import apply_candidate
     applied = apply_candidate(args.repo_root, args.target)
@@ -133,6 +187,28 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
     solve.set_defaults(func=cmd_solve)
 
+    spec = sub.add_parser("specialize", help="teach the agent this repository (SVG + LoRA)")
+    spec.add_argument("path", nargs="?", help="the repository (default: -C or the current folder)")
+    spec.add_argument("--preset", help="demo, laptop or gpu (explicit flags win)")
+    spec.add_argument("--teacher", help="model spec that generates the data (default: --model); "
+                      "a server spec sends the repository's code to it")
+    spec.add_argument("--model", help="the local model to fine-tune (default: embedded)")
+    spec.add_argument("--functions", type=int, help="starting functions to sample (default 20)")
+    spec.add_argument("--max-steps", type=int, help="agent step limit per rollout")
+    spec.add_argument("--time-budget", type=float, help="seconds after which no rollout starts")
+    spec.add_argument("--concurrency", type=int, help="rollouts at once against a server teacher")
+    spec.add_argument("--recall-threshold", type=float, help="soft verification threshold r (0.5)")
+    spec.add_argument("--alpha", type=float, help="share of repository rows in the training mix")
+    spec.add_argument("--general-data", help="JSONL of general trajectories to mix in")
+    spec.add_argument("--seed", type=int, help="sampling seed")
+    spec.add_argument("--epochs", type=int, help="training epochs")
+    spec.add_argument("--no-train", action="store_true", help="generate data only")
+    spec.add_argument("--stage", choices=["functions", "history", "rollouts", "dataset", "train",
+                                          "report"], help="run only this stage")
+    spec.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                      help="continue the newest unfinished run (or RUN)")
+    spec.set_defaults(func=cmd_specialize)
+
     apply = sub.add_parser("apply", help="apply a candidate to your working tree")
     apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last run's first)")
     apply.set_defaults(func=cmd_apply)
@@ -153,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         needs_repo = args.command not in ("models", "config")
-        args.repo_root = _repo_root(args.repo) if needs_repo else _optional_repo(args.repo)
+        where = getattr(args, "path", None) or args.repo
+        args.repo_root = _repo_root(where) if needs_repo else _optional_repo(where)
         return args.func(args)
     except SeraError as error:
         _err(f"sera: error: {error}")

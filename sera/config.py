@@ -58,10 +58,41 @@ class SolveConfig:
 
 
 @dataclass
+class SpecializeConfig:
+    teacher: str = _doc("model spec of the teacher that generates data; '' = model.spec (local). "
+                        "A server spec sends code off the machine: it must be named explicitly", "")
+    functions: int = _doc("starting functions sampled from the repository", 20)
+    seed: int = _doc("seed for sampling functions and directions", 0)
+    recall_threshold: float = _doc("soft verification: keep a rollout-2 solution when its line-level "
+                                   "recall of rollout 1's patch is at least this (SERA: 0.5)", 0.5)
+    self_check_attempts: int = _doc("rollout-1 tries per function until the teacher's self-check "
+                                    "says yes (SERA: 3)", 3)
+    max_patch_lines: int = _doc("drop patches with more changed lines than this (SERA: 40)", 40)
+    max_tool_output_tokens: int = _doc("drop trajectories whose tool outputs average more tokens "
+                                       "than this (SERA: 600)", 600)
+    truncation_threshold: float = _doc("keep a trajectory cut to the context only if it keeps at "
+                                       "least this share of its messages (SERA: 0.95)", 0.95)
+    context_tokens: int = _doc("training context: longer trajectories are cut after their last "
+                               "complete assistant turn (SERA: 32768)", 8192)
+    history_tasks: int = _doc("most commits of the repository's history turned into tasks "
+                              "(small fixes; the newest are held out for evaluation)", 100)
+    heldout_fraction: float = _doc("share of history tasks held out for evaluation", 0.2)
+    concurrency: int = _doc("rollouts run at once against a teacher that allows it", 4)
+    time_budget: float = _doc("seconds after which no new rollout starts (0 = no limit)", 0.0)
+    alpha: float = _doc("share of repository rows in the training mix; the rest comes from "
+                        "general_data (1.0 = repository only)", 1.0)
+    general_data: str = _doc("JSONL of general trajectories ({\"messages\": ...}) to mix in", "")
+    price_per_million_in: float = _doc("teacher price per million prompt tokens, for the report "
+                                       "(0 = not shown)", 0.0)
+    price_per_million_out: float = _doc("teacher price per million completion tokens", 0.0)
+
+
+@dataclass
 class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     solve: SolveConfig = field(default_factory=SolveConfig)
+    specialize: SpecializeConfig = field(default_factory=SpecializeConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     def items(self):

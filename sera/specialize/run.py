@@ -1,0 +1,132 @@
+"""A specialize run: its folder, its manifest, and the order of its stages.
+
+`.sera/runs/<id>/manifest.json` holds the settings the run started with and each stage's status
+(pending, running, done, failed) with its stats. Stages write their outputs atomically and mark
+themselves done last, so after a kill `sera specialize --resume` redoes at most the stage that was
+running, and the rollouts stage skips every function that already has its record.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sera.agent.runs import find_run, new_run_id, read_manifest, write_manifest
+from sera.agent.workcopy import cleanup_stale
+from sera.config import Settings, load_settings
+from sera.errors import SeraError
+from sera.paths import runs_dir
+
+STAGES = ["functions", "history", "rollouts", "dataset", "train", "report"]
+
+
+@dataclass
+class SpecializeRun:
+    repo_root: Path
+    dir: Path
+    settings: Settings
+    manifest: dict[str, Any]
+    say: Callable[[str], None] = print           # one-line progress messages
+    progress: Any = None                          # a rich Progress, or None
+    models: dict[str, Any] = field(default_factory=dict)  # loaded once, shared by stages
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.manifest["stages"][name]
+
+    def save(self) -> None:
+        write_manifest(self.dir, self.manifest)
+
+    def teacher(self):
+        """The teacher model, loaded on first use."""
+        if "teacher" not in self.models:
+            from sera.models.registry import load_model
+            spec = self.settings.specialize.teacher or self.settings.model.spec
+            self.say(f"loading teacher {spec} ...")
+            self.models["teacher"] = load_model(spec, self.settings.model)
+        return self.models["teacher"]
+
+    def bar(self, description: str, total: int) -> Callable[..., None]:
+        """A progress bar of this stage; returns `advance(n=1, **fields)`."""
+        if self.progress is None:
+            return lambda n=1, **fields: None
+        task = self.progress.add_task(description, total=total, info="")
+        return lambda n=1, **fields: self.progress.update(task, advance=n, **fields)
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.close()
+        self.models.clear()
+
+
+def new_run(repo_root: Path, settings: Settings, commit: str, options: dict[str, Any]) -> SpecializeRun:
+    run_id = new_run_id("specialize")
+    manifest = {"id": run_id, "kind": "specialize", "status": "running", "created": time.time(),
+                "snapshot": commit, "options": options, "settings": _settings_dict(settings),
+                "stages": {name: {"status": "pending"} for name in STAGES}}
+    run = SpecializeRun(repo_root, runs_dir(repo_root) / run_id, settings, manifest)
+    run.save()
+    return run
+
+
+def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
+    """The run to continue: `run_id` (a prefix is enough) or the newest unfinished one."""
+    if run_id:
+        manifest = find_run(repo_root, run_id, kind="specialize")
+    else:
+        unfinished = [m for m in _specialize_runs(repo_root) if m.get("status") != "done"]
+        if not unfinished:
+            raise SeraError("no unfinished specialize run to resume; start one with: sera specialize .")
+        manifest = unfinished[0]
+    run_dir = Path(manifest.pop("dir"))
+    settings = load_settings(None, manifest["settings"])  # as the run started, whatever changed since
+    return SpecializeRun(repo_root, run_dir, settings, read_manifest(run_dir))
+
+
+def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...] = ()) -> None:
+    """Run every stage not done yet, in order (or just `only`), marking each in the manifest."""
+    cleanup_stale(run.repo_root)  # work copies of a killed earlier process
+    for name in STAGES:
+        if (only and name != only) or name in skip or (run.stage(name)["status"] == "done" and not only):
+            continue
+        _require_earlier_stages(run, name, skip)
+        stage = run.stage(name)
+        stage.update(status="running", started=time.time())
+        run.save()
+        try:
+            module = importlib.import_module(f"sera.specialize.stages.{name}")
+            stats = module.run(run) or {}
+        except BaseException as error:
+            stage.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                         error=str(error))
+            run.manifest["status"] = stage["status"]
+            run.save()
+            raise
+        stage.update(status="done", finished=time.time(), stats=stats)
+        run.save()
+    if all(run.stage(n)["status"] == "done" or n in skip for n in STAGES):
+        run.manifest["status"] = "done"
+        run.save()
+
+
+def _require_earlier_stages(run: SpecializeRun, name: str, skip: tuple[str, ...]) -> None:
+    for earlier in STAGES[:STAGES.index(name)]:
+        if earlier not in skip and run.stage(earlier)["status"] != "done":
+            raise SeraError(f"stage {name} needs stage {earlier} first; run "
+                            f"`sera specialize --resume {run.id}`")
+
+
+def _specialize_runs(repo_root: Path) -> list[dict[str, Any]]:
+    from sera.agent.runs import list_runs
+    return [m for m in list_runs(repo_root) if m.get("kind") == "specialize"]
+
+
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    return {key: value for key, value, _, _ in settings.items()}
+

@@ -1,0 +1,50 @@
+"""Stage 5, train: LoRA fine-tuning of the student on `dataset.jsonl`.
+
+    sera specialize . --stage train
+
+The student is `model.spec` as a transformers folder (a GGUF is dequantized once). Measures the
+mean negative log-likelihood of the held-out history trajectories with the base model, trains,
+measures it again with the adapter, and saves the adapter with its card in
+`.sera/adapters/<run id>/` (the newest adapter is what `sera solve` uses by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from sera.errors import SeraError
+from sera.paths import adapters_dir
+from sera.specialize.dataset import load_rows
+from sera.specialize.student import student_folder
+from sera.specialize.train import TrainConfig, mean_nll, train_lora, update_card
+
+
+def run(run) -> dict:
+    rows = load_rows([run.dir / "dataset.jsonl"])
+    if not rows:
+        raise SeraError("no training rows were kept; sample more functions (--functions), give the "
+                        "agent more steps (--max-steps), or use a stronger teacher (--teacher)")
+    heldout = load_rows([run.dir / "heldout.jsonl"])
+    folder = student_folder(run.settings.model.spec)
+    config = dataclasses.replace(TrainConfig.for_device("auto"),
+                                 max_tokens=run.settings.specialize.context_tokens,
+                                 **run.manifest["options"].get("train", {}))
+    out_dir = adapters_dir(run.repo_root) / run.id
+    nll_before = mean_nll(folder, heldout, None, config.max_tokens) if heldout else None
+    advance = run.bar("training", 1)
+    result = train_lora(folder, rows, out_dir, config, progress=lambda info: advance(
+        0, total=info["steps"], completed=info["step"],
+        info=f"loss {info['loss']:.3f}, {info['tokens_per_second']:.0f} tok/s"))
+    nll_after = mean_nll(folder, heldout, out_dir, config.max_tokens) if heldout else None
+    stats = {"rows": len(rows), "examples": result.examples, "steps": result.steps,
+             "first_loss": result.losses[0], "last_loss": result.losses[-1],
+             "tokens_per_second": round(result.tokens_per_second, 1),
+             "heldout_rows": len(heldout), "heldout_nll_base": nll_before,
+             "heldout_nll_adapter": nll_after, "adapter": str(out_dir)}
+    update_card(out_dir, run=run.id, student=run.settings.model.spec,
+                teacher=run.settings.specialize.teacher or run.settings.model.spec,
+                svg=run.stage("rollouts").get("stats", {}), dataset=run.stage("dataset").get("stats", {}),
+                heldout={"rows": len(heldout), "nll_base": nll_before, "nll_adapter": nll_after})
+    run.say("train: " + json.dumps(stats))
+    return stats
