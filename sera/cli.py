@@ -30,7 +30,9 @@ def cmd_solve(args) -> int:
     from sera.models.registry import load_model
 
     settings = _settings(args, _model_flags(args) | {"solve.candidates": args.candidates})
-    check_request(args.repo_root, args.task, settings)  # fail fast, before a slow model load
+    _, adapter = check_request(args.repo_root, args.task, settings)  # fail fast, before a slow load
+    if adapter:
+        _err(f"adapter: {adapter} (--adapter none for the base model)")
     _say_where_code_goes(settings.model.spec)
     _err(f"loading model {settings.model.spec} ...")
     model = load_model(settings.model.spec, settings.model)
@@ -182,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("task", help="what to change, in words (an issue text works)")
     solve.add_argument("-n", "--candidates", type=int, help="candidate patches to sample (default 3)")
     solve.add_argument("--model", help="model spec (default: embedded); see `sera models`")
-    solve.add_argument("--adapter", help="adapter name in .sera/adapters or a folder")
+    solve.add_argument("--adapter", help="adapter name in .sera/adapters or a folder (default: the "
+                       "newest trained for the model; none: the base model)")
     solve.add_argument("--temperature", type=float, help="sampling temperature (default 0.6)")
     solve.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
     solve.set_defaults(func=cmd_solve)

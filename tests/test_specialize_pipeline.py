@@ -115,6 +115,22 @@ def test_svg_run_produces_the_expected_data_and_adapter(project, tmp_path):
     report = json.loads((run.dir / "report.json").read_text())
     assert report["cost"]["accepted"] == 1 and report["cost"]["functions"] == 2
     assert run.manifest["status"] == "done"
+    assert_solve_uses_the_new_adapter(project, run.settings.model.spec, stats["adapter"])
+
+
+def assert_solve_uses_the_new_adapter(project: Path, spec: str, adapter: str) -> None:
+    from sera.agent.solve import solve
+    from sera.agent.trajectory import Trajectory
+    from sera.models.registry import load_model
+    settings = load_settings(project, {"model.spec": spec, "agent.max_steps": 1,
+                                       "solve.candidates": 1, "model.max_tokens": 16})
+    model = load_model(spec, settings.model)
+    try:
+        result = solve(project, "make add return the sum", settings, model)
+    finally:
+        model.close()
+    trajectory = Trajectory.load(result.candidates[0].trajectory)
+    assert trajectory.meta["adapter"] == adapter and trajectory.steps == 1
 
 
 def test_truncation_cuts_the_longest_trajectory_and_the_threshold_drops_it(project, tmp_path):

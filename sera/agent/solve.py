@@ -20,7 +20,8 @@ from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings
 from sera.errors import SeraError
 from sera.models.base import ChatModel
-from sera.paths import adapters_dir, runs_dir
+from sera.models.adapters import resolve_adapter
+from sera.paths import runs_dir
 
 
 @dataclass
@@ -48,19 +49,6 @@ class SolveResult:
 ProgressFn = Callable[[int, StepEvent], None]  # (candidate index, step event)
 
 
-def resolve_adapter(repo_root: Path, name: str) -> str | None:
-    """'' -> None (base model); a name in .sera/adapters/ or a path -> the adapter folder."""
-    if not name:
-        return None
-    for candidate in (adapters_dir(repo_root) / name, Path(name).expanduser()):
-        if candidate.is_dir():
-            return str(candidate.resolve())
-    known = sorted(p.name for p in adapters_dir(repo_root).glob("*") if p.is_dir())
-    listing = ", ".join(known) if known else "none yet (sera specialize . trains one)"
-    raise SeraError(f"adapter {name!r} not found in {adapters_dir(repo_root)} nor as a folder; "
-                    f"adapters of this repository: {listing}")
-
-
 def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, str | None]:
     """The cleaned task and the adapter path; raises before anything is loaded or written."""
     task = task.strip()
@@ -68,7 +56,7 @@ def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, 
         raise SeraError('the task is empty; describe what to change, e.g. sera solve "fix the crash in parse()"')
     if settings.solve.candidates < 1:
         raise SeraError(f"candidates must be at least 1 (got {settings.solve.candidates})")
-    return task, resolve_adapter(repo_root, settings.model.adapter)
+    return task, resolve_adapter(repo_root, settings.model.adapter, settings.model.spec)
 
 
 def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from sera.models.registry import BACKENDS
-from sera.paths import adapters_dir
+from sera.models.adapters import list_adapters
 
 # backend -> (python module it needs, how to get it)
 REQUIREMENTS = {
@@ -31,9 +31,10 @@ def backend_rows() -> list[tuple[str, bool, str]]:
 
 
 def adapter_rows(repo_root: Path | None) -> list[str]:
-    if repo_root is None or not adapters_dir(repo_root).is_dir():
+    if repo_root is None:
         return []
-    return sorted(p.name for p in adapters_dir(repo_root).iterdir() if p.is_dir())
+    return [f"{folder.name}  (for {card.get('student', '?')}, {card.get('created', '')})"
+            for folder, card in list_adapters(repo_root)]
 
 
 def describe(repo_root: Path | None) -> str:
