@@ -129,3 +129,19 @@ def run_solve_task(repo, tmp_path, task):
     spec = write_script(tmp_path / "script.json", FIX_SCRIPT)
     settings = load_settings(repo, {"model.spec": spec})
     return solve(repo, task, settings, load_model(spec, settings.model))
+
+
+def test_crlf_files_keep_their_line_endings_through_solve_apply_and_undo(repo, tmp_path):
+    (repo / "win.py").write_bytes(b"def f():\r\n    return 1\r\n")
+    git(repo, "add", "win.py")
+    git(repo, "commit", "-qm", "windows file")
+    replies = [tool_call("str_replace_editor", command="str_replace", path="win.py",
+                         old_str="return 1", new_str="return 2"),
+               tool_call("submit"), tool_call("submit")]
+    result = run_solve(repo, tmp_path, replies)
+    assert "+    return 2\r\n" in result.candidates[0].patch
+    before = user_state(repo)
+    apply_candidate(repo)
+    assert (repo / "win.py").read_bytes() == b"def f():\r\n    return 2\r\n"
+    undo_last(repo)
+    assert user_state(repo) == before

@@ -35,8 +35,13 @@ class AppliedPatch:
 
 
 def _git(repo: Path, *args: str, stdin: str | None = None, env: dict | None = None):
-    return subprocess.run(["git", *args], cwd=repo, input=stdin, capture_output=True, text=True,
+    """git with bytes in and out: text mode would drop the \r of CRLF lines in patches."""
+    data = stdin.encode("utf-8", "surrogateescape") if stdin is not None else None
+    done = subprocess.run(["git", *args], cwd=repo, input=data, capture_output=True,
                           env={**os.environ, **(env or {})})
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       done.stdout.decode("utf-8", "surrogateescape"),
+                                       done.stderr.decode("utf-8", "replace"))
 
 
 def _sha(data: bytes | None) -> str | None:
@@ -160,7 +165,7 @@ def _push_undo_entry(repo, label, patch, paths, before, modes) -> None:
             saved = f"{n}.before"
             atomic_write_bytes(folder / saved, before[p])
         files.append({"path": p, "before": saved, "mode": modes[p], "after": _sha(_read(repo / p))})
-    atomic_write_bytes(folder / "patch.diff", patch.encode("utf-8"))
+    atomic_write_bytes(folder / "patch.diff", patch.encode("utf-8", "surrogateescape"))
     _save_stack(repo, _load_stack(repo) + [{"id": entry_id, "label": label, "files": files}])
 
 
@@ -171,7 +176,7 @@ def undo_last(repo: Path) -> AppliedPatch:
         raise ApplyError("nothing to undo: no patch applied by sera is on record for this repository")
     entry = stack[-1]
     folder = _undo_dir(repo) / entry["id"]
-    patch = (folder / "patch.diff").read_text("utf-8")
+    patch = (folder / "patch.diff").read_bytes().decode("utf-8", "surrogateescape")
     untouched = [f for f in entry["files"] if _sha(_read(repo / f["path"])) == f["after"]]
     edited = [f["path"] for f in entry["files"] if f not in untouched]
     if edited:  # reverse-patch only these, merging with the user's later edits

@@ -42,15 +42,18 @@ def git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     full_env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", **(env or {}))
     try:
         done = subprocess.run(["git", *args], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, errors="surrogateescape")
+                              capture_output=True)
     except FileNotFoundError:
         raise RepositoryError("git is not installed; install git and try again") from None
+    # Decoded by hand: text mode would turn the \r\n of CRLF files into \n and break patches.
+    stdout = done.stdout.decode("utf-8", "surrogateescape")
     if done.returncode != 0:
-        message = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        stderr = done.stderr.decode("utf-8", "replace")
+        message = stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
         subcommand = next((a for a, before in zip(args, ["", *args]) if not a.startswith("-")
                            and before != "-c"), "")
         raise RepositoryError(f"git {subcommand} failed in {cwd}: {message[0]}")
-    return done.stdout
+    return stdout
 
 
 def find_repo_root(path: Path) -> Path:
