@@ -194,7 +194,7 @@ def test_the_newest_commits_are_held_out(tasks):
     ("tests/test_calc.py", True), ("pkg/test/helpers.py", True), ("src/__tests__/a.js", True),
     ("spec/models.rb", True), ("Tests/Unit.cs", True), ("test_calc.py", True),
     ("calc_test.go", True), ("button.test.tsx", True), ("api.spec.ts", True),
-    ("src/main/FooTest.java", True), ("calc.py", False), ("testing/conftest_like.py", False),
+    ("src/main/FooTest.java", True), ("calc.py", False), ("testing/conftest_like.py", True),
     ("contest.py", False), ("latest.py", False), ("src/attest/check.py", False)])
 def test_test_paths(path, expected):
     assert is_test_path(path) is expected

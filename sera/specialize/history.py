@@ -19,7 +19,7 @@ import shlex
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from sera.agent.loop import system_prompt
@@ -32,6 +32,7 @@ from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, git
 from sera.config import AgentConfig
 from sera.errors import RepositoryError, SeraError
+from sera.specialize.functions import is_test_path
 from sera.specialize.recall import changed_line_count, changed_lines
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ TRIVIAL_MESSAGES = frozenset({
     "cleanup", "clean up", "minor", "changes", "commit", "save", "stuff", "misc", "test", "tests",
     "refactor", "more", "again", "oops", "work in progress"})
 TRIVIAL_PREFIXES = ("fixup!", "squash!", "amend!", "wip:", "wip ", "[wip]", 'revert "', "merge ")
-TEST_DIRECTORIES = frozenset({"test", "tests", "__tests__", "spec"})
-_TEST_FILE = re.compile(r"^(?:test_.*\.py|.+_test\..+|.+\.test\..+|.+\.spec\..+|.+Test\.java)$")
 REGULAR_MODES = ("100644", "100755")
 UNREPLAYABLE_HEADERS = ("old mode ", "new mode ", "rename from ", "copy from ", "GIT binary patch",
                         "Binary files ")
@@ -72,14 +71,6 @@ class HistoryTask:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HistoryTask":
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-
-
-def is_test_path(path: str) -> bool:
-    """Tests by location (a test/tests/__tests__/spec folder) or by file name convention."""
-    parts = PurePosixPath(path).parts
-    if any(part.lower() in TEST_DIRECTORIES for part in parts[:-1]):
-        return True
-    return bool(parts) and bool(_TEST_FILE.match(parts[-1]))
 
 
 # --- mining ----------------------------------------------------------------------------------

@@ -18,18 +18,26 @@ from sera.specialize.functions import extract_functions, list_source_files, samp
 
 def run(run) -> dict:
     config = run.settings.specialize
-    files = list_source_files(run.repo_root)
-    if not files:
+    advance = run.bar("parsing", None)
+    seen = {"files": 0}
+
+    def progress(done: int, total: int) -> None:
+        seen["files"] = total
+        advance(0, completed=done, total=total)
+
+    found = extract_functions(run.repo_root, progress=progress)
+    if not found:
+        _explain_nothing_found(run)
+    sampled = sample_functions(found, config.functions, config.seed)
+    atomic_write_json(run.dir / "functions.json", [asdict(fn) for fn in sampled])
+    run.say(f"functions: {len(found)} with a unique name in {seen['files']} files, {len(sampled)} sampled")
+    return {"files": seen["files"], "functions": len(found), "sampled": len(sampled)}
+
+
+def _explain_nothing_found(run) -> None:
+    if not list_source_files(run.repo_root):
         raise SeraError("no Python, JavaScript, TypeScript, Go, Rust or Java source files found "
                         "(tests, vendored, generated and ignored files are skipped); sera "
                         "specialize needs source code to learn from")
-    advance = run.bar("parsing", len(files))
-    found = extract_functions(run.repo_root, files, progress=lambda done, total: advance(0, completed=done))
-    if not found:
-        raise SeraError(f"no function with a unique name found in {len(files)} source files; "
-                        f"sera specialize starts from functions")
-    sampled = sample_functions(found, config.functions, config.seed)
-    atomic_write_json(run.dir / "functions.json", [asdict(fn) for fn in sampled])
-    run.say(f"functions: {len(files)} files, {len(found)} functions with a unique name, "
-            f"{len(sampled)} sampled")
-    return {"files": len(files), "functions": len(found), "sampled": len(sampled)}
+    raise SeraError("no function with a unique name found in the source files; sera specialize "
+                    "starts from functions")

@@ -1,0 +1,1 @@
+"""Teach the agent the open repository: SVG data generation, datasets, LoRA training, reranker."""
