@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 from sera import __version__
 from sera.errors import SeraError
+
+# Failures to write that the user fixes outside sera: read-only disk, full disk, permissions.
+DISK_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
 def _settings(args, flags: dict):
@@ -239,8 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"sera: error: {error}")
         return 1
     except KeyboardInterrupt:
-        _err("sera: interrupted; work copies were removed and finished candidates saved")
+        _err("sera: interrupted; work copies were removed and finished work saved")
         return 130
+    except OSError as error:
+        if error.errno not in DISK_ERRORS:
+            raise
+        _err(f"sera: error: cannot write {error.filename or ''}: {error.strerror}; free some space or "
+             f"make the repository's .sera folder writable, then run the command again "
+             f"(finished work is kept)")
+        return 1
 
 
 def _optional_repo(path: str) -> Path | None:
