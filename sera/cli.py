@@ -108,9 +108,11 @@ def cmd_specialize(args) -> int:
     finally:
         run.close()
     print(f"run {run.id} saved in {run.dir}")
-    adapter = run.stage("train").get("stats", {}).get("adapter")
-    if adapter:
-        print(f"adapter: {adapter} (sera solve uses the newest adapter)")
+    trained = run.stage("train").get("stats", {})
+    if trained.get("adapter"):
+        print(f"adapter: {trained['adapter']} (sera solve uses the newest adapter)")
+    elif trained.get("skipped"):
+        print(f"warning: {trained['skipped']}")
     return 0
 
 

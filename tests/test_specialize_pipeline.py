@@ -181,3 +181,18 @@ def test_resume_after_kill_finishes_without_repeating_finished_functions(project
     manifest = json.loads((first.parent.parent / "manifest.json").read_text())
     assert manifest["stages"]["dataset"]["status"] == "done"
     assert git(project, "worktree", "list").count("\n") == 1  # the killed run's copy was cleaned
+
+
+def test_a_run_that_keeps_nothing_ends_with_the_reason_and_no_adapter(project, tmp_path):
+    script = tmp_path / "no.json"
+    script.write_text(json.dumps({"conversations": [
+        {"when": "Answer yes or no.", "replies": ["No."]},
+        {"when": "Something may be wrong around", "replies": T1}]}))
+    run = start(project, tmp_path, **{"specialize.teacher": f"scripted:{script}",
+                                      "specialize.history_tasks": 0})
+    run_stages(run)
+    run.close()
+    assert run.stage("rollouts")["stats"]["no_valid_rollout1"] == 2
+    assert "no adapter was trained" in run.stage("train")["stats"]["skipped"]
+    assert run.manifest["status"] == "done"
+    assert not (project / ".sera" / "adapters").exists()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from sera.errors import SeraError
 from sera.paths import adapters_dir
 from sera.specialize.dataset import load_rows
 from sera.specialize.student import student_folder
@@ -23,8 +22,11 @@ from sera.specialize.train import TrainConfig, mean_nll, train_lora, update_card
 def run(run) -> dict:
     rows = load_rows([run.dir / "dataset.jsonl"])
     if not rows:
-        raise SeraError("no training rows were kept; sample more functions (--functions), give the "
-                        "agent more steps (--max-steps), or use a stronger teacher (--teacher)")
+        reason = ("no training rows were kept, so no adapter was trained: sample more functions "
+                  "(--functions), give the agent more steps (--max-steps), or use a stronger "
+                  "teacher (--teacher)")
+        run.say(f"train: {reason}")
+        return {"skipped": reason}
     heldout = load_rows([run.dir / "heldout.jsonl"])
     folder = student_folder(run.settings.model.spec)
     config = dataclasses.replace(TrainConfig.for_device("auto"),
