@@ -34,15 +34,15 @@ if TYPE_CHECKING:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 # Files a chat model needs from a hub repository (not every weight format or GGUF it also holds).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
-# Encoded by AutoTokenizer and by tokenizer.json to see whether they agree (see _load_tokenizer).
+# Encoded by AutoTokenizer and by tokenizer.json to see whether they agree (see load_tokenizer).
 _TOKENIZER_PROBE = "def f(x):\n    return x  # 12345 héllo wörld\n\n\n    \t'll WE'RE <|im_end|>"
 
 
 def load(arg: str, config: ModelConfig) -> "TransformersChatModel":
     """The registry's entry point: `transformers:<folder | hub-id | file.gguf>`."""
     folder = resolve_model_folder(arg)
-    tokenizer = _load_tokenizer(folder)
-    model = _load_causal_lm(folder)
+    tokenizer = load_tokenizer(folder)
+    model = load_causal_lm(folder)
     import torch
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -343,7 +343,7 @@ def _write_dequantized(gguf_path: Path, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-def _load_tokenizer(folder: Path) -> Any:
+def load_tokenizer(folder: Path) -> Any:
     """The tokenizer as tokenizer.json defines it.
 
     Trap: for some model types (qwen2 among them) AutoTokenizer rebuilds the tokenizer from the
@@ -365,7 +365,7 @@ def _load_tokenizer(folder: Path) -> Any:
     return tokenizer
 
 
-def _load_causal_lm(folder: Path) -> Any:
+def load_causal_lm(folder: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
     try:

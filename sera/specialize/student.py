@@ -32,6 +32,6 @@ def student_folder(spec: str) -> Path:
 
 def token_counter(folder: Path) -> Callable[[str], int]:
     """Counts tokens as the student's tokenizer does (filters and truncation use it)."""
-    from sera.models.transformers_backend import _load_tokenizer
-    tokenizer: Any = _load_tokenizer(folder)
+    from sera.models.transformers_backend import load_tokenizer
+    tokenizer: Any = load_tokenizer(folder)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
