@@ -95,7 +95,8 @@ def cmd_specialize(args) -> int:
         teacher = settings.specialize.teacher or settings.model.spec
         _say_where_code_goes(teacher)
         ensure_state_dir(args.repo_root)
-        train = {**chosen["train"], **({"epochs": args.epochs} if args.epochs else {})}
+        overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
+        train = {**chosen["train"], **{k: v for k, v in overrides.items() if v is not None}}
         run = new_run(args.repo_root, settings, snapshot_commit(args.repo_root),
                       {"preset": args.preset, "train": train})
         _err(f"specialize run {run.id}: teacher {teacher}, student {settings.model.spec}")
@@ -210,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--alpha", type=float, help="share of repository rows in the training mix")
     spec.add_argument("--general-data", help="JSONL of general trajectories to mix in")
     spec.add_argument("--seed", type=int, help="sampling seed")
-    spec.add_argument("--epochs", type=int, help="training epochs")
+    spec.add_argument("--epochs", type=int, help="training epochs (CPU default 2)")
+    spec.add_argument("--rank", type=int, help="LoRA rank (CPU default 8, GPU 32)")
+    spec.add_argument("--lora-alpha", type=int, help="LoRA alpha (CPU default 16, GPU 128)")
+    spec.add_argument("--lr", type=float, help="learning rate (CPU default 2e-4, GPU 5e-5)")
     spec.add_argument("--no-train", action="store_true", help="generate data only")
     spec.add_argument("--stage", choices=["functions", "history", "rollouts", "dataset", "train",
                                           "report"], help="run only this stage")

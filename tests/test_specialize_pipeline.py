@@ -111,6 +111,7 @@ def test_svg_run_produces_the_expected_data_and_adapter(project, tmp_path):
     assert stats["heldout_rows"] == 1 and stats["heldout_nll_adapter"] is not None
     card = json.loads((Path(stats["adapter"]) / "card.json").read_text())
     assert card["svg"]["accepted"] == 1 and card["heldout"]["rows"] == 1
+    assert card["accept_rate"] == 0.5 and card["student"] == run.settings.model.spec
     assert (Path(stats["adapter"]) / "loss.png").is_file()
     report = json.loads((run.dir / "report.json").read_text())
     assert report["cost"]["accepted"] == 1 and report["cost"]["functions"] == 2
@@ -196,3 +197,16 @@ def test_a_run_that_keeps_nothing_ends_with_the_reason_and_no_adapter(project, t
     assert "no adapter was trained" in run.stage("train")["stats"]["skipped"]
     assert run.manifest["status"] == "done"
     assert not (project / ".sera" / "adapters").exists()
+
+
+def test_functions_that_failed_are_tried_again_on_resume(project, tmp_path):
+    run = start(project, tmp_path)
+    run_stages(run, only="functions")
+    run_stages(run, only="history")
+    (run.dir / "rollouts").mkdir()
+    failed = {"status": "failed", "reason": "cannot reach the teacher", "p1": None}
+    (run.dir / "rollouts" / "00000.json").write_text(json.dumps(failed))
+    run_stages(run, only="rollouts")
+    run.close()
+    redone = json.loads((run.dir / "rollouts" / "00000.json").read_text())
+    assert redone["status"] in ("accepted", "duplicate_p1")

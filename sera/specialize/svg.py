@@ -55,6 +55,8 @@ def run_svg(ctx: SVGContext, functions: list[Function],
     """Generate (or resume) the records of `functions`; returns all records, in function order."""
     records = {i: _read(record_path(ctx.run_dir, i)) for i in range(len(functions))
                if record_path(ctx.run_dir, i).is_file()}
+    # A failed function (the teacher went away) is on record, and a resumed run tries it again.
+    records = {i: r for i, r in records.items() if r["status"] != "failed"}
     ctx.seen_p1 |= {_p1_key(r["p1"]) for r in records.values() if r.get("p1")}
     pending = [i for i in range(len(functions)) if i not in records]
     workers = ctx.settings.specialize.concurrency if ctx.teacher.concurrent else 1

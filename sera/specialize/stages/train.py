@@ -44,9 +44,11 @@ def run(run) -> dict:
              "tokens_per_second": round(result.tokens_per_second, 1),
              "heldout_rows": len(heldout), "heldout_nll_base": nll_before,
              "heldout_nll_adapter": nll_after, "adapter": str(out_dir)}
+    svg = run.stage("rollouts").get("stats", {})
     update_card(out_dir, run=run.id, student=run.settings.model.spec,
+                accept_rate=round(svg.get("accepted", 0) / svg["records"], 3) if svg.get("records") else None,
                 teacher=run.settings.specialize.teacher or run.settings.model.spec,
-                svg=run.stage("rollouts").get("stats", {}), dataset=run.stage("dataset").get("stats", {}),
+                svg=svg, dataset=run.stage("dataset").get("stats", {}),
                 heldout={"rows": len(heldout), "nll_base": nll_before, "nll_adapter": nll_after})
     run.say("train: " + json.dumps(stats))
     return stats
