@@ -31,6 +31,8 @@ from typing import Callable
 from sera.agent.workcopy import git
 
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
+# The TSX grammar has TypeScript's node types (plus JSX), so one query file serves both.
+QUERY_FILES = {"tsx": "typescript"}
 
 # extension -> (language reported to the user, grammar that parses it)
 LANGUAGE_BY_EXTENSION: dict[str, tuple[str, str]] = {
@@ -360,7 +362,8 @@ def _load_grammar(grammar: str):
 
     module_name, function_name = GRAMMAR_MODULES[grammar]
     language = Language(getattr(importlib.import_module(module_name), function_name)())
-    query = Query(language, (QUERIES_DIR / f"{grammar}.scm").read_text(encoding="utf-8"))
+    query_file = QUERY_FILES.get(grammar, grammar)
+    query = Query(language, (QUERIES_DIR / f"{query_file}.scm").read_text(encoding="utf-8"))
     return Parser(language), QueryCursor(query)
 
 

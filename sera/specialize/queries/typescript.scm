@@ -3,7 +3,7 @@
 ;           @scope = an enclosing container, @scope.name = its name (gives Class.method).
 ; Only definitions with a body: overload signatures, abstract methods and interface members are
 ; separate node types (function_signature, method_signature, ...) and are not captured.
-; Keep tsx.scm in step with this file: the TSX grammar has the same node types.
+; Also used for the TSX grammar, which has the same node types (plus JSX).
 
 (function_declaration
   name: (identifier) @name) @function
