@@ -51,7 +51,7 @@ def python_file(i: int) -> str:
 
 
 def typescript_file(i: int) -> str:
-    parts = [f"import {{ x }} from './x';\n\n"]
+    parts = ["import { x } from './x';\n\n"]
     for c in range(2):
         parts.append(f"export class Service{i}_{c}<T> {{\n  private items: T[] = [];\n"
                      f"  constructor(private readonly name: string) {{}}\n")

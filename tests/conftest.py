@@ -71,6 +71,7 @@ def user_state(root: Path) -> dict:
         "stash": git(root, "stash", "list", "--format=%H %s"),
         "branches": git(root, "for-each-ref", "--format=%(refname) %(objectname)"),
         "head": git(root, "rev-parse", "HEAD"),
+        "HEAD file": (git_dir / "HEAD").read_bytes(),  # the checked-out branch itself
         "status": git(root, "--no-optional-locks", "status", "--porcelain", "--untracked-files=all"),
     }
 

@@ -16,7 +16,7 @@ from conftest import GIT_IDENTITY, git, tool_call
 from sera.agent.workcopy import snapshot_commit
 from sera.config import load_settings
 from sera.models.testing import build_tiny_model
-from sera.specialize.run import new_run, resume_run, run_stages
+from sera.specialize.run import new_run, run_stages
 
 CALC = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a - b\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n'
 

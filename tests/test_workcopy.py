@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import user_state
 from sera.agent.workcopy import (WorkCopy, cleanup_stale, ensure_state_dir, find_repo_root,
                                  snapshot_commit)
 from sera.errors import RepositoryError
@@ -44,24 +45,6 @@ def repo(tmp_path):
     (root / "new.py").write_text("untracked = True\n")
     (root / "debug.log").write_text("ignored\n")
     return root
-
-
-def user_state(root: Path) -> dict[str, object]:
-    files = {}
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d != ".git"]
-        for name in names:
-            path = Path(folder, name)
-            files[str(path.relative_to(root))] = path.read_bytes()
-    return {
-        "files": files,
-        "index": (root / ".git" / "index").read_bytes(),
-        "HEAD": (root / ".git" / "HEAD").read_bytes(),
-        "head commit": sh(root, "rev-parse", "HEAD"),
-        "stash": sh(root, "stash", "list"),
-        "refs": sh(root, "for-each-ref"),
-        "status": sh(root, "status", "--porcelain=v2", "--branch"),
-    }
 
 
 def test_snapshot_work_copy_and_diff_leave_the_user_untouched(repo):

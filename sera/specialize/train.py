@@ -362,7 +362,6 @@ def _causal_lm(model: Any) -> Any:
 def _chunked_head_nll(hidden: "torch.Tensor", targets: "torch.Tensor", head: Any) -> "torch.Tensor":
     """Sum of -log p(target) through the LM head, chunk by chunk; when training, each chunk's
     logits are recomputed in the backward pass instead of kept (a vocabulary row per token)."""
-    import torch
     from torch.utils.checkpoint import checkpoint
 
     if targets.numel() == 0:  # keeps the graph connected: backward gives zero gradients
