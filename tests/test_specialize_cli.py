@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import GIT_IDENTITY, git
+from sera.agent.sandbox import bwrap_problem
 
 SERA = [sys.executable, "-m", "sera.cli"]
 
@@ -57,3 +60,15 @@ def test_unreachable_teacher_fails_clearly_and_the_run_resumes_later(repo, tmp_p
 def test_a_remote_teacher_is_announced(repo):
     out = specialize(repo, "--teacher", "openai:http://192.0.2.1:9/v1#big", "--stage", "functions")
     assert "note: the task and the code the agent reads are sent to 192.0.2.1" in out.stderr
+
+
+def test_read_only_repository_gives_one_clear_line(repo, tmp_path):
+    if bwrap_problem():
+        pytest.skip("needs bubblewrap to mount the repository read-only (root ignores permissions)")
+    sandbox = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+               "--bind", str(tmp_path), str(tmp_path), "--ro-bind", str(repo), str(repo)]
+    out = subprocess.run([*sandbox, *SERA, "specialize", str(repo), "--stage", "functions"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, **GIT_IDENTITY})
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1].startswith("sera: error: cannot write")
+    assert "Read-only file system" in out.stderr and "Traceback" not in out.stderr

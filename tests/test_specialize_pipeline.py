@@ -210,3 +210,18 @@ def test_functions_that_failed_are_tried_again_on_resume(project, tmp_path):
     run.close()
     redone = json.loads((run.dir / "rollouts" / "00000.json").read_text())
     assert redone["status"] in ("accepted", "duplicate_p1")
+
+
+def test_concurrent_rollouts_and_money_in_the_report(project, tmp_path):
+    run = start(project, tmp_path, **{"specialize.concurrency": 2, "specialize.history_tasks": 0,
+                                      "specialize.price_per_million_in": 1.0,
+                                      "specialize.price_per_million_out": 2.0})
+    run_stages(run, skip=("train",))
+    run.close()
+    records = [json.loads(p.read_text()) for p in (run.dir / "rollouts").glob("*.json")]
+    assert sorted(r["status"] for r in records) == ["accepted", "duplicate_p1"]
+    cost = json.loads((run.dir / "report.json").read_text())["cost"]
+    tokens_in = sum(r["tokens_in"] for r in records)
+    tokens_out = sum(r["tokens_out"] for r in records)
+    assert cost["money"] == round((tokens_in * 1.0 + tokens_out * 2.0) / 1e6, 4)
+    assert cost["money_per_accepted"] == cost["money"]
