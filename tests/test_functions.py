@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sera.specialize import functions as fx
-from sera.specialize.functions import (Function, extract_functions, function_source,
+from sera.agent import sourcecode as fx
+from sera.agent.sourcecode import (Function, extract_functions, function_source,
                                        list_source_files, sample_functions)
 
 IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]

@@ -32,7 +32,7 @@ from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, git
 from sera.config import AgentConfig
 from sera.errors import RepositoryError, SeraError
-from sera.specialize.functions import is_test_path
+from sera.agent.sourcecode import is_test_path
 from sera.specialize.recall import changed_line_count, changed_lines
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from sera.errors import SeraError
 from sera.models.base import ChatModel, Completion
 from sera.paths import atomic_write_json
 from sera.specialize import teacher
-from sera.specialize.functions import Function
+from sera.agent.sourcecode import Function
 from sera.specialize.recall import changed_line_count, changed_lines, line_recall
 
 Record = dict[str, Any]

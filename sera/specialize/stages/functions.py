@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from sera.errors import SeraError
 from sera.paths import atomic_write_json
-from sera.specialize.functions import extract_functions, list_source_files, sample_functions
+from sera.agent.sourcecode import extract_functions, list_source_files, sample_functions
 
 
 def run(run) -> dict:

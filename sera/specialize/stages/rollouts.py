@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from sera.specialize.functions import Function
+from sera.agent.sourcecode import Function
 from sera.specialize.svg import SVGContext, run_svg
 from sera.specialize.teacher import example_issues
 

@@ -1,4 +1,5 @@
-"""Starting functions for Soft Verified Generation: the repository's functions, found with tree-sitter.
+"""The repository's source files and functions, found with tree-sitter: the starting functions of
+Soft Verified Generation (sera specialize) and the code index of the guided scaffold.
 
 METHODS.md section 1, step 1: functions are sampled uniformly; tests are skipped; a name must
 resolve to exactly one definition. Supported: Python, JavaScript, TypeScript (and TSX), Go, Rust,
