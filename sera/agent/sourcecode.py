@@ -388,3 +388,36 @@ def function_source(repo_root: Path, fn: Function) -> str:
     if fn.end_line < len(lines):
         selected += b"\n"
     return selected.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public helpers for other indexes (the guided scaffold's localizer)
+
+
+def read_source_file(path: Path) -> bytes | None:
+    """The file's bytes when it is a readable, UTF-8, non-generated, non-huge source file; else
+    None (the rule `list_source_files` applies)."""
+    return _read_source(Path(path))
+
+
+def grammar_of(path: str) -> str | None:
+    """The tree-sitter grammar that parses `path` (by extension), or None when unsupported."""
+    found = _language_of(path)
+    return found[1] if found else None
+
+
+def functions_in_source(data: bytes, rel: str) -> list[Function]:
+    """Every function defined in one file's bytes, without the one-definition rule (methods of
+    several classes with the same name all count); [] for an unsupported or unparsable file."""
+    language, grammar = _language_of(rel) or (None, None)
+    if grammar is None:
+        return []
+    try:
+        return _definitions(data, rel, language, grammar)
+    except Exception:  # noqa: BLE001 - as _functions_in_file
+        return []
+
+
+def tree_sitter_parser(grammar: str):
+    """This thread's reused tree-sitter Parser for `grammar` (a key of GRAMMAR_MODULES)."""
+    return _grammar(grammar)[0]

@@ -1,0 +1,565 @@
+"""Localization, step 1 of the guided scaffold: which functions a task is about, and why.
+
+Two signals, combined into one score per function (deterministic: ties break on path and line):
+
+- a repository map in aider's spirit: tree-sitter gives each file's definitions (functions, and
+  the classes that hold them) and references (identifier nodes, so strings and comments do not
+  count); a file graph has an edge from a referencing file to the file defining the name, and a
+  PageRank personalized toward the files and identifiers the task mentions ranks files, whose rank
+  then flows along the edges to the definitions they use;
+- lexical search of the task: traceback frames (`File "x.py", line 12, in f`, `x.py:12`,
+  `at f (x.js:12:5)`), file paths, code identifiers (snake_case, CamelCase, dotted, `backticked`,
+  called()), quoted error text, and plain words against function names and bodies (BM25 on the
+  sub-words of identifiers).
+
+The per-file index is cached per repository within the process and refreshed by file size and
+modification time, so repeated calls on a large repository only re-read what changed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from sera.agent.sourcecode import (Function, functions_in_source, grammar_of, list_source_files,
+                                   read_source_file, tree_sitter_parser)
+
+# Node kinds that are references (names used in code), where the grammar has them.
+REFERENCE_KINDS = ("identifier", "property_identifier", "shorthand_property_identifier",
+                   "field_identifier", "type_identifier", "package_identifier")
+
+CONSTRUCTORS = frozenset({"__init__", "__new__", "constructor", "new"})
+GRAMMAR_FAMILY = {"typescript": "javascript", "tsx": "javascript"}
+
+# Score weights. Lexical evidence dominates; the graph breaks ties and carries vague tasks.
+W_TRACEBACK_LAST = 12.0   # the frame where the error was raised
+W_TRACEBACK = 8.0         # other frames of a traceback
+W_NAMED_QUALIFIED = 9.0   # Class.method in the task
+W_NAMED = 6.0             # a code identifier in the task equal to the function's name
+W_NAMED_WORD = 1.5        # a plain word of the task equal to the function's name
+W_ERROR_TEXT = 5.0        # the task's quoted/error text appears in the body
+W_FILE_NAMED = 2.0        # the function's file is named in the task
+W_USES_IDENT = 1.5        # per code identifier of the task used in the body (capped)
+W_LEXICAL = 3.0           # BM25 of task words against sub-words, normalized to the best
+W_RANK = 2.5              # definition rank from the graph, normalized to the best
+
+DAMPING = 0.85
+PAGERANK_ITERATIONS = 100
+PAGERANK_TOLERANCE = 1e-10
+
+STOPWORDS = frozenset("""
+a an and are as at be been but by can could do does did doesn don for from has have how i if in
+into is it its it's not of on or our should so that the their them then there these this to too
+was we were what when where which while who why will with would you your also only just more most
+some such than very get gets got after before again all any both each few other same own out over
+under up down off once here they he she him her his hers my me us no nor yes new old one two use
+used uses using make makes made instead need needs fix fixed bug issue error problem wrong right
+works work working broken fails failed failing happens seems like expected actual returns return
+returned instead whenever always never sometimes still even now see saw way case cases line lines
+file files function functions method methods code call calls called value values self none true
+false null def class import
+""".split())
+EXTENSIONS = r"(?:py|pyi|[cm]?js|jsx|[cm]?ts|tsx|go|rs|java)"
+TRACEBACK_PY = re.compile(r'File "([^"]+)", line (\d+)(?:, in ([\w.<>]+))?')
+JS_FRAME = re.compile(r"\bat (?:(?:async )?([\w$.<>]+) \()?([^\s()'\"]+\." + EXTENSIONS
+                      + r"):(\d+)(?::\d+)?\)?")
+PATH_LINE = re.compile(r"([\w./\\-]+\." + EXTENSIONS + r"):(\d+)\b")
+PATH = re.compile(r"(?<![\w/.-])([\w.-]*[\w-]+(?:/[\w.-]+)*\." + EXTENSIONS + r")\b")
+IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+DOTTED = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+BACKTICKED = re.compile(r"`([^`\n]+)`")
+CALLED = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+QUOTED = re.compile(r"\"([^\"\n]{6,300})\"|'([^'\n]{6,300})'")
+ERROR_LINE = re.compile(r"\b\w*(?:Error|Exception|Warning|panic)\b:\s*(.{6,300})")
+WORD = re.compile(r"[a-z0-9]+")
+SUBWORD = re.compile(r"[A-Z]+(?=[A-Z][a-z]|\d|\b|_)|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+@dataclass
+class Location:
+    """A ranked function: where it is, how strongly the task points at it, and why."""
+
+    path: str            # relative to the repository root, posix separators
+    name: str            # qualified, e.g. Parser.parse
+    start_line: int      # 1-based, inclusive
+    end_line: int
+    score: float
+    reasons: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-file index
+
+
+@dataclass
+class _FunctionIndex:
+    function: Function
+    terms: Counter            # sub-words of the identifiers in the body (name included)
+    name_terms: frozenset     # sub-words of the function's own name
+    identifiers: frozenset    # whole identifiers used in the body
+    words: str                # the body's words, lowercase, single-spaced (error text search)
+
+
+@dataclass
+class _FileIndex:
+    path: str
+    family: str               # files reference each other only within a family (JS with TS)
+    functions: list[_FunctionIndex]
+    defines: frozenset        # function and class names defined here
+    references: Counter       # identifier -> uses in the file
+    signatures: list[tuple[int, int, str]]  # (line, depth, first line of a definition)
+
+
+_cache: dict[str, dict[str, tuple[tuple[int, int], _FileIndex]]] = {}
+_cache_lock = threading.Lock()
+_reference_queries: dict[str, object] = {}
+
+
+def _reference_cursor(grammar: str):
+    from tree_sitter import Query, QueryCursor
+
+    if grammar not in _reference_queries:
+        language = tree_sitter_parser(grammar).language
+        kinds = [kind for kind in REFERENCE_KINDS if language.id_for_node_kind(kind, True)]
+        _reference_queries[grammar] = Query(language, " ".join(f"({k}) @ref" for k in kinds))
+    return QueryCursor(_reference_queries[grammar])
+
+
+def _subwords(identifier: str) -> list[str]:
+    return [_stem(w.lower()) for w in SUBWORD.findall(identifier) if len(w) > 1]
+
+
+def _stem(word: str) -> str:
+    """A light plural/verb-ending fold so `invoices` meets `invoice` and `totals` meets `total`."""
+    for suffix in ("ing", "ed"):
+        stem = word[: -len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 3 and re.search(r"[aeiouy]", stem):
+            # cancelling -> cancel, added -> add, filling -> fill; not "red" or "thing"
+            return stem[:-1] if len(stem) >= 5 and stem[-1] == stem[-2] != "s" else stem
+    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            if suffix == "es" and not word[:-2].endswith(("ch", "sh", "x", "ss", "z")):
+                continue
+            if suffix == "s" and word.endswith("ss"):
+                continue
+            return word[: -len(suffix)] + keep
+    return word
+
+
+def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
+    grammar = grammar_of(rel)
+    data = read_source_file(repo_root / rel) if grammar else None
+    if data is None:
+        return None
+    try:
+        tree = tree_sitter_parser(grammar).parse(data)
+        captures = _reference_cursor(grammar).captures(tree.root_node).get("ref", [])
+    except Exception:  # noqa: BLE001 - one odd file must not stop the index
+        return None
+    references = Counter(data[n.start_byte:n.end_byte].decode("utf-8", "replace")
+                         for n in captures)
+    functions = functions_in_source(data, rel)
+    # A definition's own name is not a use of it.
+    for name in [fn.name for fn in functions] + sorted(
+            {scope for fn in functions for scope in fn.qualified_name.split(".")[:-1]}):
+        references[name] -= 1
+    references = +references
+    text_lines = data.decode("utf-8", "replace").split("\n")
+    indexed = []
+    defines: set[str] = set()
+    signatures: dict[int, tuple[int, int, str]] = {}
+    for fn in functions:
+        body = "\n".join(text_lines[fn.start_line - 1:fn.end_line])
+        identifiers = IDENT.findall(body)
+        terms = Counter(t for ident in identifiers for t in _subwords(ident))
+        indexed.append(_FunctionIndex(
+            function=fn, terms=terms, name_terms=frozenset(_subwords(fn.name)),
+            identifiers=frozenset(identifiers), words=" ".join(WORD.findall(body.lower()))))
+        defines.add(fn.name)
+        scopes = fn.qualified_name.split(".")[:-1]
+        defines.update(scopes)
+        depth = len(scopes)
+        signatures[fn.start_line] = (fn.start_line, depth,
+                                     _signature(text_lines[fn.start_line - 1]))
+        # The enclosing class's line, found by its name above the method (cheap, good enough).
+        if scopes:
+            for line_no in range(fn.start_line - 1, 0, -1):
+                line = text_lines[line_no - 1]
+                if re.search(rf"\b(class|struct|impl|interface|object|const|let|var|type)\b.*\b"
+                             rf"{re.escape(scopes[-1])}\b", line):
+                    signatures.setdefault(line_no, (line_no, depth - 1, _signature(line)))
+                    break
+    return _FileIndex(path=rel, family=GRAMMAR_FAMILY.get(grammar, grammar), functions=indexed,
+                      defines=frozenset(defines),
+                      references=references, signatures=sorted(signatures.values()))
+
+
+def _signature(line: str) -> str:
+    line = line.strip()
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def _repository_index(repo_root: Path) -> list[_FileIndex]:
+    """The index of every source file (list_source_files), refreshed where files changed."""
+    repo_root = Path(repo_root).resolve()
+    key = str(repo_root)
+    with _cache_lock:
+        cached = dict(_cache.get(key, {}))
+    fresh: dict[str, tuple[tuple[int, int], _FileIndex]] = {}
+    for rel in list_source_files(repo_root):
+        try:
+            info = os.stat(repo_root / rel)
+        except OSError:
+            continue
+        stamp = (info.st_mtime_ns, info.st_size)
+        if rel in cached and cached[rel][0] == stamp:
+            fresh[rel] = cached[rel]
+            continue
+        indexed = _index_file(repo_root, rel)
+        if indexed is not None:
+            fresh[rel] = (stamp, indexed)
+    with _cache_lock:
+        _cache[key] = fresh
+    return [fresh[rel][1] for rel in sorted(fresh)]
+
+
+def clear_cache() -> None:
+    """Forget every repository's index (tests; a long-lived process after big changes)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the task says
+
+
+@dataclass
+class _Frame:
+    path: str
+    line: int
+    name: str
+    last: bool
+
+
+@dataclass
+class _Task:
+    frames: list[_Frame]
+    paths: list[str]
+    identifiers: list[str]     # code-like: snake_case, CamelCase, dotted parts, backticked, called
+    qualified: list[str]       # dotted names (Class.method)
+    words: list[str]           # every other word, stemmed, no stopwords
+    texts: list[str]           # error/quoted text, as lowercase single-spaced words
+
+
+def _parse_task(task: str) -> _Task:
+    frames: list[_Frame] = []
+    for m in TRACEBACK_PY.finditer(task):
+        frames.append(_Frame(m.group(1), int(m.group(2)), m.group(3) or "", False))
+    for m in JS_FRAME.finditer(task):
+        frames.append(_Frame(m.group(2), int(m.group(3)), (m.group(1) or "").split(".")[-1], False))
+    framed = {(f.path, f.line) for f in frames}
+    for m in PATH_LINE.finditer(task):
+        if (m.group(1), int(m.group(2))) not in framed:
+            frames.append(_Frame(m.group(1), int(m.group(2)), "", False))
+    if frames:
+        # Python prints the innermost frame last, JavaScript first; mark the raising frame.
+        innermost = frames[-1] if TRACEBACK_PY.search(task) else frames[0]
+        innermost.last = True
+
+    paths = list(dict.fromkeys(m.group(1) for m in PATH.finditer(task)))
+    # Text without traceback file references, so file names are not read as identifiers.
+    prose = PATH.sub(" ", TRACEBACK_PY.sub(" ", task))
+
+    strong: list[str] = []
+    qualified: list[str] = []
+    for m in BACKTICKED.finditer(prose):
+        strong.extend(IDENT.findall(m.group(1)))
+        qualified.extend(DOTTED.findall(m.group(1)))
+    for dotted in DOTTED.findall(prose):
+        qualified.append(dotted)
+        strong.extend(dotted.split("."))
+    strong.extend(CALLED.findall(prose))
+    for ident in IDENT.findall(prose):
+        if "_" in ident.strip("_") or re.search(r"[a-z][A-Z]", ident) or (
+                re.match(r"[A-Z][a-z]+[A-Z]", ident)):
+            strong.append(ident)
+    strong = [s for s in dict.fromkeys(strong) if len(s) > 1 and s.lower() not in STOPWORDS]
+    qualified = [q for q in dict.fromkeys(qualified)
+                 if not re.fullmatch(r"[\w.]*\." + EXTENSIONS, q)]
+
+    words = []
+    for ident in IDENT.findall(prose):
+        words.extend(_subwords(ident))
+    words = [w for w in dict.fromkeys(words) if w not in STOPWORDS and len(w) > 2]
+
+    texts = []
+    for m in ERROR_LINE.finditer(task):
+        texts.append(m.group(1))
+    for m in QUOTED.finditer(task):
+        text = m.group(1) or m.group(2)
+        if not re.fullmatch(r"[\w./\\-]+\." + EXTENSIONS, text):
+            texts.append(text)
+    texts = [t for t in dict.fromkeys(" ".join(WORD.findall(t.lower())) for t in texts)
+             if len(t.split()) >= 2]
+    return _Task(frames, paths, strong, qualified, words, texts)
+
+
+def _match_path(mentioned: str, files: list[str]) -> list[str]:
+    """Repository files a mentioned path (absolute, relative, or a bare file name) refers to."""
+    mentioned = mentioned.replace("\\", "/").lstrip("./")
+    exact = [f for f in files if f == mentioned]
+    if exact:
+        return exact
+    # /home/u/proj/pkg/mod.py names pkg/mod.py; mod.py names every mod.py (rarely ambiguous).
+    return [f for f in files if mentioned.endswith("/" + f) or f.endswith("/" + mentioned)
+            or PurePosixPath(f).name == mentioned]
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph
+
+
+def _pagerank(nodes: list[str], edges: dict[str, dict[str, float]],
+              personalization: dict[str, float]) -> dict[str, float]:
+    """PageRank by power iteration; dangling nodes and teleports go to `personalization`
+    (uniform when empty)."""
+    if not nodes:
+        return {}
+    total = sum(personalization.values())
+    teleport = ({n: personalization.get(n, 0.0) / total for n in nodes} if total > 0
+                else {n: 1.0 / len(nodes) for n in nodes})
+    out_weight = {n: sum(edges.get(n, {}).values()) for n in nodes}
+    rank = dict(teleport)
+    for _ in range(PAGERANK_ITERATIONS):
+        dangling = sum(rank[n] for n in nodes if out_weight[n] == 0)
+        new = {n: (1 - DAMPING) * teleport[n] + DAMPING * dangling * teleport[n] for n in nodes}
+        for source in nodes:
+            if out_weight[source]:
+                share = DAMPING * rank[source] / out_weight[source]
+                for target, weight in edges[source].items():
+                    new[target] += share * weight
+        delta = sum(abs(new[n] - rank[n]) for n in nodes)
+        rank = new
+        if delta < PAGERANK_TOLERANCE:
+            break
+    return rank
+
+
+def _graph(files: list[_FileIndex], mentioned: set[str]):
+    """Edges referencing file -> defining file, weighted as aider does: sqrt of the uses, more
+    for names the task mentions and long specific names, less for private and widely defined ones.
+    Returns (edges, per-edge identifier weights for spreading rank to definitions)."""
+    definers: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for f in files:
+        for name in f.defines:
+            definers[(f.family, name)].append(f.path)
+    edges: dict[str, dict[str, float]] = defaultdict(dict)
+    by_name: dict[str, list[tuple[str, str, float]]] = defaultdict(list)  # source -> (target, name, w)
+    for f in files:
+        for name, uses in f.references.items():
+            targets = definers.get((f.family, name))
+            if not targets:
+                continue
+            weight = math.sqrt(uses)
+            if name in mentioned:
+                weight *= 10
+            elif len(name) >= 8 and ("_" in name or re.search(r"[a-z][A-Z]", name)):
+                weight *= 3
+            if name.startswith("_"):
+                weight *= 0.1
+            if len(targets) > 5:
+                weight *= 0.1
+            weight /= len(targets)
+            for target in targets:
+                if target == f.path:
+                    continue
+                edges[f.path][target] = edges[f.path].get(target, 0.0) + weight
+                by_name[f.path].append((target, name, weight))
+    return edges, by_name
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking
+
+
+def _rank(repo_root: Path, task: str):
+    files = _repository_index(repo_root)
+    if not files:
+        return [], {}, files, {}
+    parsed = _parse_task(task)
+    paths = [f.path for f in files]
+    named_files: set[str] = set()
+    for mentioned in parsed.paths + [fr.path for fr in parsed.frames]:
+        named_files.update(_match_path(mentioned, paths))
+    mentioned_names = set(parsed.identifiers) | {fr.name for fr in parsed.frames if fr.name}
+
+    # The graph, personalized toward named files and files defining mentioned identifiers.
+    edges, by_name = _graph(files, mentioned_names)
+    personalization = {p: 1.0 for p in named_files}
+    for f in files:
+        hits = len(f.defines & mentioned_names)
+        if hits:
+            personalization[f.path] = personalization.get(f.path, 0.0) + hits
+    file_rank = _pagerank(paths, edges, personalization)
+    # Spread each file's rank over the definitions it uses (aider's ranked definitions), plus a
+    # share to its own definitions so a file nobody references still ranks its functions.
+    definition_rank: dict[tuple[str, str], float] = defaultdict(float)
+    for f in files:
+        out = by_name.get(f.path, [])
+        total = sum(w for _, _, w in out)
+        for target, name, weight in out:
+            definition_rank[(target, name)] += file_rank[f.path] * weight / total
+        for name in f.defines:
+            definition_rank[(f.path, name)] += 0.1 * file_rank[f.path] / max(len(f.defines), 1)
+    best_rank = max(definition_rank.values(), default=0.0) or 1.0
+
+    # Lexical: BM25 of task words over functions' sub-words.
+    functions = [fi for f in files for fi in f.functions]
+    doc_freq: Counter = Counter()
+    for fi in functions:
+        doc_freq.update(fi.terms.keys())
+    count = len(functions)
+    average_length = (sum(sum(fi.terms.values()) for fi in functions) / count) if count else 1.0
+    name_count = Counter(fi.function.name for fi in functions)
+
+    def idf(term: str) -> float:
+        return math.log(1 + (count - doc_freq[term] + 0.5) / (doc_freq[term] + 0.5))
+
+    raw_lexical = {}
+    for fi in functions:
+        length = sum(fi.terms.values()) or 1
+        score = 0.0
+        matched = []
+        for word in parsed.words:
+            tf = fi.terms.get(word, 0)
+            if not tf:
+                continue
+            boost = 2.0 if word in fi.name_terms else 1.0
+            score += boost * idf(word) * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / average_length))
+            matched.append(word)
+        if score:
+            raw_lexical[id(fi)] = (score, matched)
+    best_lexical = max((s for s, _ in raw_lexical.values()), default=0.0) or 1.0
+
+    scored: dict[int, tuple[float, list[str]]] = {}
+    for fi in functions:
+        fn = fi.function
+        score = 0.0
+        reasons: list[str] = []
+        for frame in parsed.frames:
+            if fn.path in _match_path(frame.path, [fn.path]) and \
+                    fn.start_line <= frame.line <= fn.end_line:
+                # Nested functions: the innermost containing one is meant; its name confirms it.
+                innermost = not frame.name or frame.name.split(".")[-1] == fn.name
+                weight = W_TRACEBACK_LAST if frame.last else W_TRACEBACK
+                score += weight if innermost else weight / 3
+                reasons.append(f"in a traceback line {frame.line}"
+                               + (" (where the error was raised)" if frame.last else ""))
+        if any(q == fn.qualified_name or q.endswith("." + fn.qualified_name)
+               for q in parsed.qualified) and "." in fn.qualified_name:
+            score += W_NAMED_QUALIFIED
+            reasons.append(f"named in the task ({fn.qualified_name})")
+        elif fn.name in parsed.identifiers or any(fn.name == fr.name for fr in parsed.frames):
+            score += W_NAMED / math.sqrt(name_count[fn.name])
+            reasons.append("named in the task")
+        elif _stem(fn.name.lower()) in parsed.words and len(fn.name) > 2:
+            score += W_NAMED_WORD
+            reasons.append(f"its name is a word of the task: {fn.name}")
+        if fn.path in named_files:
+            score += W_FILE_NAMED
+            reasons.append(f"in a file the task names ({fn.path})")
+        texts = [t for t in parsed.texts if _text_in(t, fi.words)]
+        if texts:
+            score += W_ERROR_TEXT
+            reasons.append(f"contains the task's error text: {texts[0]!r}")
+        used = sorted(n for n in mentioned_names if n in fi.identifiers and n != fn.name)
+        if used:
+            score += W_USES_IDENT * min(len(used), 3)
+            reasons.append("uses identifiers the task mentions: " + ", ".join(used[:5]))
+        if id(fi) in raw_lexical:
+            lexical, matched = raw_lexical[id(fi)]
+            score += W_LEXICAL * lexical / best_lexical
+            reasons.append("matches words of the task: " + ", ".join(matched[:5]))
+        rank = definition_rank.get((fn.path, fn.name), 0.0)
+        if fn.name in CONSTRUCTORS and "." in fn.qualified_name:
+            rank += definition_rank.get((fn.path, fn.qualified_name.split(".")[-2]), 0.0) / 2
+        score += W_RANK * rank / best_rank
+        if rank and (rank / best_rank >= 0.2 or not reasons):
+            reasons.append(f"central in the repository map (PageRank {rank:.3f})")
+        if not reasons:
+            reasons.append("no direct evidence: ranked by position in the repository")
+        scored[id(fi)] = (score, reasons)
+    return functions, scored, files, file_rank
+
+
+def _text_in(text: str, body_words: str) -> bool:
+    """Error text found in a body: whole, or three consecutive words of it (messages are usually
+    formatted from a literal with values filled in)."""
+    if text in body_words:
+        return True
+    words = text.split()
+    return any(" ".join(words[i:i + 3]) in body_words for i in range(len(words) - 2)
+               if sum(len(w) for w in words[i:i + 3]) >= 10)
+
+
+def localize(repo_root: Path, task: str, limit: int = 5) -> list[Location]:
+    """The `limit` functions most likely to need changing for `task`, best first, each with
+    its score and the reasons behind it. [] for a repository without supported source files."""
+    result = _rank(Path(repo_root), task)
+    functions, scored = result[0], result[1]
+    if not functions:
+        return []
+    order = sorted(functions, key=lambda fi: (-round(scored[id(fi)][0], 9), fi.function.path,
+                                              fi.function.start_line, fi.function.qualified_name))
+    locations = []
+    for fi in order[:max(limit, 0)]:
+        score, reasons = scored[id(fi)]
+        fn = fi.function
+        locations.append(Location(path=fn.path, name=fn.qualified_name, start_line=fn.start_line,
+                                  end_line=fn.end_line, score=round(score, 4), reasons=reasons))
+    return locations
+
+
+def repo_map(repo_root: Path, task: str, token_budget: int = 1024) -> str:
+    """The top-ranked files with their definitions' signatures (one line each, indented by
+    nesting), most relevant file first, cut to `token_budget` tokens (counted as chars/4)."""
+    result = _rank(Path(repo_root), task)
+    functions, scored = result[0], result[1]
+    if not functions:
+        return ""
+    files, file_rank = result[2], result[3]
+    # A file's relevance: its best function's score, then its PageRank.
+    best: dict[str, float] = defaultdict(float)
+    for fi in functions:
+        best[fi.function.path] = max(best[fi.function.path], scored[id(fi)][0])
+    ordered = sorted(files, key=lambda f: (-round(best.get(f.path, 0.0), 9),
+                                           -file_rank.get(f.path, 0.0), f.path))
+    budget = max(token_budget, 0) * 4
+    out: list[str] = []
+    used = 0
+    for f in ordered:
+        if not f.signatures:
+            continue
+        block = [f"{f.path}:"] + [f"{line:>5}│{'    ' * (depth + 1)}{text}"
+                                  for line, depth, text in f.signatures]
+        chunk = "\n".join(block) + "\n"
+        if used + len(chunk) > budget:
+            # Part of a file is still useful: as many of its lines as fit, then stop.
+            partial = []
+            size = used
+            for line in block:
+                if size + len(line) + 1 > budget:
+                    break
+                partial.append(line)
+                size += len(line) + 1
+            if len(partial) > 1:
+                out.append("\n".join(partial) + "\n")
+            break
+        out.append(chunk)
+        used += len(chunk)
+    return "".join(out)
