@@ -26,7 +26,8 @@ def _repo_root(path: str) -> Path:
 
 def _model_flags(args) -> dict:
     return {"model.spec": args.model, "model.adapter": args.adapter,
-            "model.temperature": args.temperature, "agent.max_steps": args.max_steps}
+            "model.temperature": args.temperature, "agent.max_steps": args.max_steps,
+            "agent.scaffold": args.scaffold}
 
 
 def cmd_solve(args) -> int:
@@ -123,7 +124,7 @@ def _specialize_flags(args) -> dict:
             "specialize.time_budget": args.time_budget, "specialize.alpha": args.alpha,
             "specialize.general_data": args.general_data, "specialize.seed": args.seed,
             "specialize.recall_threshold": args.recall_threshold,
-            "specialize.concurrency": args.concurrency}
+            "specialize.concurrency": args.concurrency, "agent.scaffold": args.scaffold}
 
 
 def _run_with_progress(run, stage, skip) -> None:
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "newest trained for the model; none: the base model)")
     solve.add_argument("--temperature", type=float, help="sampling temperature (default 0.6)")
     solve.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
+    solve.add_argument("--scaffold", choices=["auto", "agent", "guided"],
+                       help="agent: the model drives the tools; guided: the harness localizes and "
+                       "the model edits (auto: guided for the embedded models)")
     solve.set_defaults(func=cmd_solve)
 
     spec = sub.add_parser("specialize", help="teach the agent this repository (SVG + LoRA)")
@@ -205,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--model", help="the local model to fine-tune (default: embedded)")
     spec.add_argument("--functions", type=int, help="starting functions to sample (default 20)")
     spec.add_argument("--max-steps", type=int, help="agent step limit per rollout")
+    spec.add_argument("--scaffold", choices=["auto", "agent", "guided"],
+                      help="scaffold of the rollouts (auto: guided for the embedded models)")
     spec.add_argument("--time-budget", type=float, help="seconds after which no rollout starts")
     spec.add_argument("--concurrency", type=int, help="rollouts at once against a server teacher")
     spec.add_argument("--recall-threshold", type=float, help="soft verification threshold r (0.5)")

@@ -48,6 +48,11 @@ class AgentConfig:
     token_budget: int = _doc("most tokens (prompt + reply) one rollout may spend in total; 0 = no limit",
                              0)
     sandbox: str = _doc("auto (bubblewrap when present), bwrap (required) or none", "auto")
+    scaffold: str = _doc("agent (the model drives the tools; for models that do that well), guided "
+                         "(the harness localizes, the model edits; for small local models) or "
+                         "auto: guided for the embedded models, agent otherwise", "auto")
+    test_command: str = _doc("a fast test command the guided scaffold runs to check a patch "
+                             "(e.g. 'python -m pytest -x -q tests/unit'); '' = none", "")
 
 
 @dataclass

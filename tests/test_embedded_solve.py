@@ -22,7 +22,7 @@ def test_embedded_default_takes_a_real_solve_step(repo):
     if default["parts_installed"] < default["parts_expected"]:
         pytest.skip(f"embedded model not installed: {default['install']}")
     settings = load_settings(repo, {"agent.max_steps": 1, "solve.candidates": 1,
-                                    "model.max_tokens": 160})
+                                    "model.max_tokens": 160, "agent.scaffold": "agent"})
     assert settings.model.spec == "embedded"
     model = load_model(settings.model.spec, settings.model)
     before = user_state(repo)

@@ -12,6 +12,7 @@ from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import Settings
+from sera.errors import SeraError
 from sera.models.base import ChatModel
 
 
@@ -21,10 +22,30 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
             cancel: threading.Event | None = None) -> tuple[Trajectory, str | None]:
     """Run the agent on `task` in a work copy of `commit` (removed afterwards).
     Returns the finished trajectory (saved at `path`) and the sandbox warning, if any."""
-    trajectory = Trajectory(path=path, meta=dict(meta or {}))
+    scaffold = choose_scaffold(settings.agent.scaffold, model.spec)
+    trajectory = Trajectory(path=path, meta={**(meta or {}), "scaffold": scaffold})
     with WorkCopy.create(repo_root, commit) as workcopy:
+        if scaffold == "guided":
+            from sera.agent.guided import GuidedAgent
+            GuidedAgent(model, workcopy, trajectory, settings.agent, settings.model, adapter=adapter,
+                        on_step=on_step, cancel=cancel,
+                        test_command=settings.agent.test_command or None).run(task)
+            return trajectory, None
         env = ToolEnvironment(workcopy, settings.agent)
         agent = Agent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
                       on_step=on_step, cancel=cancel)
         agent.run(task)
     return trajectory, env.sandbox_warning
+
+
+SCAFFOLDS = ("agent", "guided")
+
+
+def choose_scaffold(setting: str, model_spec: str) -> str:
+    """`auto` picks guided for the embedded models (small: they edit well but cannot drive a long
+    tool loop, as measured) and the free-running agent for everything else."""
+    if setting in SCAFFOLDS:
+        return setting
+    if setting != "auto":
+        raise SeraError(f"unknown scaffold {setting!r}; use agent, guided or auto")
+    return "guided" if model_spec.split(":")[0] == "embedded" else "agent"

@@ -1,0 +1,394 @@
+"""SEARCH/REPLACE edit blocks (aider style): parse them from a model reply, apply them leniently.
+
+A block, as the guided scaffold asks for it:
+
+    calc.py
+    ```python
+    <<<<<<< SEARCH
+        return a - b
+    =======
+        return a + b
+    >>>>>>> REPLACE
+    ```
+
+Parsing is lenient for small models: 5 to 9 marker characters, fences optional, the path may sit
+inside the fence line (```python calc.py), and a block without a path uses the previous block's
+path, else the caller's default (when only one file is in play).
+
+Applying tries, per block: the exact lines; then the lines ignoring trailing whitespace; then the
+lines ignoring a uniform indentation offset (the replacement is re-indented by the same offset);
+then the same with line-number prefixes ("  12 | ") the model copied from the prompt removed. An
+empty SEARCH creates a missing file (or appends to an existing one). All blocks apply or none:
+a miss or an ambiguous match raises EditError, whose message goes back to the model and says what
+was not found, the closest lines with their numbers, and how to fix the block.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+SEARCH_MARK = re.compile(r"^\s*<{5,9}\s*SEARCH\b.*$", re.IGNORECASE)
+DIVIDER_MARK = re.compile(r"^\s*={5,9}\s*$")
+REPLACE_MARK = re.compile(r"^\s*>{5,9}\s*(REPLACE|UPDATED)\b.*$", re.IGNORECASE)
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+# "  12 | code" as the guided prompt numbers lines
+LINE_NUMBER = re.compile(r"^\s*\d+ ?\| ?")
+PATH_LIKE = re.compile(r"^[\w./\\@+-]+$")
+# How far back from a SEARCH marker the path may stand (blank lines and a fence line between).
+PATH_LOOKBACK = 3
+CLOSEST_LINES_FILE_LIMIT = 5000
+
+
+class EditError(Exception):
+    """A block could not be parsed or applied. The message is written for the model: what went
+    wrong and how to fix the block. No file was changed."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One block: replace the lines `search` by `replace` in `path` (lines without line ends)."""
+
+    path: str
+    search: tuple[str, ...]
+    replace: tuple[str, ...]
+
+    def render(self) -> str:
+        """The block as text, in the canonical form the prompts ask for."""
+        return "\n".join([self.path, "<<<<<<< SEARCH", *self.search, "=======", *self.replace,
+                          ">>>>>>> REPLACE"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_edits(text: str, default_path: str | None = None) -> list[Edit]:
+    """The blocks in a reply, in order; [] when there are none. EditError for a block that starts
+    but is not finished, or one whose file cannot be told."""
+    lines = text.split("\n")
+    edits: list[Edit] = []
+    previous_path: str | None = None
+    start = 0  # where text not yet consumed by a block begins
+    i = 0
+    while i < len(lines):
+        if not SEARCH_MARK.match(lines[i]):
+            i += 1
+            continue
+        path = _path_before(lines, start, i) or previous_path or default_path
+        if not path:
+            raise EditError("a SEARCH/REPLACE block has no file path: write the path of the file "
+                            "on its own line just before the block (before the ``` fence)")
+        j = i + 1
+        while j < len(lines) and not DIVIDER_MARK.match(lines[j]):
+            if SEARCH_MARK.match(lines[j]) or REPLACE_MARK.match(lines[j]):
+                raise EditError(f"the block for {path} has no ======= line between its SEARCH "
+                                f"and REPLACE parts; write <<<<<<< SEARCH, the old lines, =======, "
+                                f"the new lines, >>>>>>> REPLACE")
+            j += 1
+        k = j + 1
+        while k < len(lines) and not REPLACE_MARK.match(lines[k]):
+            if SEARCH_MARK.match(lines[k]):
+                break
+            k += 1
+        if j >= len(lines) or k >= len(lines) or not REPLACE_MARK.match(lines[k]):
+            raise EditError(f"the block for {path} is not finished (it needs the lines ======= and "
+                            f">>>>>>> REPLACE); send the whole block again, keeping it short")
+        edits.append(Edit(path, tuple(_strip_cr(lines[i + 1:j])), tuple(_strip_cr(lines[j + 1:k]))))
+        previous_path = path
+        start = i = k + 1
+    return edits
+
+
+def _strip_cr(lines: list[str]) -> list[str]:
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _path_before(lines: list[str], start: int, marker: int) -> str | None:
+    """The file path written just before a SEARCH marker: on its own line, or in the fence line."""
+    looked = 0
+    for index in range(marker - 1, start - 1, -1):
+        line = lines[index].strip()
+        if not line:
+            continue
+        fence = FENCE.match(line)
+        if fence:
+            words = fence.group(2).split()
+            inside = next((w for w in words if _clean_path(w) and ("." in w or "/" in w)), None)
+            if inside:
+                return _clean_path(inside)
+        else:
+            return _clean_path(line)
+        looked += 1
+        if looked >= PATH_LOOKBACK:
+            return None
+    return None
+
+
+def _clean_path(text: str) -> str | None:
+    text = text.strip()
+    text = re.sub(r"^(#+|//|--)\s*", "", text)
+    text = re.sub(r"^(file(name)?|path)\s*:\s*", "", text, flags=re.IGNORECASE)
+    text = text.strip().strip("*`'\"").rstrip(":").strip().strip("*`'\"")
+    if not text or len(text) > 255 or not PATH_LIKE.match(text):
+        return None
+    if "/" not in text.strip("/") and not re.search(r"[^.]\.\w+$", text):
+        return None  # a word or a sentence's end, not a file name
+    return text.replace("\\", "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying
+
+
+def apply_edits(root: Path, edits: Iterable[Edit],
+                allowed_paths: Iterable[str] | None = None) -> list[str]:
+    """Apply all blocks under `root` (all or none); the changed paths (posix, relative), in order.
+    `allowed_paths`: if given, the only paths that may be edited (new files included)."""
+    root = Path(root).resolve()
+    allowed = None if allowed_paths is None else {_normalize(p) for p in allowed_paths}
+    contents: dict[str, str | None] = {}  # relative path -> text after the edits so far (None: missing)
+    originals: dict[str, str | None] = {}
+    for edit in edits:
+        rel = _check_path(root, edit.path, allowed)
+        if rel not in contents:
+            contents[rel] = originals[rel] = _read(root, rel)
+        contents[rel] = _apply_one(contents[rel], edit, rel)
+    changed = [rel for rel in contents if contents[rel] != originals[rel]]
+    for rel in changed:
+        _write(root, rel, contents[rel] or "")
+    return changed
+
+
+def _normalize(path: str) -> str:
+    path = path.replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return str(PurePosixPath(path))
+
+
+def _check_path(root: Path, path: str, allowed: set[str] | None) -> str:
+    if not path or "\0" in path:
+        raise EditError(f"{path!r} is not a valid file path; write the path relative to the "
+                        f"repository root, e.g. src/module.py")
+    try:
+        target = (root / path).resolve()
+        rel = target.relative_to(root).as_posix()
+    except (ValueError, OSError, RuntimeError):
+        raise EditError(f"{path} is outside the repository; edit only files inside it, with "
+                        f"paths relative to its root") from None
+    if rel in ("", ".") or ".git" in PurePosixPath(rel).parts:
+        raise EditError(f"{path} cannot be edited; name a source file of the repository")
+    if allowed is not None and rel not in allowed:
+        raise EditError(f"{path} is not one of the files you may edit here: "
+                        f"{', '.join(sorted(allowed))}; put the change in one of them")
+    return rel
+
+
+def _read(root: Path, rel: str) -> str | None:
+    target = root / rel
+    try:
+        if not target.exists():
+            return None
+        return target.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as error:
+        raise EditError(f"cannot read {rel} ({error.strerror or error}); name a text file") from None
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    target = root / rel
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except (OSError, UnicodeEncodeError) as error:
+        raise EditError(f"cannot write {rel} ({error}); name a file path inside the "
+                        f"repository") from None
+
+
+def _split(text: str) -> list[str]:
+    """Lines with their "\\n" kept (the last one may lack it); "" -> []."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
+    search, replace = list(edit.search), list(edit.replace)
+    if not any(line.strip() for line in search):
+        if content is None or not content.strip():
+            return _join(replace, "\n", final_newline=True)
+        if not search:  # an empty SEARCH on an existing file appends
+            newline = "\r\n" if "\r\n" in content else "\n"
+            separator = "" if content.endswith("\n") else newline
+            return content + separator + _join(replace, newline, final_newline=True)
+        raise EditError(f"the SEARCH part of a block for {rel} holds only blank lines, which "
+                        f"match many places; quote a few lines of code to change")
+    if content is None:
+        raise EditError(f"{rel} does not exist. To create it, leave the SEARCH part empty; to "
+                        f"change an existing file, use its exact path as shown")
+    lines = _split(content)
+    newline = "\r\n" if content.count("\r\n") * 2 > content.count("\n") else "\n"
+    for strategy in (_exact, _trailing, _indented):
+        found = _find(lines, search, replace, strategy)
+        if found is None:
+            continue
+        if len(found) > 1:
+            numbers = ", ".join(str(start + 1) for start, _ in found)
+            raise EditError(f"the SEARCH part of a block for {rel} matches {len(found)} places "
+                            f"(lines {numbers}); add a few more lines around the change so it "
+                            f"matches only once")
+        start, new_lines = found[0]
+        return _splice(lines, start, len(search), new_lines, newline)
+    trimmed = _trim_blank_ends(search, replace)
+    if trimmed is not None:  # blank lines at the ends of SEARCH that the file lacks there
+        try:
+            return _apply_one(content, Edit(edit.path, *trimmed), rel)
+        except EditError:
+            pass
+    stripped = [LINE_NUMBER.sub("", line, count=1) for line in search]
+    if all(LINE_NUMBER.match(line) for line in search if line.strip()) and stripped != search:
+        unnumbered = Edit(edit.path, tuple(stripped),
+                          tuple(LINE_NUMBER.sub("", line, count=1) for line in replace))
+        return _apply_one(content, unnumbered, rel)
+    raise EditError(_miss_message(rel, lines, search))
+
+
+def _trim_blank_ends(search: list[str], replace: list[str]):
+    """SEARCH without its leading and trailing blank lines, and REPLACE without as many blank
+    lines at the same ends; None when SEARCH has none there."""
+    head = next(i for i, line in enumerate(search) if line.strip())
+    tail = next(i for i, line in enumerate(reversed(search)) if line.strip())
+    if not head and not tail:
+        return None
+    new_search = tuple(search[head:len(search) - tail])
+    new_replace = list(replace)
+    for _ in range(head):
+        if new_replace and not new_replace[0].strip():
+            new_replace.pop(0)
+    for _ in range(tail):
+        if new_replace and not new_replace[-1].strip():
+            new_replace.pop()
+    return new_search, tuple(new_replace)
+
+
+def _join(lines: list[str], newline: str, final_newline: bool) -> str:
+    text = newline.join(lines)
+    return text + newline if final_newline and lines else text
+
+
+def _splice(lines: list[str], start: int, count: int, new_lines: list[str], newline: str) -> str:
+    window = lines[start:start + count]
+    last_has_end = window[-1].endswith("\n")
+    before, after = "".join(lines[:start]), "".join(lines[start + count:])
+    ending = newline
+    if window[-1].endswith("\r\n"):
+        ending = "\r\n"
+    elif last_has_end:
+        ending = "\n"
+    middle = _join(new_lines, ending, final_newline=last_has_end)
+    if not new_lines and not last_has_end and before.endswith("\n"):
+        # the block removed the file's last line: the line before it loses its line end
+        before = before[:-2] if before.endswith("\r\n") else before[:-1]
+    return before + middle + after
+
+
+def _find(lines, search, replace, strategy) -> list[tuple[int, list[str]]] | None:
+    found = []
+    for start in range(len(lines) - len(search) + 1):
+        new_lines = strategy(lines[start:start + len(search)], search, replace)
+        if new_lines is not None:
+            found.append((start, new_lines))
+    return found or None
+
+
+def _bare(line: str) -> str:
+    return line[:-1] if line.endswith("\n") else line
+
+
+def _exact(window, search, replace):
+    if all(_bare(w).removesuffix("\r") == s for w, s in zip(window, search)):
+        return list(replace)
+    return None
+
+
+def _trailing(window, search, replace):
+    if all(w.rstrip() == s.rstrip() for w, s in zip(window, search)):
+        return list(replace)
+    return None
+
+
+def _indented(window, search, replace):
+    """The window equals the search lines shifted by one indentation offset (either way)."""
+    extra: str | None = None   # indentation the file has beyond the search lines
+    missing: str | None = None  # indentation the search lines have beyond the file
+    for w, s in zip(window, search):
+        w, s = w.rstrip(), s.rstrip()
+        if not w and not s:
+            continue
+        if not w or not s:
+            return None
+        if w.endswith(s) and not w[:len(w) - len(s)].strip():
+            offset = w[:len(w) - len(s)]
+            if offset:
+                if missing is not None or (extra is not None and extra != offset):
+                    return None
+                extra = offset
+                continue
+            if extra is None and missing is None:
+                continue
+            return None
+        if s.endswith(w) and not s[:len(s) - len(w)].strip():
+            offset = s[:len(s) - len(w)]
+            if extra is not None or (missing is not None and missing != offset):
+                return None
+            missing = offset
+            continue
+        return None
+    if extra:
+        return [extra + line if line.strip() else line for line in replace]
+    if missing:
+        return [line[len(missing):] if line.startswith(missing) else line.lstrip()
+                for line in replace]
+    return list(replace)
+
+
+def _miss_message(rel: str, lines: list[str], search: list[str]) -> str:
+    shown = "\n".join(search[:12]) + ("\n..." if len(search) > 12 else "")
+    message = [f"the SEARCH part of a block for {rel} was not found in the file:", shown]
+    closest = _closest(lines, search)
+    if closest is not None:
+        start, end = closest
+        message.append(f"The closest lines in {rel} are (line numbers on the left are not part "
+                       f"of the file):")
+        message += [f"{n + 1:>4} | {_bare(lines[n]).rstrip()}" for n in range(start, end)]
+    message.append("Copy the lines to change exactly as they are in the file now (same "
+                   "indentation, no line numbers) into the SEARCH part, and send every block "
+                   "again: none of them was applied.")
+    return "\n".join(message)
+
+
+def _closest(lines: list[str], search: list[str]) -> tuple[int, int] | None:
+    if not lines or len(lines) > CLOSEST_LINES_FILE_LIMIT:
+        return None
+    wanted = "\n".join(line.strip() for line in search)
+    size = min(len(search), len(lines))
+    stripped = [line.strip() for line in lines]
+    best, best_start = 0.0, 0
+    matcher = difflib.SequenceMatcher(autojunk=False)
+    matcher.set_seq2(wanted)
+    for start in range(len(lines) - size + 1):
+        matcher.set_seq1("\n".join(stripped[start:start + size]))
+        if matcher.real_quick_ratio() <= best or matcher.quick_ratio() <= best:
+            continue
+        ratio = matcher.ratio()
+        if ratio > best:
+            best, best_start = ratio, start
+    if best < 0.3:
+        return None
+    return best_start, min(len(lines), best_start + size)

@@ -1,0 +1,210 @@
+"""SEARCH/REPLACE blocks: lenient parsing, lenient application, errors written for the model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from sera.agent.searchreplace import Edit, EditError, apply_edits, parse_edits
+
+CALC = "def add(a, b):\n    return a - b\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n"
+
+
+def block(path="calc.py", search="    return a - b", replace="    return a + b", marks=(7, 7, 7),
+          fence="```python"):
+    lt, eq, gt = marks
+    lines = [path] if path else []
+    if fence:
+        lines.append(fence)
+    lines += ["<" * lt + " SEARCH", search, "=" * eq, replace, ">" * gt + " REPLACE"]
+    if fence:
+        lines.append("```")
+    return "\n".join(lines)
+
+
+def test_parse_canonical_and_lenient_forms():
+    assert parse_edits("I will fix it.\n" + block()) == [
+        Edit("calc.py", ("    return a - b",), ("    return a + b",))]
+    assert parse_edits(block(marks=(5, 9, 6), fence=None))[0].path == "calc.py"
+    inside = "```python calc.py\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE\n```"
+    assert parse_edits(inside) == [Edit("calc.py", ("x",), ("y",))]
+    decorated = block(path="**`src/calc.py`**:")
+    assert parse_edits(decorated)[0].path == "src/calc.py"
+    no_path = block(path=None)
+    assert parse_edits(no_path, default_path="calc.py")[0].path == "calc.py"
+    with pytest.raises(EditError, match="no file path"):
+        parse_edits(no_path)
+    # a second block without a path continues the first one's file
+    two = block() + "\n" + block(path=None, search="x", replace="y")
+    assert [e.path for e in parse_edits(two)] == ["calc.py", "calc.py"]
+    assert parse_edits("no blocks here\n=======\n") == []
+    with pytest.raises(EditError, match="not finished"):
+        parse_edits("calc.py\n<<<<<<< SEARCH\nx\n=======\ny")
+
+
+def test_parse_empty_parts_and_crlf():
+    edits = parse_edits("new.py\r\n<<<<<<< SEARCH\r\n=======\r\nprint(1)\r\n>>>>>>> REPLACE\r\n")
+    assert edits == [Edit("new.py", (), ("print(1)",))]
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "calc.py").write_text(CALC)
+    return tmp_path
+
+
+def test_apply_exact_trailing_and_indentation(root):
+    assert apply_edits(root, parse_edits(block()), None) == ["calc.py"]
+    assert "    return a + b\n" in (root / "calc.py").read_text()
+    # trailing whitespace in the model's lines
+    apply_edits(root, parse_edits(block(search="    return a + b   ", replace="    return b + a")), None)
+    assert "    return b + a\n" in (root / "calc.py").read_text()
+    # no indentation at all: the replacement is re-indented by the file's offset
+    edit = Edit("calc.py", ("return b + a",), ("total = a + b", "return total"))
+    apply_edits(root, [edit], None)
+    assert "    total = a + b\n    return total\n" in (root / "calc.py").read_text()
+    # too much indentation: removed from the replacement
+    edit = Edit("calc.py", ("        total = a + b", "        return total"), ("        return a + b",))
+    apply_edits(root, [edit], None)
+    assert (root / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+
+
+def test_apply_strips_copied_line_numbers(root):
+    edit = Edit("calc.py", ("   2 |     return a - b",), ("   2 |     return a + b",))
+    apply_edits(root, [edit], None)
+    assert (root / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+
+
+def test_apply_keeps_crlf(tmp_path):
+    (tmp_path / "w.py").write_bytes(b"x = 1\r\ny = 2\r\n")
+    apply_edits(tmp_path, [Edit("w.py", ("y = 2",), ("y = 3", "z = 4"))], None)
+    assert (tmp_path / "w.py").read_bytes() == b"x = 1\r\ny = 3\r\nz = 4\r\n"
+
+
+def test_miss_says_what_and_where(root):
+    with pytest.raises(EditError) as error:
+        apply_edits(root, [Edit("calc.py", ("    return a - c",), ("    return a + b",))], None)
+    message = str(error.value)
+    assert "was not found" in message and "   2 |     return a - b" in message
+    assert (root / "calc.py").read_text() == CALC
+
+
+def test_ambiguous_match_and_all_or_nothing(root):
+    (root / "twice.py").write_text("x = 1\nx = 1\n")
+    good = Edit("calc.py", ("    return a - b",), ("    return a + b",))
+    with pytest.raises(EditError, match="matches 2 places"):
+        apply_edits(root, [good, Edit("twice.py", ("x = 1",), ("x = 2",))], None)
+    assert (root / "calc.py").read_text() == CALC  # the good block was not applied either
+
+
+def test_create_append_and_path_rules(root):
+    assert apply_edits(root, [Edit("pkg/new.py", (), ("print(1)",))], None) == ["pkg/new.py"]
+    assert (root / "pkg/new.py").read_text() == "print(1)\n"
+    apply_edits(root, [Edit("pkg/new.py", (), ("print(2)",))], None)
+    assert (root / "pkg/new.py").read_text() == "print(1)\nprint(2)\n"
+    with pytest.raises(EditError, match="does not exist"):
+        apply_edits(root, [Edit("missing.py", ("x",), ("y",))], None)
+    for bad in ("../outside.py", "/etc/passwd", ".git/config"):
+        with pytest.raises(EditError):
+            apply_edits(root, [Edit(bad, (), ("x",))], None)
+    with pytest.raises(EditError, match="not one of the files"):
+        apply_edits(root, [Edit("other.py", (), ("x",))], ["calc.py"])
+    assert not (root.parent / "outside.py").exists()
+
+
+lines_strategy = st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r",
+                                                         blacklist_categories=("Cs",)),
+                                  max_size=12), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(lines=lines_strategy, data=st.data(), final_newline=st.booleans())
+def test_apply_then_reverse_restores_file(lines, data, final_newline):
+    text = "\n".join(lines) + ("\n" if final_newline else "")
+    start = data.draw(st.integers(0, len(lines) - 1))
+    end = data.draw(st.integers(start + 1, len(lines)))
+    search = tuple(lines[start:end])
+    replace = tuple(data.draw(lines_strategy))
+    assume(any(line.strip() for line in search) and any(line.strip() for line in replace))
+    assume(final_newline or lines[-1])  # without a final newline, a last "" is no line
+    # at the end of a file without a final newline, a trailing "" line cannot be told from none
+    assume(final_newline or end < len(lines) or replace[-1].strip())
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "f.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
+        try:
+            apply_edits(root, [Edit("f.txt", search, replace)], None)
+        except EditError:
+            return  # the slice occurs more than once (or matches loosely twice): refused, fine
+        try:
+            apply_edits(root, [Edit("f.txt", replace, search)], None)
+        except EditError:
+            return  # the replacement is ambiguous in the new file
+        restored = (root / "f.txt").read_bytes().decode("utf-8", "surrogateescape")
+        # lenient matching may have re-indented or trimmed; an exact unique slice comes back exact
+        if text.count("\n".join(search)) == 1 and all(line == line.rstrip() and not line[:1].isspace()
+                                                       for line in search + replace):
+            assert restored == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(reply=st.text(alphabet=st.sampled_from(list("<=>ab .py/\n`SEARCHREPLACE\t\r ")), max_size=200)
+       | st.text(max_size=200), content=st.text(max_size=100))
+def test_arbitrary_text_raises_only_edit_error(reply, content):
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "a.py").write_text(content, encoding="utf-8", errors="surrogateescape")
+        try:
+            edits = parse_edits(reply, default_path="a.py")
+            apply_edits(root, edits, None)
+        except EditError:
+            pass
+
+
+plain_lines = st.lists(st.text(alphabet="abxy=(", max_size=5), min_size=1, max_size=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=plain_lines, data=st.data(), final_newline=st.booleans())
+def test_apply_then_reverse_restores_file_exactly(lines, data, final_newline):
+    """Without whitespace the lenient levels cannot kick in: whenever both directions apply
+    (each match unique), the file comes back byte for byte."""
+    text = "\n".join(lines) + ("\n" if final_newline else "")
+    start = data.draw(st.integers(0, len(lines) - 1))
+    end = data.draw(st.integers(start + 1, len(lines)))
+    search = tuple(lines[start:end])
+    replace = tuple(data.draw(plain_lines))
+    assume(any(search) and any(replace))
+    assume(final_newline or lines[-1])  # without a final newline, a last "" is no line
+    # at the end of a file without a final newline, a trailing "" line cannot be told from none
+    assume(final_newline or end < len(lines) or replace[-1].strip())
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "f.txt").write_text(text)
+        try:
+            apply_edits(root, [Edit("f.txt", search, replace)], None)
+        except EditError as error:
+            assert "matches" in str(error)  # only ambiguity can refuse an exact slice
+            return
+        try:
+            apply_edits(root, [Edit("f.txt", replace, search)], None)
+        except EditError as error:
+            assert "matches" in str(error)
+            return
+        assert (root / "f.txt").read_text() == text
+
+
+def test_blank_lines_at_the_ends_of_search_are_forgiven(root):
+    edit = Edit("calc.py", ("    return [v * factor for v in values]", ""), ("    return []", ""))
+    apply_edits(root, [edit], None)
+    assert (root / "calc.py").read_text().endswith("def scale(values, factor):\n    return []\n")
+
+
+def test_prose_before_a_block_is_not_a_path():
+    reply = "I fixed it.\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE"
+    assert parse_edits(reply, default_path="calc.py")[0].path == "calc.py"
+    assert parse_edits("Makefile.am\n" + reply.split("\n", 1)[1])[0].path == "Makefile.am"
