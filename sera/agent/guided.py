@@ -347,12 +347,12 @@ def _language_name(rel: str) -> str:
 
 
 def _parser_for(rel: str):
-    from sera.agent.sourcecode import _grammar, grammar_of
+    from sera.agent.sourcecode import grammar_of, tree_sitter_parser
     grammar = grammar_of(rel)
     if grammar is None:
         return None
     try:
-        return _grammar(grammar)[0]
+        return tree_sitter_parser(grammar)
     except ImportError:  # the grammar package is not installed: skip the check
         return None
 
