@@ -58,7 +58,9 @@ def _say_where_code_goes(spec: str) -> None:
 
 
 def _print_step(index: int, event) -> None:
-    what = "unparsable reply" if event.call is None else event.call.name
+    # Guided steps have no tool call: their observation is the outcome of the model's edit.
+    first_line = (event.observation.strip().splitlines() or [""])[0]
+    what = first_line[:90] if event.call is None else event.call.name
     if event.call is not None and event.call.name == "bash":
         what += ": " + str(event.call.arguments.get("command", "")).replace("\n", " ")[:70]
     elif event.call is not None and event.call.name == "str_replace_editor":
@@ -70,6 +72,9 @@ def _print_result(result) -> None:
     for c in result.candidates:
         print(f"=== candidate {c.index}: {c.status} ({c.exit_message}); {c.steps} steps, "
               f"{c.prompt_tokens} tokens in, {c.completion_tokens} out, {c.seconds:.1f} s")
+        for place in c.locations:
+            print(f"  looked at {place['path']}:{place['start_line']} {place['name']} "
+                  f"({'; '.join(place['reasons'])})")
         print(c.patch.rstrip() if c.patch.strip() else "(no changes)")
     if not result.ranked:
         print("note: candidates are not ranked yet; they are listed in the order they finished")

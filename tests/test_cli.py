@@ -112,3 +112,13 @@ def test_ctrl_c_removes_work_copies_and_keeps_the_run(repo, tmp_path):
     assert '"status": "interrupted"' in manifest
     trajectory = (run_dir / "candidates" / "0.json").read_text()
     assert '"status": "interrupted"' in trajectory
+
+
+def test_guided_solve_reports_where_it_looked(repo, tmp_path):
+    fix = ("calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n")
+    spec = write_script(tmp_path / "g.json", [fix])
+    out = sera(repo, "solve", "--model", spec, "--scaffold", "guided", "-n", "1",
+               "add(2, 3) returns -1 instead of 5")
+    assert out.returncode == 0, out.stderr
+    assert "=== candidate 0: submitted" in out.stdout and "+    return a + b" in out.stdout
+    assert "looked at calc.py:1 add (" in out.stdout

@@ -37,3 +37,20 @@ def test_embedded_default_takes_a_real_solve_step(repo):
     messages = Trajectory.load(cand.trajectory).messages
     assert messages[2]["role"] == "assistant" and messages[2]["content"].strip()
     assert messages[3]["content"].startswith("<tool_response>")
+
+
+def test_embedded_default_runs_the_guided_scaffold(repo):
+    default = next(row for row in embedded_status() if row["name"] == "1.5b")
+    if default["parts_installed"] < default["parts_expected"]:
+        pytest.skip(f"embedded model not installed: {default['install']}")
+    settings = load_settings(repo, {"solve.candidates": 1, "model.max_tokens": 300})
+    model = load_model(settings.model.spec, settings.model)
+    try:
+        result = solve(repo, "add(2, 3) returns -1 instead of 5", settings, model)
+    finally:
+        model.close()
+    cand = result.candidates[0]
+    meta = Trajectory.load(cand.trajectory).meta
+    assert meta["scaffold"] == "guided"  # auto picks guided for the embedded models
+    assert (meta["locations"][0]["path"], meta["locations"][0]["name"]) == ("calc.py", "add")
+    assert cand.status in ("submitted", "check_failed", "edit_failed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,7 @@ class Candidate:
     completion_tokens: int
     seconds: float
     trajectory: str  # path of the trajectory file
+    locations: list = field(default_factory=list)  # guided scaffold: where it looked, and why
 
 
 @dataclass
@@ -129,4 +130,5 @@ class _CandidateRunner:
                          patch=meta.get("patch", ""), steps=trajectory.steps,
                          prompt_tokens=int(meta.get("prompt_tokens", 0)),
                          completion_tokens=int(meta.get("completion_tokens", 0)),
-                         seconds=round(meta.get("seconds", 0.0), 2), trajectory=str(path))
+                         seconds=round(meta.get("seconds", 0.0), 2), trajectory=str(path),
+                         locations=meta.get("locations", []))
