@@ -27,16 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sera.agent.loop import StepEvent
+from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
-from sera.agent.protocol import (AgentStop, BudgetExhausted, Cancelled, ModelFailed,
-                                 StepLimitReached, Submitted)
+from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.sandbox import Sandbox, clip_text
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import AgentConfig, ModelConfig
-from sera.errors import ModelError, SeraError
 from sera.models.base import ChatModel, Completion
 
 LOCATIONS = 5           # functions localized and shown
@@ -91,41 +89,34 @@ class GuidedAgent:
                          started=time.time(), test_command=self.test_command)
         traj.messages = []
         traj.add("system", render("guided_system"))
-        try:
-            if locations is None:
-                from sera.agent.localize import localize
-                locations = localize(self.root, task, limit=LOCATIONS)
-            locations = list(locations)
-            traj.meta["locations"] = [_location_meta(loc) for loc in locations]
-            paths = list(dict.fromkeys(loc.path for loc in locations))
-            default_path = paths[0] if len(paths) == 1 else None
-            traj.add("user", render("guided_edit", task=task, code=self.code_view(locations)))
+        return run_recorded(traj, lambda: self._flow(task, locations), self._diff)
+
+    def _flow(self, task: str, locations: Sequence[Any] | None) -> None:
+        """Localize, edit, check, repair once; ends by raising Submitted or another AgentStop."""
+        traj = self.trajectory
+        if locations is None:
+            from sera.agent.localize import localize
+            locations = localize(self.root, task, limit=LOCATIONS)
+        locations = list(locations)
+        traj.meta["locations"] = [_location_meta(loc) for loc in locations]
+        paths = list(dict.fromkeys(loc.path for loc in locations))
+        default_path = paths[0] if len(paths) == 1 else None
+        traj.add("user", render("guided_edit", task=task, code=self.code_view(locations)))
+        traj.save()
+        self.edit_round(default_path, repairing=False)
+        result = self.check()
+        if not result.ok:
+            traj.add("user", render("guided_repair", report=result.report,
+                                    patch=clip_text(self._diff(), PATCH_CHARS)))
             traj.save()
-            self.edit_round(default_path, repairing=False)
+            try:
+                self.edit_round(default_path, repairing=True)
+            except EditFailed as failed:
+                raise CheckFailed(f"{result.report}\nThe repair did not apply: {failed}") from None
             result = self.check()
             if not result.ok:
-                traj.add("user", render("guided_repair", report=result.report,
-                                        patch=clip_text(self._diff(), PATCH_CHARS)))
-                traj.save()
-                try:
-                    self.edit_round(default_path, repairing=True)
-                except EditFailed as failed:
-                    raise CheckFailed(f"{result.report}\nThe repair did not apply: {failed}") from None
-                result = self.check()
-                if not result.ok:
-                    raise CheckFailed(result.report)
-            raise Submitted(self._diff())
-        except AgentStop as stop:
-            self._finish(stop.status, str(stop), stop)
-        except KeyboardInterrupt:
-            self._finish("interrupted", "interrupted by the user", None)
-            raise
-        except BaseException as error:  # a bug or an environment failure: record it, then re-raise
-            self._finish("error", f"{type(error).__name__}: {error}", None)
-            raise
-        finally:
-            traj.save()
-        return traj
+                raise CheckFailed(result.report)
+        raise Submitted(self._diff())
 
     def edit_round(self, default_path: str | None, repairing: bool) -> None:
         """Ask for blocks and apply them; on an EditError, feed it back and ask once more."""
@@ -159,25 +150,8 @@ class GuidedAgent:
             return
 
     def query(self) -> Completion:
-        traj = self.trajectory
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled("cancelled by the user")
-        if traj.steps >= self.config.max_steps:
-            raise StepLimitReached(f"reached the step limit ({self.config.max_steps} steps)")
-        try:
-            completion = self.model.complete(
-                traj.messages, adapter=self.adapter, temperature=self.model_config.temperature,
-                max_tokens=self.model_config.max_tokens, stop=None)[0]
-        except ModelError as error:
-            raise ModelFailed(str(error)) from None
-        traj.count("prompt_tokens", completion.prompt_tokens)
-        traj.count("completion_tokens", completion.completion_tokens)
-        traj.count("model_seconds", completion.seconds)
-        spent = traj.meta["prompt_tokens"] + traj.meta["completion_tokens"]
-        if self.config.token_budget and spent > self.config.token_budget:
-            traj.add("assistant", completion.text)
-            raise BudgetExhausted(f"spent {spent} tokens, over the budget of {self.config.token_budget}")
-        return completion
+        return ask_model(self.model, self.trajectory, self.config, self.model_config, self.adapter,
+                         self.cancel, None)
 
     # -----------------------------------------------------------------------------------------
     # The edit request
@@ -305,19 +279,6 @@ class GuidedAgent:
 
     def _diff(self) -> str:
         return self.workcopy.diff()
-
-    def _finish(self, status: str, message: str, stop: AgentStop | None) -> None:
-        meta = self.trajectory.meta
-        meta["status"], meta["exit_message"] = status, message
-        meta["seconds"] = time.time() - meta["started"]
-        if isinstance(stop, Submitted):
-            meta["patch"] = message
-            meta["exit_message"] = "submitted"
-        else:
-            try:
-                meta["patch"] = self._diff()
-            except (SeraError, OSError):
-                meta["patch"] = ""
 
 
 def _location_meta(loc: Any) -> dict[str, Any]:

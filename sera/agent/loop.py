@@ -60,28 +60,16 @@ class Agent:
         traj.messages = []
         traj.add("system", system_prompt())
         traj.add("user", render("task", task=task))
-        try:
-            while True:
-                self.step()
-        except AgentStop as stop:
-            self._finish(stop.status, str(stop), stop)
-        except KeyboardInterrupt:
-            self._finish("interrupted", "interrupted by the user", None)
-            raise
-        except BaseException as error:  # a bug or an environment failure: record it, then re-raise
-            self._finish("error", f"{type(error).__name__}: {error}", None)
-            raise
-        finally:
-            traj.save()
-        return traj
+        return run_recorded(traj, self._steps, self.env.diff)
+
+    def _steps(self) -> None:
+        while True:
+            self.step()
 
     def step(self) -> None:
         traj = self.trajectory
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled("cancelled by the user")
-        if traj.steps >= self.config.max_steps:
-            raise StepLimitReached(f"reached the step limit ({self.config.max_steps} steps)")
-        completion = self.query()
+        completion = ask_model(self.model, traj, self.config, self.model_config, self.adapter,
+                               self.cancel, STOP_STRINGS)
         call = None
         try:
             call, canonical = parse_reply(completion.text)
@@ -103,43 +91,69 @@ class Agent:
         except ToolError as error:
             return str(error)
 
-    def query(self) -> Completion:
-        traj = self.trajectory
-        try:
-            completion = self.model.complete(
-                traj.messages, adapter=self.adapter, temperature=self.model_config.temperature,
-                max_tokens=self.model_config.max_tokens, stop=STOP_STRINGS)[0]
-        except ModelError as error:
-            raise ModelFailed(str(error)) from None
-        traj.count("prompt_tokens", completion.prompt_tokens)
-        traj.count("completion_tokens", completion.completion_tokens)
-        traj.count("model_seconds", completion.seconds)
-        self.check_budget(completion)
-        return completion
 
-    def check_budget(self, completion: Completion) -> None:
-        meta = self.trajectory.meta
-        spent = meta["prompt_tokens"] + meta["completion_tokens"]
-        if self.config.token_budget and spent > self.config.token_budget:
-            raise BudgetExhausted(f"spent {spent} tokens, over the budget of {self.config.token_budget}")
-        # The next prompt holds this one, the reply and an observation; stop before it cannot fit.
-        used = completion.prompt_tokens + completion.completion_tokens
-        if used + self.model_config.max_tokens > self.model_config.context_tokens:
-            raise BudgetExhausted(f"the conversation ({used} tokens) no longer fits the context window "
-                                  f"({self.model_config.context_tokens} tokens)")
+def ask_model(model: ChatModel, trajectory: Trajectory, config: AgentConfig,
+              model_config: ModelConfig, adapter: str | None, cancel: threading.Event | None,
+              stop: list[str] | None) -> Completion:
+    """One model reply within the rollout's limits (cancel, steps, tokens, context); the tokens
+    and seconds it cost are added to the trajectory's meta."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled by the user")
+    if trajectory.steps >= config.max_steps:
+        raise StepLimitReached(f"reached the step limit ({config.max_steps} steps)")
+    try:
+        completion = model.complete(trajectory.messages, adapter=adapter,
+                                    temperature=model_config.temperature,
+                                    max_tokens=model_config.max_tokens, stop=stop)[0]
+    except ModelError as error:
+        raise ModelFailed(str(error)) from None
+    trajectory.count("prompt_tokens", completion.prompt_tokens)
+    trajectory.count("completion_tokens", completion.completion_tokens)
+    trajectory.count("model_seconds", completion.seconds)
+    _check_budget(trajectory, completion, config, model_config)
+    return completion
 
-    def _finish(self, status: str, message: str, stop: AgentStop | None) -> None:
-        meta = self.trajectory.meta
-        meta["status"], meta["exit_message"] = status, message
-        meta["seconds"] = time.time() - meta["started"]
-        if isinstance(stop, Submitted):
-            meta["patch"] = message
-            meta["exit_message"] = "submitted"
-        else:
-            meta["patch"] = self._diff_or_empty()
 
-    def _diff_or_empty(self) -> str:
-        try:
-            return self.env.diff()
-        except (SeraError, OSError):  # the work copy may be gone after an interrupt: no patch known
-            return ""
+def _check_budget(trajectory: Trajectory, completion: Completion, config: AgentConfig,
+                  model_config: ModelConfig) -> None:
+    spent = trajectory.meta["prompt_tokens"] + trajectory.meta["completion_tokens"]
+    if config.token_budget and spent > config.token_budget:
+        raise BudgetExhausted(f"spent {spent} tokens, over the budget of {config.token_budget}")
+    # The next prompt holds this one, the reply and an observation; stop before it cannot fit.
+    used = completion.prompt_tokens + completion.completion_tokens
+    if used + model_config.max_tokens > model_config.context_tokens:
+        raise BudgetExhausted(f"the conversation ({used} tokens) no longer fits the context window "
+                              f"({model_config.context_tokens} tokens)")
+
+
+def run_recorded(trajectory: Trajectory, body: Callable[[], None],
+                 diff: Callable[[], str]) -> Trajectory:
+    """Run `body` until it raises an AgentStop, and record how the rollout ended (status, message,
+    patch, seconds) whatever happens, saving the trajectory on every exit path."""
+    try:
+        body()
+    except AgentStop as stop:
+        _finish(trajectory, stop.status, str(stop), stop, diff)
+    except KeyboardInterrupt:
+        _finish(trajectory, "interrupted", "interrupted by the user", None, diff)
+        raise
+    except BaseException as error:  # a bug or an environment failure: record it, then re-raise
+        _finish(trajectory, "error", f"{type(error).__name__}: {error}", None, diff)
+        raise
+    finally:
+        trajectory.save()
+    return trajectory
+
+
+def _finish(trajectory: Trajectory, status: str, message: str, stop: AgentStop | None,
+            diff: Callable[[], str]) -> None:
+    meta = trajectory.meta
+    meta["status"], meta["exit_message"] = status, message
+    meta["seconds"] = time.time() - meta["started"]
+    if isinstance(stop, Submitted):
+        meta["patch"], meta["exit_message"] = message, "submitted"
+        return
+    try:
+        meta["patch"] = diff()
+    except (SeraError, OSError):  # the work copy may be gone after an interrupt: no patch known
+        meta["patch"] = ""
