@@ -192,3 +192,26 @@ def test_cleanup_stale_removes_work_copies_of_dead_processes_only(repo, tmp_path
         assert str(crashed) not in listing and str(live.path) in listing
     finally:
         live.remove()
+
+
+def test_work_copies_made_in_parallel_threads_do_not_race(repo):
+    """git reads every sibling worktree's admin folder while adding one; parallel candidates
+    used to fail with 'failed to read .git/worktrees/<x>/commondir'."""
+    import threading
+    commit = snapshot_commit(repo)
+    errors: list[str] = []
+
+    def make_and_remove() -> None:
+        for _ in range(8):
+            try:
+                with WorkCopy.create(repo, commit) as work:
+                    work.diff()
+            except RepositoryError as error:
+                errors.append(str(error))
+
+    threads = [threading.Thread(target=make_and_remove) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -13,11 +13,13 @@ common .git directory, which the sandbox keeps read-only, so the agent cannot ch
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from sera.agent.sandbox import GIT_REDIRECTS
@@ -137,8 +139,9 @@ class WorkCopy:
         parent.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f"{repo_root.name}-", dir=parent)).resolve()
         try:
-            git([*NO_HOOKS, "worktree", "add", "--detach", "--lock", "--reason",
-                 f"sera pid {os.getpid()}", str(path), commit], repo_root)
+            with _worktree_lock(repo_root):
+                git([*NO_HOOKS, "worktree", "add", "--detach", "--lock", "--reason",
+                     f"sera pid {os.getpid()}", str(path), commit], repo_root)
             git_dir = Path(git(["rev-parse", "--absolute-git-dir"], path).strip())
             common = (path / git(["rev-parse", "--git-common-dir"], path).strip()).resolve()
         except BaseException:
@@ -170,10 +173,26 @@ class WorkCopy:
         self.remove()
 
 
+@contextmanager
+def _worktree_lock(repo_root: Path):
+    """One `git worktree add/remove` at a time per repository: git reads every sibling's admin
+    folder while it adds one, and fails on a sibling that another thread or process is creating.
+    flock on a fresh descriptor excludes other threads and other processes alike."""
+    common = Path(git(["rev-parse", "--git-common-dir"], repo_root).strip())
+    lock_file = (common if common.is_absolute() else repo_root / common) / "sera-worktree.lock"
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _remove_worktree(repo_root: Path, path: Path, git_dir: Path | None = None) -> None:
     # --force twice: the worktree is locked and may have uncommitted changes.
     try:
-        git(["worktree", "remove", "--force", "--force", str(path)], repo_root)
+        with _worktree_lock(repo_root):
+            git(["worktree", "remove", "--force", "--force", str(path)], repo_root)
     except RepositoryError:
         pass  # already gone or half made: clean up by hand below
     shutil.rmtree(path, ignore_errors=True)
