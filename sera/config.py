@@ -51,6 +51,8 @@ class AgentConfig:
     scaffold: str = _doc("agent (the model drives the tools; for models that do that well), guided "
                          "(the harness localizes, the model edits; for small local models) or "
                          "auto: guided for the embedded models, agent otherwise", "auto")
+    code_tokens: int = _doc("most tokens of code the guided scaffold shows the model (on 2 CPU "
+                            "cores the embedded 1.5B reads about 60 tokens a second)", 2048)
     test_command: str = _doc("a fast test command the guided scaffold runs to check a patch "
                              "(e.g. 'python -m pytest -x -q tests/unit'); '' = none", "")
 

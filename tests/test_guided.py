@@ -159,6 +159,10 @@ def test_code_view_merges_context_and_clips(repo, tmp_path):
                                    Location("long.py", "x", 1, 500)])
         assert "   1 | def add(a, b):" in clipped
         assert "more lines not shown" in clipped and len(clipped) < 2500
+        capped = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(code_tokens=1000),
+                             ModelConfig(spec=spec))  # a large window, but the code budget rules
+        view = capped.code_view([Location("long.py", "x", 1, 500)])
+        assert "more lines not shown" in view and 2500 < len(view) < 3500
 
 
 def test_default_path_when_one_file_is_in_play(repo, tmp_path):

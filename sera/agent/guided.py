@@ -158,8 +158,9 @@ class GuidedAgent:
 
     def code_view(self, locations: Sequence[Any]) -> str:
         """The located functions with line numbers and a few lines around, merged per file and
-        clipped to a share of the context window."""
-        budget_tokens = (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2
+        clipped to `agent.code_tokens` (and at most half the room the context window leaves)."""
+        budget_tokens = min(self.config.code_tokens,
+                            (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2)
         budget = max(MIN_CODE_CHARS, budget_tokens * CHARS_PER_TOKEN)
         ranges: dict[str, list[tuple[int, int, str]]] = {}
         for loc in locations:
