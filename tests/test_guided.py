@@ -159,10 +159,14 @@ def test_code_view_merges_context_and_clips(repo, tmp_path):
                                    Location("long.py", "x", 1, 500)])
         assert "   1 | def add(a, b):" in clipped
         assert "more lines not shown" in clipped and len(clipped) < 2500
+        # A large window, but agent.code_tokens caps the code: fewer lines than the default shows.
+        long_file = [Location("long.py", "x", 1, 500)]
+        default = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(),
+                              ModelConfig(spec=spec)).code_view(long_file)
         capped = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(code_tokens=1000),
-                             ModelConfig(spec=spec))  # a large window, but the code budget rules
-        view = capped.code_view([Location("long.py", "x", 1, 500)])
-        assert "more lines not shown" in view and 2500 < len(view) < 3500
+                             ModelConfig(spec=spec)).code_view(long_file)
+        assert "more lines not shown" in capped and "more lines not shown" in default
+        assert 0 < capped.count(" | x") < default.count(" | x")
 
 
 def test_default_path_when_one_file_is_in_play(repo, tmp_path):
