@@ -145,3 +145,4 @@ def test_crlf_files_keep_their_line_endings_through_solve_apply_and_undo(repo, t
     assert (repo / "win.py").read_bytes() == b"def f():\r\n    return 2\r\n"
     undo_last(repo)
     assert user_state(repo) == before
+

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sera.agent.runs import find_run
+from sera.agent.workcopy import run_git
 from sera.errors import ApplyError
 from sera.paths import atomic_write_bytes, atomic_write_json, state_dir
 
@@ -35,10 +36,9 @@ class AppliedPatch:
 
 
 def _git(repo: Path, *args: str, stdin: str | None = None, env: dict | None = None):
-    """git with bytes in and out: text mode would drop the \r of CRLF lines in patches."""
+    """git with its status and both outputs as text, for the callers that act on failures."""
     data = stdin.encode("utf-8", "surrogateescape") if stdin is not None else None
-    done = subprocess.run(["git", *args], cwd=repo, input=data, capture_output=True,
-                          env={**os.environ, **(env or {})})
+    done = run_git(list(args), repo, env, data)
     return subprocess.CompletedProcess(done.args, done.returncode,
                                        done.stdout.decode("utf-8", "surrogateescape"),
                                        done.stderr.decode("utf-8", "replace"))

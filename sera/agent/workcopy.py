@@ -38,24 +38,35 @@ LOCK_REASON = re.compile(r"^sera pid (\d+)$")
 NO_HOOKS = ["-c", f"core.hooksPath={os.devnull}"]
 
 
-def git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    """Run git in `cwd` and return its stdout; RepositoryError with git's message on failure."""
+def run_git(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """git with the user's redirecting variables (GIT_DIR, ...) removed and bytes in and out (text
+    mode would turn the \r\n of CRLF files into \n and break patches). Does not check the status."""
     full_env = {k: v for k, v in os.environ.items() if k not in GIT_REDIRECTS}
     full_env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", **(env or {}))
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                              capture_output=True)
+        return subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True,
+                              input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
     except FileNotFoundError:
         raise RepositoryError("git is not installed; install git and try again") from None
-    # Decoded by hand: text mode would turn the \r\n of CRLF files into \n and break patches.
-    stdout = done.stdout.decode("utf-8", "surrogateescape")
+
+
+def git_bytes(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+              stdin: bytes | None = None) -> bytes:
+    """git's exact output; RepositoryError with git's message on failure."""
+    done = run_git(args, cwd, env, stdin)
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace")
         message = stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
         subcommand = next((a for a, before in zip(args, ["", *args]) if not a.startswith("-")
                            and before != "-c"), "")
         raise RepositoryError(f"git {subcommand} failed in {cwd}: {message[0]}")
-    return stdout
+    return done.stdout
+
+
+def git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run git in `cwd` and return its stdout; RepositoryError with git's message on failure."""
+    return git_bytes(args, cwd, env).decode("utf-8", "surrogateescape")
 
 
 def find_repo_root(path: Path) -> Path:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import re
 import shlex
-import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +24,9 @@ from sera.agent.loop import system_prompt
 from sera.agent.parse import format_observation, format_tool_call, parse_reply
 from sera.agent.prompts import render
 from sera.agent.protocol import FormatError, Submitted, ToolCall, ToolError
-from sera.agent.sandbox import GIT_REDIRECTS
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
-from sera.agent.workcopy import WorkCopy, git
+from sera.agent.workcopy import WorkCopy, git, git_bytes
 from sera.config import AgentConfig
 from sera.errors import RepositoryError, SeraError
 from sera.agent.sourcecode import is_test_path
@@ -221,8 +218,8 @@ def _commit_patches(repo_root: Path, entries: list[_LogEntry]) -> list[bytes | N
     """Each commit's whole patch against its parent, all from one `git diff-tree --stdin`;
     None where the output could not be split (then the commit is diffed on its own)."""
     pairs = "".join(f"{entry.commit} {entry.parents[0]}\n" for entry in entries)
-    # Bytes, not git()'s text mode, whose newline translation would drop the \r of CRLF files.
-    output = _git_bytes(["diff-tree", "--stdin", "--always", "-p", "-M", *DIFF_OPTIONS],
+    # Bytes: the output is cut into per-commit sections before anything is decoded.
+    output = git_bytes(["diff-tree", "--stdin", "--always", "-p", "-M", *DIFF_OPTIONS],
                         repo_root, stdin=pairs.encode())
     # The output is, per commit: its id on a line of its own, then its patch. Patch lines never
     # are a bare commit id (hunk lines start with a sign or a space).
@@ -251,7 +248,7 @@ def _source_patch(repo_root: Path, entry: _LogEntry, sources: list[int],
     if aligned:
         return b"".join(sections[index] for index in sources)
     paths = [entry.changes[index].paths[-1] for index in sources]
-    return _git_bytes(["diff", *DIFF_OPTIONS, entry.parents[0], entry.commit, "--",
+    return git_bytes(["diff", *DIFF_OPTIONS, entry.parents[0], entry.commit, "--",
                        *(f":(literal){path}" for path in paths)], repo_root)
 
 
@@ -266,17 +263,6 @@ def _file_sections(patch: bytes) -> list[bytes]:
 def _names(section: bytes, path: str) -> bool:
     header = section.split(b"\n", 1)[0]
     return header.endswith(f" b/{path}".encode()) or header.endswith(b'"')
-
-
-def _git_bytes(args: list[str], cwd: Path, stdin: bytes = b"") -> bytes:
-    """Like sera.agent.workcopy.git, but the exact bytes of git's output."""
-    env = {k: v for k, v in os.environ.items() if k not in GIT_REDIRECTS}
-    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, input=stdin, capture_output=True)
-    if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
-        raise RepositoryError(f"git {args[0]} failed in {cwd}: {(message or ['?'])[0]}")
-    return done.stdout
 
 
 def _unquote(path: str) -> str:
@@ -409,7 +395,7 @@ def _file_edits(repo_root: Path, task: HistoryTask) -> list[_FileEdit] | None:
 def _blob_text(repo_root: Path, commit: str, path: str) -> str | None:
     """The file's text at `commit`, None if it is absent there; _NotText if it is no text."""
     try:
-        data = _git_bytes(["cat-file", "blob", f"{commit}:{path}"], repo_root)
+        data = git_bytes(["cat-file", "blob", f"{commit}:{path}"], repo_root)
     except RepositoryError:
         return None
     if b"\0" in data:
