@@ -53,8 +53,10 @@ class AgentConfig:
                          "auto: guided for the embedded models, agent otherwise", "auto")
     code_tokens: int = _doc("most tokens of code the guided scaffold shows the model (on 2 CPU "
                             "cores the embedded 1.5B reads about 60 tokens a second)", 2048)
-    test_command: str = _doc("a fast test command the guided scaffold runs to check a patch "
-                             "(e.g. 'python -m pytest -x -q tests/unit'); '' = none", "")
+    test_command: str = _doc("a fast test command that checks a patch: the guided scaffold's "
+                             "check, the candidate filter of `sera solve` and the reranker's "
+                             "labels (e.g. 'python -m pytest -x -q tests/unit'); '' = none, "
+                             "'auto' = detect one from the repository's files", "")
 
 
 @dataclass
@@ -62,6 +64,27 @@ class SolveConfig:
     candidates: int = _doc("candidate patches sampled per task, each in its own work copy", 3)
     parallel: int = _doc("candidates run at once when the backend allows it (0 = one per candidate)",
                          0)
+
+
+@dataclass
+class RerankConfig:
+    reranker: str = _doc("reranker name in .sera/reranker or a path; '' = the newest one trained "
+                         "for the model in use; 'none' = do not score candidates", "")
+    base: str = _doc("model spec the reranker is trained on; '' = model.spec, so one base serves "
+                     "agent and reranker (embedded:0.5b scores about 3x faster on a CPU)", "")
+    max_tokens: int = _doc("most tokens of task + patch the reranker reads; the task is cut first",
+                           1024)
+    rounds: int = _doc("self-training rounds after the first training (RewardRanker: 2)", 2)
+    samples: int = _doc("candidates sampled per task in each self-training round and for the "
+                        "held-out evaluation", 4)
+    tasks: int = _doc("most training tasks sampled in one self-training round", 20)
+    hard_negatives: int = _doc("top-scored failing candidates kept per task and round", 2)
+    min_gap: float = _doc("pairs are made only of candidates whose labels differ by at least this",
+                          0.1)
+    confidence: float = _doc("the calibrated threshold is the lowest score above which at least "
+                             "this share of held-out candidates were right", 0.5)
+    policy_steps: int = _doc("opt-in policy optimization of the agent's adapter against the "
+                             "reranker (GRPO), in optimizer steps; 0 = off", 0)
 
 
 @dataclass
@@ -99,6 +122,7 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     solve: SolveConfig = field(default_factory=SolveConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
     specialize: SpecializeConfig = field(default_factory=SpecializeConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 

@@ -36,6 +36,10 @@ def adapters_dir(repo_root: Path) -> Path:
     return state_dir(repo_root) / "adapters"
 
 
+def rerankers_dir(repo_root: Path) -> Path:
+    return state_dir(repo_root) / "reranker"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the new one, never half of one."""
     path = Path(path)

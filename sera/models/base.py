@@ -54,3 +54,21 @@ class ChatModel(Protocol):
     def close(self) -> None:
         """Release engines, threads and memory. Safe to call twice."""
         ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Scores candidate patches for a task; higher means more likely right.
+
+    Scores are comparable across the candidates of one task. `threshold` is the score below which
+    no candidate counts as a confident fix (calibrated on held-out data), or None when uncalibrated.
+    """
+
+    name: str
+    threshold: float | None
+
+    def score(self, task: str, patches: Sequence[str]) -> list[float]: ...
+
+    def close(self) -> None:
+        """Release the model and its memory. Safe to call twice."""
+        ...

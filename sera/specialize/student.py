@@ -11,23 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from sera.errors import SeraError
-from sera.models.registry import split_spec
+from sera.models.local import transformers_folder
 
 
 def student_folder(spec: str) -> Path:
-    from sera.models.transformers_backend import dequantize_gguf, resolve_model_folder
-    name, arg = split_spec(spec)
-    if name == "embedded":
-        from sera.models.embedded import embedded_gguf_path
-        return dequantize_gguf(embedded_gguf_path(arg or "1.5b"))
-    if name == "transformers":
-        return resolve_model_folder(arg)
-    if name == "llamacpp":
-        return dequantize_gguf(Path(arg).expanduser())
-    raise SeraError(f"the model to specialize must run on this machine (embedded, transformers:<dir> "
-                    f"or llamacpp:<file.gguf>), not {spec!r}; a server can still be the teacher: "
-                    f"--teacher {spec}")
+    return transformers_folder(spec, "model to specialize")
 
 
 def token_counter(folder: Path) -> Callable[[str], int]:
