@@ -50,7 +50,11 @@ class AgentConfig:
     sandbox: str = _doc("auto (bubblewrap when present), bwrap (required) or none", "auto")
     scaffold: str = _doc("agent (the model drives the tools; for models that do that well), guided "
                          "(the harness localizes, the model edits; for small local models) or "
-                         "auto: guided for the embedded models, agent otherwise", "auto")
+                         "auto: the scaffold the adapter in use was trained in (its card), else "
+                         "guided for the embedded models and agent otherwise", "auto")
+    choose_locations: bool = _doc("guided scaffold: before the edit, ask the model in one short "
+                                  "request which of the located functions to change (a reply "
+                                  "that names none keeps the ranked list)", False)
     code_tokens: int = _doc("most tokens of code the guided scaffold shows the model (on 2 CPU "
                             "cores the embedded 1.5B reads about 60 tokens a second)", 2048)
     test_command: str = _doc("a fast test command that checks a patch: the guided scaffold's "

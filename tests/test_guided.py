@@ -175,18 +175,6 @@ def test_default_path_when_one_file_is_in_play(repo, tmp_path):
     assert traj.meta["status"] == "submitted"
 
 
-def test_localize_is_called_when_no_locations_are_given(repo, tmp_path, monkeypatch):
-    import sys
-    import types
-    calls = []
-    fake = types.ModuleType("sera.agent.localize")
-    fake.localize = lambda root, task, limit=5: calls.append((root, task, limit)) or ADD
-    monkeypatch.setitem(sys.modules, "sera.agent.localize", fake)
-    traj, _ = run_guided(repo, tmp_path, [GOOD], locations=None)
-    assert traj.meta["status"] == "submitted" and calls and calls[0][2] == 5
-    assert traj.meta["locations"][0]["path"] == "calc.py"
-
-
 def test_with_the_real_localizer_through_rollout(repo, tmp_path):
     """rollout() with scaffold guided: localize finds calc.add, the edit lands, the run is saved."""
     pytest.importorskip("sera.agent.localize")
@@ -202,4 +190,136 @@ def test_with_the_real_localizer_through_rollout(repo, tmp_path):
     assert loaded.meta["status"] == "submitted" and loaded.meta["scaffold"] == "guided"
     assert loaded.meta["locations"][0]["path"] == "calc.py"
     assert loaded.meta["locations"][0]["name"] == "add"
+    assert loaded.meta["localization"] == {"candidate": 0, "variant": "top", "ranks": [1, 2],
+                                           "pinned": loaded.meta["localization"]["pinned"]}
     assert "+    return a + b" in loaded.meta["patch"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates over different localizations
+
+def test_solve_candidates_look_at_different_views_of_the_ranking(tmp_path, monkeypatch):
+    from test_localize import SOURCES, TASKS, make_repo
+    from sera.agent.localize import clear_cache, localize
+    from sera.agent.solve import solve
+    from sera.config import load_settings
+    monkeypatch.setenv("SERA_CACHE_DIR", str(tmp_path / "cache"))
+    clear_cache()
+    shop = make_repo(tmp_path / "shop", SOURCES)
+    fix = block("    return round_cents(amount - amount * percent / 100)",
+                "    return round_cents(amount * (100 - percent) / 100)", path="shop/discounts.py")
+    spec = write_script(tmp_path / "script.json", [fix])
+    settings = load_settings(shop, {"model.spec": spec, "agent.scaffold": "guided",
+                                    "solve.candidates": 4})
+    task = TASKS[4][0]  # percentage coupons applied twice: apply_discount, no decisive location
+    result = solve(shop, task, settings, load_model(spec, settings.model))
+    metas = {c.index: Trajectory.load(c.trajectory).meta for c in result.candidates}
+    views = [metas[i]["localization"] for i in range(4)]
+    assert [v["variant"] for v in views] == ["top", "drop-top", "sample", "sample"]
+    assert [v["candidate"] for v in views] == [0, 1, 2, 3] and not views[0]["pinned"]
+    assert views[0]["ranks"] == [1, 2, 3, 4, 5] and views[1]["ranks"] == [2, 3, 4, 5, 6]
+    assert views[2]["ranks"] != views[0]["ranks"] and views[3]["ranks"] != views[0]["ranks"]
+    assert all(len(v["ranks"]) == 5 and max(v["ranks"]) <= 10 for v in views)
+    ranked = localize(shop, task, limit=10)
+    for view, meta in zip(views, (metas[i] for i in range(4))):
+        shown = [loc["name"] for loc in meta["locations"]]
+        assert shown == [ranked[r - 1].name for r in view["ranks"]]
+        assert meta["status"] == "submitted"
+    by_index = {c.index: c for c in result.candidates}
+    assert by_index[1].locations[0]["name"] != "apply_discount"  # what solve reports per candidate
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's choice among the located functions
+
+ADD_AND_SCALE = [Location("calc.py", "add", 1, 3), Location("calc.py", "scale", 6, 7)]
+
+
+def test_the_model_chooses_which_location_to_edit(repo, tmp_path):
+    scale = block("    return [v * factor for v in values]",
+                  "    return [factor * v for v in values]")
+    traj, events = run_guided(repo, tmp_path, ["2", scale], locations=ADD_AND_SCALE,
+                              choose_locations=True)
+    assert traj.meta["status"] == "submitted"
+    assert roles(traj) == ["system", "user", "assistant", "user", "assistant"]
+    request = traj.messages[1]["content"]
+    assert "calc.add returns the wrong sum" in request
+    assert "1. calc.py, lines 1-3: add\n   def add(a, b):" in request
+    assert "2. calc.py, lines 6-7: scale\n   def scale(values, factor):" in request
+    assert traj.messages[2]["content"] == "2"
+    assert traj.meta["location_choice"] == {"offered": ["calc.py:add", "calc.py:scale"],
+                                            "chosen": [2], "fallback": None}
+    assert [loc["name"] for loc in traj.meta["locations"]] == ["scale"]
+    edit = traj.messages[3]["content"]
+    assert "calc.py (lines 3-7: scale)" in edit and "   1 | def add" not in edit
+    assert "<task>" not in edit  # the task was in the choice request already
+    assert events[0].observation == "chose calc.py:scale"
+    assert "+    return [factor * v for v in values]" in traj.meta["patch"]
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("The sum looks wrong to me.", "names no location number"),
+    ("7", "the answer names 7, but the locations were numbered 1 to 2"),
+    (GOOD, "holds SEARCH/REPLACE blocks"),
+])
+def test_a_bad_choice_keeps_the_ranked_locations(repo, tmp_path, answer, reason):
+    traj, events = run_guided(repo, tmp_path, [answer, GOOD], locations=ADD_AND_SCALE,
+                              choose_locations=True)
+    assert traj.meta["status"] == "submitted"
+    assert traj.meta["location_choice"]["chosen"] == []
+    assert reason in traj.meta["location_choice"]["fallback"]
+    assert [loc["name"] for loc in traj.meta["locations"]] == ["add", "scale"]
+    assert answer.startswith(traj.messages[2]["content"])  # cut to CHOICE_TOKENS
+    assert "add, scale" in traj.messages[3]["content"]
+    assert events[0].observation.startswith("kept the ranked locations: ")
+
+
+def test_no_choice_is_asked_for_a_single_location(repo, tmp_path):
+    traj, _ = run_guided(repo, tmp_path, [GOOD], choose_locations=True)
+    assert roles(traj) == ["system", "user", "assistant"] and "location_choice" not in traj.meta
+
+
+def test_choice_answers_are_read_strictly():
+    from sera.agent.guided import parse_choice
+    assert parse_choice("2", 5) == ([2], None)
+    assert parse_choice("1, 3", 5) == ([1, 3], None)
+    assert parse_choice("Locations 3 and 1, then 3 again.", 5) == ([3, 1], None)
+    assert parse_choice("2 (lines 9-12 of calc.py:10)", 5) == ([2], None)
+    assert parse_choice("`4`", 4) == ([4], None)
+    assert parse_choice("9, 2", 5) == ([2], None)  # out of range ignored when one is valid
+    assert parse_choice("about 2.5", 5)[0] == []
+    assert parse_choice("0", 5) == (
+        [], "the answer names 0, but the locations were numbered 1 to 5")
+
+
+def test_choose_locations_is_a_setting(repo):
+    from sera.config import load_settings
+    assert load_settings(repo).agent.choose_locations is False
+    settings = load_settings(repo, environ={"SERA_AGENT_CHOOSE_LOCATIONS": "yes"})
+    assert settings.agent.choose_locations is True
+
+
+# ---------------------------------------------------------------------------------------------
+# The scaffold an adapter was trained in
+
+
+def test_auto_scaffold_follows_the_adapter_card(tmp_path):
+    import json
+    from sera.agent.rollout import choose_scaffold
+    from sera.errors import SeraError
+    guided, agent, old, broken = (tmp_path / n for n in ("guided", "agent", "old", "broken"))
+    for folder, card in ((guided, {"scaffold": "guided"}), (agent, {"scaffold": "agent"}),
+                         (old, {"student": "embedded"})):
+        folder.mkdir()
+        (folder / "card.json").write_text(json.dumps(card))
+    broken.mkdir()
+    (broken / "card.json").write_text("{not json")
+    assert choose_scaffold("auto", "transformers:/models/tiny", str(guided)) == "guided"
+    assert choose_scaffold("auto", "embedded", str(agent)) == "agent"
+    assert choose_scaffold("auto", "embedded", str(old)) == "guided"  # by backend name
+    assert choose_scaffold("auto", "openai:http://x/v1#m", str(broken)) == "agent"
+    assert choose_scaffold("auto", "openai:http://x/v1#m", str(tmp_path / "gone")) == "agent"
+    assert choose_scaffold("agent", "embedded", str(guided)) == "agent"  # an explicit setting wins
+    assert choose_scaffold("auto", "embedded:0.5b", None) == "guided"
+    with pytest.raises(SeraError, match="use agent, guided or auto"):
+        choose_scaffold("loop", "embedded", str(guided))

@@ -3,8 +3,11 @@
 For small local models that answer narrow requests well but cannot drive a long tool loop. Each
 model call is one narrow request:
 
-1. Localize: `localize()` ranks functions for the task (or the caller passes `locations`); they and
-   the reasons they were chosen are recorded in meta["locations"].
+1. Localize: `candidate_view()` (localize.py) picks this candidate's view of the ranked functions
+   (or the caller passes `locations`); they and the reasons they were chosen are recorded in
+   meta["locations"], the view in meta["localization"]. With `agent.choose_locations` the model
+   first picks, in one short request, which of them to edit (meta["location_choice"]; an answer
+   that names no offered location keeps the ranked view).
 2. Edit: the model sees the chosen functions with line numbers and a little context and answers
    with SEARCH/REPLACE blocks (searchreplace.py), applied leniently; a block that does not apply
    goes back to the model with the error, once.
@@ -21,12 +24,14 @@ every exit saves the trajectory.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sera.agent.checks import language_name, new_syntax_errors, run_tests, workcopy_sandbox
 from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
@@ -41,8 +46,8 @@ LOCATIONS = 5           # functions localized and shown
 CONTEXT_LINES = 3       # lines shown before and after each function
 CHARS_PER_TOKEN = 3     # code is token-dense; a cautious estimate for the code budget
 MIN_CODE_CHARS = 2000
-MAX_ERRORS_SHOWN = 5
 PATCH_CHARS = 4000      # patch shown with a failed check
+CHOICE_TOKENS = 24      # most tokens of the answer to the location choice (numbers only)
 
 
 class CheckFailed(AgentStop):
@@ -68,8 +73,10 @@ class GuidedAgent:
     def __init__(self, model: ChatModel, workcopy: WorkCopy, trajectory: Trajectory,
                  agent_config: AgentConfig, model_config: ModelConfig, adapter: str | None = None,
                  on_step: Callable[[StepEvent], None] | None = None,
-                 cancel: threading.Event | None = None, test_command: str | None = None):
+                 cancel: threading.Event | None = None, test_command: str | None = None,
+                 candidate: int = 0):
         self.model, self.workcopy, self.trajectory = model, workcopy, trajectory
+        self.candidate = candidate  # which view of the localization this candidate gets
         self.config, self.model_config, self.adapter = agent_config, model_config, adapter
         self.on_step, self.cancel = on_step, cancel
         self.test_command = test_command or None
@@ -94,14 +101,17 @@ class GuidedAgent:
     def _flow(self, task: str, locations: Sequence[Any] | None) -> None:
         """Localize, edit, check, repair once; ends by raising Submitted or another AgentStop."""
         traj = self.trajectory
-        if locations is None:
-            from sera.agent.localize import localize
-            locations = localize(self.root, task, limit=LOCATIONS)
-        locations = list(locations)
+        locations = self.locate(task, locations)
+        chosen = self.config.choose_locations and len(locations) > 1
+        if chosen:
+            locations = self.choose(task, locations)
         traj.meta["locations"] = [_location_meta(loc) for loc in locations]
         paths = list(dict.fromkeys(loc.path for loc in locations))
         default_path = paths[0] if len(paths) == 1 else None
-        traj.add("user", render("guided_edit", task=task, code=self.code_view(locations)))
+        if chosen:
+            traj.add("user", render("guided_edit_chosen", code=self.code_view(locations)))
+        else:
+            traj.add("user", render("guided_edit", task=task, code=self.code_view(locations)))
         traj.save()
         self.edit_round(default_path, repairing=False)
         result = self.check()
@@ -154,6 +164,54 @@ class GuidedAgent:
                          self.cancel, None)
 
     # -----------------------------------------------------------------------------------------
+    # Where to edit
+
+    def locate(self, task: str, given: Sequence[Any] | None) -> list[Any]:
+        """The caller's locations, else this candidate's view of the localizer's ranking."""
+        if given is not None:
+            self.trajectory.meta["localization"] = {"candidate": self.candidate, "variant": "given"}
+            return list(given)
+        from sera.agent.localize import candidate_view
+        view = candidate_view(self.root, task, self.candidate, LOCATIONS)
+        self.trajectory.meta["localization"] = view.meta(self.candidate)
+        return view.locations
+
+    def choose(self, task: str, locations: list[Any]) -> list[Any]:
+        """One short request: which of the numbered locations to edit. The chosen ones, in the
+        model's order; the ranked list when the answer names none of them (reason in meta)."""
+        traj = self.trajectory
+        options = "\n".join(f"{n}. {loc.path}, lines {loc.start_line}-{loc.end_line}: {loc.name}\n"
+                            f"   {self._first_line(loc)}" for n, loc in enumerate(locations, 1))
+        traj.add("user", render("guided_choose", task=task, options=options))
+        traj.save()
+        limits = replace(self.model_config,
+                         max_tokens=min(CHOICE_TOKENS, self.model_config.max_tokens))
+        completion = ask_model(self.model, traj, self.config, limits, self.adapter, self.cancel,
+                               None)
+        traj.add("assistant", completion.text)
+        numbers, problem = parse_choice(completion.text, len(locations))
+        traj.meta["location_choice"] = {
+            "offered": [f"{loc.path}:{loc.name}" for loc in locations], "chosen": numbers,
+            "fallback": problem}
+        traj.save()
+        if problem:
+            self._event(completion, f"kept the ranked locations: {problem}")
+            return locations
+        picked = [locations[n - 1] for n in numbers]
+        self._event(completion, "chose " + ", ".join(f"{loc.path}:{loc.name}" for loc in picked))
+        return picked
+
+    def _first_line(self, loc: Any) -> str:
+        try:
+            with open(self.root / loc.path, encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, 1):
+                    if number == loc.start_line:
+                        return line.strip()[:120]
+        except OSError:
+            pass
+        return ""
+
+    # -----------------------------------------------------------------------------------------
     # The edit request
 
     def code_view(self, locations: Sequence[Any]) -> str:
@@ -176,7 +234,7 @@ class GuidedAgent:
             for start, end, names in _merge(spans, len(lines)):
                 header = f"{rel} (lines {start}-{end}: {names})"
                 body = [f"{n:>4} | {lines[n - 1]}" for n in range(start, end + 1)]
-                fence = "```" + _language_name(rel)
+                fence = "```" + language_name(rel)
                 block = "\n".join([header, fence, *body, "```"])
                 room = budget - sum(len(p) + 2 for p in parts)
                 if len(block) > room:
@@ -202,7 +260,7 @@ class GuidedAgent:
             problems.append("The edits left the code unchanged: the patch is empty. Change the "
                             "code so that it does what the task asks.")
         for rel in self._changed:
-            errors = self._new_syntax_errors(rel)
+            errors = new_syntax_errors(self.root, rel, self._originals.get(rel))
             if errors is None:
                 continue
             checks.append({"name": f"parse {rel}", "ok": not errors,
@@ -234,42 +292,12 @@ class GuidedAgent:
                 except OSError:
                     self._originals[rel] = None
 
-    def _new_syntax_errors(self, rel: str) -> list[str] | None:
-        """Error locations the edits brought into `rel`; None when it cannot be checked (no
-        grammar for its language, or the file is gone)."""
-        parser = _parser_for(rel)
-        target = self.root / rel
-        if parser is None or not target.is_file():
-            return None
-        now = target.read_bytes()
-        found = _syntax_errors(parser, now)
-        before = self._originals.get(rel)
-        if before is not None and len(found) <= len(_syntax_errors(parser, before)):
-            return []
-        lines = now.decode("utf-8", "replace").split("\n")
-        shown = []
-        for line, kind in found[:MAX_ERRORS_SHOWN]:
-            text = lines[line - 1] if 0 < line <= len(lines) else ""
-            shown.append(f"  line {line}: {kind}: {text.rstrip()}")
-        if len(found) > MAX_ERRORS_SHOWN:
-            shown.append(f"  ... and {len(found) - MAX_ERRORS_SHOWN} more")
-        return shown
-
     def _run_tests(self) -> tuple[bool, str]:
         if self._sandbox is None:
-            self._sandbox = Sandbox(self.root, self.config.sandbox,
-                                    writable=[self.workcopy.git_dir],
-                                    readonly=[self.workcopy.common_dir])
+            self._sandbox = workcopy_sandbox(self.workcopy, self.config.sandbox)
             if self._sandbox.warning:
                 self.trajectory.meta["sandbox_warning"] = self._sandbox.warning
-        result = self._sandbox.run(self.test_command, self.config.command_timeout,
-                                   self.config.output_chars)
-        if result.timed_out:
-            return False, (f"it did not finish within {self.config.command_timeout:g} seconds\n"
-                           f"{result.output}")
-        if result.exit_code != 0:
-            return False, f"exit code {result.exit_code}\n{result.output}"
-        return True, result.output
+        return run_tests(self._sandbox, self.test_command, self.config)
 
     # -----------------------------------------------------------------------------------------
     # Bookkeeping
@@ -280,6 +308,25 @@ class GuidedAgent:
 
     def _diff(self) -> str:
         return self.workcopy.diff()
+
+
+CHOICE_NUMBER = re.compile(r"(?<![\w.:/-])(\d{1,3})(?![\w:/-]|\.\d)")  # not 1-3, x.py:3, 2.5
+
+
+def parse_choice(answer: str, count: int) -> tuple[list[int], str | None]:
+    """The location numbers (1..count) an answer names, in its order, without repeats; or [] and
+    why the answer is no choice. Line ranges, `file:line` and decimals are not read as numbers;
+    numbers out of range are ignored unless nothing else is named."""
+    if re.search(r"^\s*(<{5,}|>{5,})", answer, re.MULTILINE):
+        return [], "the answer holds SEARCH/REPLACE blocks instead of location numbers"
+    named = [int(m) for m in CHOICE_NUMBER.findall(answer)]
+    if not named:
+        return [], "the answer names no location number"
+    valid = [n for n in dict.fromkeys(named) if 1 <= n <= count]
+    if not valid:
+        return [], (f"the answer names {', '.join(map(str, dict.fromkeys(named)))}, but the "
+                    f"locations were numbered 1 to {count}")
+    return valid, None
 
 
 def _location_meta(loc: Any) -> dict[str, Any]:
@@ -301,37 +348,3 @@ def _merge(spans: list[tuple[int, int, str]], line_count: int) -> list[tuple[int
         else:
             merged.append((start, end, name))
     return merged
-
-
-def _language_name(rel: str) -> str:
-    from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION
-    return LANGUAGE_BY_EXTENSION.get(Path(rel).suffix, ("", ""))[0]
-
-
-def _parser_for(rel: str):
-    from sera.agent.sourcecode import grammar_of, tree_sitter_parser
-    grammar = grammar_of(rel)
-    if grammar is None:
-        return None
-    try:
-        return tree_sitter_parser(grammar)
-    except ImportError:  # the grammar package is not installed: skip the check
-        return None
-
-
-def _syntax_errors(parser, data: bytes) -> list[tuple[int, str]]:
-    """(1-based line, "syntax error" | "missing X") of each ERROR or MISSING node."""
-    tree = parser.parse(data)
-    found: list[tuple[int, str]] = []
-    stack = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.is_missing:
-            found.append((node.start_point[0] + 1, f"missing {node.type}"))
-            continue
-        if node.type == "ERROR":
-            found.append((node.start_point[0] + 1, "syntax error"))
-            continue
-        if node.has_error:
-            stack.extend(reversed(node.children))
-    return sorted(found)

@@ -14,12 +14,19 @@ Two signals, combined into one score per function (deterministic: ties break on 
 
 The per-file index is cached per repository within the process and refreshed by file size and
 modification time, so repeated calls on a large repository only re-read what changed.
+
+Candidates of one task see different views of the ranking (`candidate_view`), so that sampling N
+candidates explores N localizations rather than N temperatures of one: candidate 0 the best
+`limit`, candidate 1 the next best without the top one, later candidates a draw from the best
+2 x `limit` weighted by the square root of the score and seeded by the index. A decisive top
+location stays in every view.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import threading
 from collections import Counter, defaultdict
@@ -47,6 +54,11 @@ W_FILE_NAMED = 2.0        # the function's file is named in the task
 W_USES_IDENT = 1.5        # per code identifier of the task used in the body (capped)
 W_LEXICAL = 3.0           # BM25 of task words against sub-words, normalized to the best
 W_RANK = 2.5              # definition rank from the graph, normalized to the best
+
+# Views of the ranking for candidates after the first (candidate_view).
+VIEW_POOL = 2             # views draw from the best VIEW_POOL x limit locations
+DECISIVE = 2.0            # a top score at least this many times the runner-up's is in every view
+VIEWS = ("top", "drop-top", "sample")  # candidate 0, candidate 1, candidates 2 and later
 
 DAMPING = 0.85
 PAGERANK_ITERATIONS = 100
@@ -135,7 +147,14 @@ def _subwords(identifier: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
-    """A light plural/verb-ending fold so `invoices` meets `invoice` and `totals` meets `total`."""
+    """A light plural/verb-ending fold so `invoices` meets `invoice` and `totals` meets `total`;
+    a final e goes too, so `deleting` meets `delete` and `caches` meets `cache` (both `delet`,
+    `cach`)."""
+    word = _fold_ending(word)
+    return word[:-1] if len(word) >= 4 and word.endswith("e") and not word.endswith("ee") else word
+
+
+def _fold_ending(word: str) -> str:
     for suffix in ("ing", "ed"):
         stem = word[: -len(suffix)]
         if word.endswith(suffix) and len(stem) >= 3 and re.search(r"[aeiouy]", stem):
@@ -563,3 +582,62 @@ def repo_map(repo_root: Path, task: str, token_budget: int = 1024) -> str:
         out.append(chunk)
         used += len(chunk)
     return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Views for candidates
+
+
+@dataclass
+class View:
+    """The locations one candidate is shown, and how they were picked from the ranking."""
+
+    locations: list[Location]  # best first
+    variant: str               # top, drop-top or sample (VIEWS); top when there was no choice
+    ranks: list[int]           # 1-based ranks of `locations` in the whole ranking
+    pinned: bool               # the top location was decisive and kept in the view
+
+    def meta(self, candidate: int) -> dict:
+        return {"candidate": candidate, "variant": self.variant, "ranks": self.ranks,
+                "pinned": self.pinned}
+
+
+def candidate_view(repo_root: Path, task: str, candidate: int = 0, limit: int = 5) -> View:
+    """The locations candidate number `candidate` of a task is shown (see pick_view)."""
+    return pick_view(localize(repo_root, task, limit=VIEW_POOL * limit), candidate, limit)
+
+
+def pick_view(ranked: list[Location], candidate: int, limit: int) -> View:
+    """Candidate 0: the `limit` best of `ranked`. Candidate 1: the next best, without the top one.
+    Candidates 2+: `limit` drawn from `ranked` with weights sqrt(score) (flatter than the scores,
+    so lower ranks get a chance), seeded by the index, and never the same set as candidate 0's. A top location scoring at least DECISIVE times the
+    runner-up (a raising traceback frame, a function the task names) is kept in every view; the
+    variants then apply to the rest. Deterministic; the view is in rank order."""
+    variant = VIEWS[min(max(candidate, 0), len(VIEWS) - 1)]
+    pinned = len(ranked) > 1 and ranked[0].score >= DECISIVE * max(ranked[1].score, 1e-9)
+    first = 1 if pinned else 0
+    pool = list(range(first, len(ranked)))
+    need = max(limit - first, 0)
+    if len(pool) <= need:
+        variant = "top"  # nothing to choose from
+    if variant == "top":
+        chosen = pool[:need]
+    elif variant == "drop-top":
+        chosen = pool[1:need + 1]
+    else:
+        chosen = _weighted_draw(ranked, pool, need, random.Random(f"view:{candidate}"))
+    ranks = sorted(([0] if pinned and limit > 0 else []) + chosen)
+    return View([ranked[i] for i in ranks], variant, [i + 1 for i in ranks], pinned)
+
+
+def _weighted_draw(ranked: list[Location], pool: list[int], need: int,
+                   rng: random.Random) -> list[int]:
+    """`need` of `pool` without replacement, weights w = sqrt(score) (Efraimidis-Spirakis keys
+    u^(1/w)); when that is exactly the best `need`, the last of them gives way to the best key
+    left out."""
+    keys = {i: rng.random() ** (1.0 / max(ranked[i].score, 1e-3) ** 0.5) for i in pool}
+    by_key = sorted(pool, key=lambda i: (-keys[i], i))
+    chosen = by_key[:need]
+    if 0 < need < len(pool) and sorted(chosen) == pool[:need]:
+        chosen = pool[:need - 1] + [by_key[need]]
+    return sorted(chosen)

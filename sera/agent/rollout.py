@@ -3,11 +3,13 @@ that `sera specialize` generates data with."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from sera.agent.loop import Agent, StepEvent
+from sera.agent.testcmd import resolve_test_command
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
@@ -22,14 +24,15 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
             cancel: threading.Event | None = None) -> tuple[Trajectory, str | None]:
     """Run the agent on `task` in a work copy of `commit` (removed afterwards).
     Returns the finished trajectory (saved at `path`) and the sandbox warning, if any."""
-    scaffold = choose_scaffold(settings.agent.scaffold, model.spec)
+    scaffold = choose_scaffold(settings.agent.scaffold, model.spec, adapter)
     trajectory = Trajectory(path=path, meta={**(meta or {}), "scaffold": scaffold})
     with WorkCopy.create(repo_root, commit) as workcopy:
         if scaffold == "guided":
             from sera.agent.guided import GuidedAgent
+            tests = resolve_test_command(repo_root, settings.agent.test_command)
             GuidedAgent(model, workcopy, trajectory, settings.agent, settings.model, adapter=adapter,
-                        on_step=on_step, cancel=cancel,
-                        test_command=settings.agent.test_command or None).run(task)
+                        on_step=on_step, cancel=cancel, test_command=tests,
+                        candidate=int((meta or {}).get("candidate", 0))).run(task)
             return trajectory, None
         env = ToolEnvironment(workcopy, settings.agent)
         agent = Agent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
@@ -41,11 +44,26 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
 SCAFFOLDS = ("agent", "guided")
 
 
-def choose_scaffold(setting: str, model_spec: str) -> str:
-    """`auto` picks guided for the embedded models (small: they edit well but cannot drive a long
-    tool loop, as measured) and the free-running agent for everything else."""
+def choose_scaffold(setting: str, model_spec: str, adapter: str | None = None) -> str:
+    """`auto` picks the scaffold the adapter in use was trained in (the `scaffold` of its card:
+    a model fine-tuned on one conversation format should be run in it); without one, guided for
+    the embedded models (small: they edit well but cannot drive a long tool loop, as measured) and
+    the free-running agent for everything else."""
     if setting in SCAFFOLDS:
         return setting
     if setting != "auto":
         raise SeraError(f"unknown scaffold {setting!r}; use agent, guided or auto")
+    trained_in = adapter_scaffold(adapter) if adapter else None
+    if trained_in:
+        return trained_in
     return "guided" if model_spec.split(":")[0] == "embedded" else "agent"
+
+
+def adapter_scaffold(adapter: str) -> str | None:
+    """The scaffold an adapter's card.json names, if it names a known one (older cards do not)."""
+    try:
+        card = json.loads((Path(adapter) / "card.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    scaffold = card.get("scaffold") if isinstance(card, dict) else None
+    return scaffold if scaffold in SCAFFOLDS else None

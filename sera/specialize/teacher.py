@@ -47,12 +47,17 @@ def summarize_steps(messages: list[dict]) -> str:
                 call, _ = parse_reply(text)
                 lines.append(f"ACTION {call.name} {json.dumps(call.arguments, ensure_ascii=False)}")
             except FormatError:
-                lines.append("ACTION (unparsable reply)")
+                # A guided-scaffold reply (SEARCH/REPLACE blocks, a location choice) is no tool
+                # call but is the step's action all the same: show it, clipped.
+                lines.append(f"ACTION {_clip(text.strip())}")
         else:
             body = text.removeprefix("<tool_response>").removesuffix("</tool_response>").strip()
-            clipped = body[:STEP_OUTPUT_CHARS] + (" [...]" if len(body) > STEP_OUTPUT_CHARS else "")
-            lines.append(f"OUTPUT {clipped}")
+            lines.append(f"OUTPUT {_clip(body)}")
     return "\n".join(lines)
+
+
+def _clip(text: str) -> str:
+    return text[:STEP_OUTPUT_CHARS] + (" [...]" if len(text) > STEP_OUTPUT_CHARS else "")
 
 
 def ask(model: ChatModel, prompt: str, max_tokens: int, temperature: float) -> Completion:

@@ -5,14 +5,20 @@
 The student is `model.spec` as a transformers folder (a GGUF is dequantized once). Measures the
 mean negative log-likelihood of the held-out history trajectories with the base model, trains,
 measures it again with the adapter, and saves the adapter with its card in
-`.sera/adapters/<run id>/` (the newest adapter is what `sera solve` uses by default).
+`.sera/adapters/<run id>/` (the newest adapter is what `sera solve` uses by default). The card's
+`scaffold` is the scaffold the SVG rollouts of the kept rows ran in (their trajectories'
+meta["scaffold"]; `--scaffold auto` runs the adapter in it), "agent" when only history replays
+(written with the agent's tools) were kept; `scaffold_rows` counts the rows of each format.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
+from pathlib import Path
 
+from sera.agent.trajectory import Trajectory
 from sera.paths import adapters_dir
 from sera.specialize.dataset import load_rows
 from sera.specialize.student import student_folder
@@ -49,6 +55,31 @@ def run(run) -> dict:
                 accept_rate=round(svg.get("accepted", 0) / svg["records"], 3) if svg.get("records") else None,
                 teacher=run.settings.specialize.teacher or run.settings.model.spec,
                 svg=svg, dataset=run.stage("dataset").get("stats", {}),
+                **_scaffolds(run.dir / "dataset-meta.jsonl"),
                 heldout={"rows": len(heldout), "nll_base": nll_before, "nll_adapter": nll_after})
     run.say("train: " + json.dumps(stats))
     return stats
+
+
+def _scaffolds(meta_file: Path) -> dict:
+    """{"scaffold": ..., "scaffold_rows": {scaffold: rows}} of the kept rows (dataset-meta.jsonl
+    names each row's trajectory; one without meta["scaffold"] is in the agent's format); {} when
+    that file is missing. Mixed SVG rollouts (a run resumed with another scaffold): the most
+    rows' scaffold, ties to agent."""
+    if not meta_file.is_file():
+        return {}
+    rows: Counter = Counter()
+    rollouts: Counter = Counter()
+    for line in filter(str.strip, meta_file.read_text("utf-8").splitlines()):
+        row = json.loads(line)
+        if not row.get("path") or not Path(row["path"]).is_file():
+            continue
+        scaffold = Trajectory.load(Path(row["path"])).meta.get("scaffold", "agent")
+        rows[scaffold] += 1
+        if row.get("source") != "history":
+            rollouts[scaffold] += 1
+    if not rows:
+        return {}
+    counts = rollouts or rows
+    return {"scaffold": max(sorted(counts), key=lambda name: counts[name]),
+            "scaffold_rows": dict(sorted(rows.items()))}
