@@ -33,19 +33,30 @@ def _model_flags(args) -> dict:
 def cmd_solve(args) -> int:
     from sera.agent.solve import check_request, solve
     from sera.models.registry import load_model
+    from sera.models.reranker import load_reranker, resolve_reranker
 
-    settings = _settings(args, _model_flags(args) | {"solve.candidates": args.candidates})
+    settings = _settings(args, _model_flags(args) | {"solve.candidates": args.candidates,
+                                                     "rerank.reranker": args.reranker})
     _, adapter = check_request(args.repo_root, args.task, settings)  # fail fast, before a slow load
+    resolve_reranker(args.repo_root, settings.rerank.reranker,  # an unknown name fails here too
+                     settings.rerank.base or settings.model.spec)
     if adapter:
         _err(f"adapter: {adapter} (--adapter none for the base model)")
     _say_where_code_goes(settings.model.spec)
     _err(f"loading model {settings.model.spec} ...")
     model = load_model(settings.model.spec, settings.model)
+    reranker = None
     try:
-        result = solve(args.repo_root, args.task, settings, model, on_step=_print_step)
+        reranker = load_reranker(args.repo_root, settings)
+        if reranker is not None:
+            _err(f"reranker: {reranker.name} (--reranker none to order by filters and votes only)")
+        result = solve(args.repo_root, args.task, settings, model, on_step=_print_step,
+                       reranker=reranker, on_note=lambda note: _err(f"  {note}"))
     finally:
         model.close()
-    _print_result(result)
+        if reranker is not None:
+            reranker.close()
+    _print_result(result, reranker_off=settings.rerank.reranker == "none")
     return 0
 
 
@@ -68,22 +79,60 @@ def _print_step(index: int, event) -> None:
     _err(f"  candidate {index} step {event.step}: {what}")
 
 
-def _print_result(result) -> None:
+def _print_result(result, reranker_off: bool = False) -> None:
     for c in result.candidates:
         print(f"=== candidate {c.index}: {c.status} ({c.exit_message}); {c.steps} steps, "
               f"{c.prompt_tokens} tokens in, {c.completion_tokens} out, {c.seconds:.1f} s")
+        if c.rank is not None:
+            print(f"  {_rank_line(c)}")
         for place in c.locations:
             print(f"  looked at {place['path']}:{place['start_line']} {place['name']} "
                   f"({'; '.join(place['reasons'])})")
-        print(c.patch.rstrip() if c.patch.strip() else "(no changes)")
-    if not result.ranked:
-        print("note: candidates are not ranked yet; they are listed in the order they finished")
+        if c.duplicate_of is not None:
+            print(f"(the same patch as candidate {c.duplicate_of})")
+        else:
+            print(c.patch.rstrip() if c.patch.strip() else "(no changes)")
+    _print_ranking_notes(result, reranker_off)
     if result.sandbox_warning:
         _err(f"warning: {result.sandbox_warning}")
     print(f"run {result.run_id} saved in {result.run_dir}")
     if any(c.patch.strip() for c in result.candidates):
         first = next(c for c in result.candidates if c.patch.strip())
-        print(f"apply one with: sera apply {result.run_id}:{first.index}   (undo with: sera undo)")
+        print(f"apply the top one with: sera apply {result.run_id}:{first.index}   "
+              f"(undo with: sera undo)")
+
+
+def _rank_line(c) -> str:
+    """rank 1: score 0.82, 2 votes; applies yes, parses yes, tests passed; and what failed."""
+    def said(value, yes="yes", no="NO"):
+        return "-" if value is None else (yes if value else no)
+    score = "-" if c.score is None else f"{c.score:.3f}"
+    f = c.filters
+    line = (f"rank {c.rank}: score {score}, {c.votes} vote{'s' if c.votes != 1 else ''}; "
+            f"applies {said(f.get('applies'))}, parses {said(f.get('parses'))}, "
+            f"tests {said(f.get('tests'), 'passed', 'FAILED')}")
+    problem = (c.check_detail.strip().splitlines() or [""])[0] if c.patch.strip() else ""
+    return f"{line} ({problem[:120]})" if problem else line
+
+
+def _print_ranking_notes(result, reranker_off: bool) -> None:
+    ranking = result.ranking
+    if result.ranking_error:
+        _err(f"warning: {result.ranking_error}")
+    if ranking is None:
+        print("note: candidates are not ranked; they are listed in the order they finished")
+    elif ranking.error:
+        print("note: the candidates were not scored; they are ordered by filters and votes")
+    elif ranking.reranker is None:
+        why = ("scoring is off (--reranker none)" if reranker_off else
+               "no reranker is trained yet: run sera specialize . to train one")
+        print(f"note: {why}; candidates are ordered by filters and votes")
+    elif ranking.confident is False:
+        print(f"no confident fix: no candidate scores above the reranker's threshold "
+              f"({ranking.threshold:.3f}); review the patches before applying one")
+    elif ranking.scored and ranking.threshold is None:
+        print(f"note: reranker {ranking.reranker} is not calibrated: its scores order the "
+              f"candidates but do not say whether one is right")
 
 
 def cmd_specialize(args) -> int:
@@ -104,9 +153,9 @@ def cmd_specialize(args) -> int:
         overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
         train = {**chosen["train"], **{k: v for k, v in overrides.items() if v is not None}}
         run = new_run(args.repo_root, settings, snapshot_commit(args.repo_root),
-                      {"preset": args.preset, "train": train})
+                      {"preset": args.preset, "train": train, "no_reranker": args.no_reranker})
         _err(f"specialize run {run.id}: teacher {teacher}, student {settings.model.spec}")
-    skip = ("train",) if args.no_train else ()
+    skip = ("train", "reranker") if args.no_train else ()
     try:
         _run_with_progress(run, args.stage, skip)
     except KeyboardInterrupt:
@@ -120,6 +169,11 @@ def cmd_specialize(args) -> int:
         print(f"adapter: {trained['adapter']} (sera solve uses the newest adapter)")
     elif trained.get("skipped"):
         print(f"warning: {trained['skipped']}")
+    reranked = run.stage("reranker").get("stats", {})
+    if reranked.get("reranker"):
+        print(f"reranker: {reranked['reranker']} (compare it with: sera eval {run.id})")
+    elif reranked.get("skipped") and not args.no_reranker:
+        print(f"warning: {reranked['skipped']}")
     return 0
 
 
@@ -129,7 +183,8 @@ def _specialize_flags(args) -> dict:
             "specialize.time_budget": args.time_budget, "specialize.alpha": args.alpha,
             "specialize.general_data": args.general_data, "specialize.seed": args.seed,
             "specialize.recall_threshold": args.recall_threshold,
-            "specialize.concurrency": args.concurrency, "agent.scaffold": args.scaffold}
+            "specialize.concurrency": args.concurrency, "agent.scaffold": args.scaffold,
+            "rerank.rounds": args.rounds}
 
 
 def _run_with_progress(run, stage, skip) -> None:
@@ -141,6 +196,27 @@ def _run_with_progress(run, stage, skip) -> None:
     with Progress(*columns, transient=False) as progress:
         run.progress, run.say = progress, progress.console.print
         run_stages(run, only=stage, skip=skip)
+
+
+def cmd_eval(args) -> int:
+    from sera.specialize.stages.reranker import evaluate_run
+    result = evaluate_run(args.repo_root, args.run, args.reranker or "")
+    metrics = result["metrics"]
+    print(f"run {result['run']}, reranker {result['reranker']}: {metrics['tasks']} held-out tasks, "
+          f"{'/'.join(map(str, metrics['candidates']))} candidates each")
+    print(f"{'method':<10} {'solved':>7} {'recall@1':>9}")
+    for method, label in (("top1", "top-1"), ("random", "random"), ("majority", "majority"),
+                          ("oracle", "oracle")):
+        shares = metrics[method] or {"solved": float("nan"), "recall": float("nan")}
+        print(f"{label:<10} {shares['solved']:>7.3f} {shares['recall']:>9.3f}")
+    print(f"AUC {_maybe(metrics['auc'])} (per task {_maybe(metrics['auc_per_task'])} over "
+          f"{metrics['auc_tasks']} tasks); threshold {_maybe(metrics['threshold'])} "
+          f"(confidence {result['confidence']:g})")
+    return 0
+
+
+def _maybe(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def cmd_apply(args) -> int:
@@ -203,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
     solve.add_argument("--scaffold", choices=["auto", "agent", "guided"],
                        help="agent: the model drives the tools; guided: the harness localizes and "
-                       "the model edits (auto: guided for the embedded models)")
+                       "the model edits (auto: what the adapter's card says, else guided for "
+                       "the embedded models)")
+    solve.add_argument("--reranker", metavar="NAME|none", help="reranker in .sera/reranker or a "
+                       "folder (default: the newest trained for the model; none: order by filters "
+                       "and votes only)")
     solve.set_defaults(func=cmd_solve)
 
     spec = sub.add_parser("specialize", help="teach the agent this repository (SVG + LoRA)")
@@ -215,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--functions", type=int, help="starting functions to sample (default 20)")
     spec.add_argument("--max-steps", type=int, help="agent step limit per rollout")
     spec.add_argument("--scaffold", choices=["auto", "agent", "guided"],
-                      help="scaffold of the rollouts (auto: guided for the embedded models)")
+                      help="scaffold of the rollouts (auto: what the adapter's card says, else guided "
+                           "for the embedded models and agent for the rest)")
     spec.add_argument("--time-budget", type=float, help="seconds after which no rollout starts")
     spec.add_argument("--concurrency", type=int, help="rollouts at once against a server teacher")
     spec.add_argument("--recall-threshold", type=float, help="soft verification threshold r (0.5)")
@@ -226,15 +307,27 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--rank", type=int, help="LoRA rank (CPU default 8, GPU 32)")
     spec.add_argument("--lora-alpha", type=int, help="LoRA alpha (CPU default 16, GPU 128)")
     spec.add_argument("--lr", type=float, help="learning rate (CPU default 2e-4, GPU 5e-5)")
-    spec.add_argument("--no-train", action="store_true", help="generate data only")
+    spec.add_argument("--no-train", action="store_true",
+                      help="generate data only (no adapter, no reranker)")
+    spec.add_argument("--no-reranker", action="store_true", help="train no reranker")
+    spec.add_argument("--rounds", type=int, help="reranker self-training rounds (default 2)")
     spec.add_argument("--stage", choices=["functions", "history", "rollouts", "dataset", "train",
-                                          "report"], help="run only this stage")
+                                          "reranker", "report"], help="run only this stage")
     spec.add_argument("--resume", nargs="?", const="", metavar="RUN",
                       help="continue the newest unfinished run (or RUN)")
     spec.set_defaults(func=cmd_specialize)
 
+    evaluate = sub.add_parser("eval", help="compare the reranker with random choice, majority "
+                              "vote and the oracle on a specialize run's held-out tasks")
+    evaluate.add_argument("run", nargs="?", help="specialize run id or prefix (default: the "
+                          "newest with held-out candidates)")
+    evaluate.add_argument("--reranker", help="reranker name in .sera/reranker or a folder "
+                          "(default: the newest)")
+    evaluate.set_defaults(func=cmd_eval)
+
     apply = sub.add_parser("apply", help="apply a candidate to your working tree")
-    apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last run's first)")
+    apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last run's "
+                       "top-ranked candidate)")
     apply.set_defaults(func=cmd_apply)
     sub.add_parser("undo", help="revert the last apply").set_defaults(func=cmd_undo)
     sub.add_parser("runs", help="list past runs").set_defaults(func=cmd_runs)

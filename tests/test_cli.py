@@ -32,7 +32,7 @@ def test_solve_apply_undo_through_the_cli(repo, tmp_path):
     out = sera(repo, "solve", "--model", spec, "-n", "1", "add is wrong")
     assert out.returncode == 0, out.stderr
     assert "+    return a + b" in out.stdout
-    assert "not ranked yet" in out.stdout and "saved in" in out.stdout
+    assert "candidates are ordered by filters and votes" in out.stdout and "saved in" in out.stdout
     assert user_state(repo) == before
     runs = sera(repo, "runs")
     assert "1 candidates (1 with changes)" in runs.stdout

@@ -130,6 +130,22 @@ def _apply_or_roll_back(repo: Path, patch: str, paths: list[str], args: list[str
     return three_way
 
 
+def check_apply(repo: Path, patch: str) -> str | None:
+    """Why `apply_patch` would refuse `patch` on the working tree as it is now, or None when it
+    would apply (plainly, or by the 3-way merge, tried on the throwaway index only). Changes
+    nothing the user sees."""
+    args = ["--whitespace=nowarn"]
+    if _git(repo, "apply", "--check", *args, stdin=patch).returncode == 0:
+        return None
+    result = _apply_three_way(repo, patch, [*args, "--cached"])
+    if result.returncode == 0:
+        return None
+    stderr = result.stderr.strip()
+    if "with conflicts" in stderr:
+        return "it conflicts with your edits since the solve"
+    return stderr.splitlines()[-1] if stderr else "it does not apply"
+
+
 class _Conflict(Exception):
     pass
 
@@ -195,7 +211,8 @@ def undo_last(repo: Path) -> AppliedPatch:
 
 
 def apply_candidate(repo: Path, target: str | None = None) -> AppliedPatch:
-    """`target` = "RUN[:CANDIDATE]" (None: the last run's first candidate)."""
+    """`target` = "RUN[:CANDIDATE]" (None: the last run's top-ranked candidate; in a run from
+    before ranking, its first)."""
     run_id, _, cand = (target or "").partition(":")
     manifest = find_run(repo, run_id or None)
     candidates = manifest["candidates"]
@@ -208,5 +225,5 @@ def apply_candidate(repo: Path, target: str | None = None) -> AppliedPatch:
             raise ApplyError(f"run {manifest['id']} has no candidate {cand}; its candidates: {valid}")
         candidate = chosen[0]
     else:
-        candidate = candidates[0]
+        candidate = min(candidates, key=lambda c: c.get("rank") or len(candidates) + 1)
     return apply_patch(repo, candidate["patch"], f"candidate {candidate['index']} of run {manifest['id']}")

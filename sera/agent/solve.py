@@ -1,4 +1,5 @@
-"""Solve a task: N candidates, each an agent rollout in its own work copy, saved as one run.
+"""Solve a task: N candidates, each an agent rollout in its own work copy, ranked (ranking.py:
+votes, filters, the reranker's score) and saved as one run.
 
 Shared by every front end (`sera solve`, the language server, the TUI). The user's checkout is
 never touched here: candidates live in work copies of a snapshot of the working tree.
@@ -9,17 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from sera.agent.loop import StepEvent
+from sera.agent.ranking import Ranking, rank_candidates
 from sera.agent.rollout import rollout
 from sera.agent.runs import new_run_id, write_manifest
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings
 from sera.errors import SeraError
-from sera.models.base import ChatModel
+from sera.models.base import ChatModel, Reranker
 from sera.models.adapters import resolve_adapter
 from sera.paths import runs_dir
 
@@ -36,15 +38,24 @@ class Candidate:
     seconds: float
     trajectory: str  # path of the trajectory file
     locations: list = field(default_factory=list)  # guided scaffold: where it looked, and why
+    # Set by the ranking (ranking.RankedCandidate says what each means); rank None = not ranked.
+    rank: int | None = None
+    votes: int = 0
+    filters: dict = field(default_factory=dict)
+    score: float | None = None
+    duplicate_of: int | None = None
+    check_detail: str = ""
 
 
 @dataclass
 class SolveResult:
     run_id: str
     run_dir: Path
-    candidates: list[Candidate]  # in the order they finished
-    ranked: bool = False
+    candidates: list[Candidate]  # best first when ranked, else in the order they finished
+    ranked: bool = False  # a reranker scored them
     sandbox_warning: str | None = None
+    ranking: Ranking | None = None  # None when the ranking failed (ranking_error says why)
+    ranking_error: str | None = None  # the ranking or the reranker failed; candidates are kept
 
 
 ProgressFn = Callable[[int, StepEvent], None]  # (candidate index, step event)
@@ -61,8 +72,10 @@ def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, 
 
 
 def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
-          on_step: ProgressFn | None = None) -> SolveResult:
-    """Run `settings.solve.candidates` rollouts of `task` and save them as one run."""
+          on_step: ProgressFn | None = None, reranker: Reranker | None = None,
+          on_note: Callable[[str], None] | None = None) -> SolveResult:
+    """Run `settings.solve.candidates` rollouts of `task`, rank them (scored by `reranker` when
+    given) and save them as one run. `on_note` hears what the ranking is doing."""
     task, adapter = check_request(repo_root, task, settings)
     ensure_state_dir(repo_root)
     cleanup_stale(repo_root)  # work copies left by a crashed or killed earlier run
@@ -76,13 +89,43 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
     runner = _CandidateRunner(repo_root, commit, run_dir, task, settings, model, adapter, on_step)
     try:
         candidates = runner.run_all(settings.solve.candidates)
+        # Saved before ranking, so a failing reranker or check loses no candidate.
+        manifest.update(status="ranking", candidates=[asdict(c) for c in candidates])
+        write_manifest(run_dir, manifest)
+        ranking, error = _rank(repo_root, commit, task, candidates, reranker, settings, on_note)
     except BaseException:
         manifest.update(status="interrupted", candidates=[asdict(c) for c in runner.finished])
         write_manifest(run_dir, manifest)
         raise
-    manifest.update(status="done", candidates=[asdict(c) for c in candidates])
+    candidates = _in_ranked_order(candidates, ranking)
+    error = error or (ranking.error if ranking else None)
+    manifest.update(status="done", candidates=[asdict(c) for c in candidates],
+                    ranked=bool(ranking and ranking.scored), ranking_error=error,
+                    confident=ranking.confident if ranking else None,
+                    ranking=ranking.to_dict() if ranking else None)
     write_manifest(run_dir, manifest)
-    return SolveResult(run_id, run_dir, candidates, sandbox_warning=runner.sandbox_warning)
+    return SolveResult(run_id, run_dir, candidates, ranked=manifest["ranked"],
+                       sandbox_warning=runner.sandbox_warning, ranking=ranking,
+                       ranking_error=error)
+
+
+def _rank(repo_root, commit, task, candidates, reranker, settings,
+          on_note) -> tuple[Ranking | None, str | None]:
+    """The ranking, or (None, why) when checking the candidates failed (git, the sandbox)."""
+    try:
+        return rank_candidates(repo_root, commit, task, candidates, reranker, settings,
+                               progress=on_note), None
+    except SeraError as error:
+        return None, f"the candidates could not be checked: {error}"
+
+
+def _in_ranked_order(candidates: list[Candidate], ranking: Ranking | None) -> list[Candidate]:
+    """The candidates best first, each with its rank, votes, filters and score."""
+    if ranking is None:
+        return candidates
+    by_index = {c.index: c for c in candidates}
+    return [replace(by_index[e.index], rank=e.rank, votes=e.votes, filters=e.filters, score=e.score,
+                    duplicate_of=e.duplicate_of, check_detail=e.detail) for e in ranking.entries]
 
 
 class _CandidateRunner:

@@ -20,7 +20,9 @@ from sera.config import Settings, load_settings
 from sera.errors import SeraError
 from sera.paths import runs_dir
 
-STAGES = ["functions", "history", "rollouts", "dataset", "train", "report"]
+STAGES = ["functions", "history", "rollouts", "dataset", "train", "reranker", "report"]
+# Stages a run may be started without: the option in the manifest that turns it off, and why.
+OPTIONAL_STAGES = {"reranker": ("no_reranker", "the run was started with --no-reranker")}
 
 
 @dataclass
@@ -86,7 +88,10 @@ def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
         manifest = unfinished[0]
     run_dir = Path(manifest.pop("dir"))
     settings = load_settings(None, manifest["settings"])  # as the run started, whatever changed since
-    return SpecializeRun(repo_root, run_dir, settings, read_manifest(run_dir))
+    manifest = read_manifest(run_dir)
+    for name in STAGES:  # a run from before a stage was added
+        manifest["stages"].setdefault(name, {"status": "pending"})
+    return SpecializeRun(repo_root, run_dir, settings, manifest)
 
 
 def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...] = ()) -> None:
@@ -100,8 +105,8 @@ def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...
         stage.update(status="running", started=time.time())
         run.save()
         try:
-            module = importlib.import_module(f"sera.specialize.stages.{name}")
-            stats = module.run(run) or {}
+            stats = _skipped_by_option(run, name) or \
+                importlib.import_module(f"sera.specialize.stages.{name}").run(run) or {}
         except BaseException as error:
             stage.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
                          error=str(error))
@@ -113,6 +118,12 @@ def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...
     if all(run.stage(n)["status"] == "done" or n in skip for n in STAGES):
         run.manifest["status"] = "done"
         run.save()
+
+
+def _skipped_by_option(run: SpecializeRun, name: str) -> dict[str, str] | None:
+    """{"skipped": why} when the run was started without this stage."""
+    option, reason = OPTIONAL_STAGES.get(name, ("", ""))
+    return {"skipped": reason} if option and run.manifest["options"].get(option) else None
 
 
 def _require_earlier_stages(run: SpecializeRun, name: str, skip: tuple[str, ...]) -> None:

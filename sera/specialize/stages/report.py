@@ -1,10 +1,11 @@
-"""Stage 6, report: what the run cost and produced, as a table and as `report.json`.
+"""Stage 7, report: what the run cost and produced, as a table and as `report.json`.
 
     sera specialize . --stage report
 
 Sums tokens and seconds over every rollout record (per trajectory and per accepted trajectory;
-money when `price_per_million_in/out` are set), and gathers each stage's stats. The loss curve is
-`loss.png` beside the adapter.
+money when `price_per_million_in/out` are set), and gathers each stage's stats (the reranker's
+self-training rounds and held-out comparison one row each). The loss curves are `loss.png` beside
+the adapter and the reranker.
 """
 
 from __future__ import annotations
@@ -46,10 +47,31 @@ def _print_table(run, report: dict) -> None:
     table.add_column("stage")
     table.add_column("figures")
     for name, stats in report["stages"].items():
-        if stats:
+        if name == "reranker" and "rounds" in stats:
+            for row in _reranker_rows(stats):
+                table.add_row(*row)
+        elif stats:
             table.add_row(name, ", ".join(f"{k} {_fmt(v)}" for k, v in stats.items()))
     table.add_row("cost", ", ".join(f"{k} {_fmt(v)}" for k, v in report["cost"].items()))
     Console(stderr=True).print(table)
+
+
+def _reranker_rows(stats: dict) -> list[tuple[str, str]]:
+    """The reranker: its totals, one row per round, the held-out comparison."""
+    totals = {k: v for k, v in stats.items() if k not in ("rounds", "heldout")}
+    rows = [("reranker", ", ".join(f"{k} {_fmt(v)}" for k, v in totals.items()))]
+    for r in stats["rounds"]:
+        added = (f"+{r['hard_negatives']} hard negatives, +{r['positives']} positives "
+                 f"({r['succeeded']}/{r['sampled']} sampled succeeded), " if r["round"] else "")
+        rows.append((f"  round {r['round']}", f"{added}{r['rows']} rows, {r['pairs']} pairs, "
+                     f"pair accuracy {_fmt(r['pair_accuracy'])}"))
+    heldout = stats.get("heldout") or {}
+    if heldout.get("top1"):
+        shares = ", ".join(f"{m} {heldout[m]['solved']:.2f}/{heldout[m]['recall']:.2f}"
+                           for m in ("top1", "random", "majority", "oracle"))
+        rows.append(("  held out", f"{heldout['tasks']} tasks, solved/recall@1: {shares}; "
+                     f"AUC {_fmt(heldout['auc'])}"))
+    return rows
 
 
 def _fmt(value) -> str:

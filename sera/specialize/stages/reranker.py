@@ -1,0 +1,286 @@
+"""Stage 6, reranker: the RewardRanker reranker, trained with iterative self-training.
+
+    sera specialize . --stage reranker
+
+Round 0 trains the reranker (a LoRA reward model on `rerank.base`, default `model.spec`) on what the
+run already has: each task's reference, SVG's rollout 2 and other tasks' references
+(rerank_pool.round0_groups). Each of `rerank.rounds` self-training rounds then samples
+`rerank.samples` candidates for up to `rerank.tasks` training tasks with the current agent
+(`model.spec` with this run's adapter), scores them with the current reranker, adds the top
+`rerank.hard_negatives` failing candidates per task and every new success, and trains again from
+scratch on all rows so far. Last, the held-out tasks (the history stage's held-out split plus a
+`specialize.heldout_fraction` share of the SVG tasks, never trained on) get `rerank.samples`
+candidates each; the reranker's top-1 is compared with random choice, majority vote and the oracle
+(rerank_eval), its threshold calibrated, and both written into its card.
+
+The reranker is saved in `.sera/reranker/<run id>/` (retrained in place each round). In
+`<run>/reranker/`: `train.jsonl` (all training rows), `sampled-r<k>.jsonl`, `heldout.jsonl`,
+`rounds.json` (the figures of each finished round) and the rollouts' `trajectories/`; a resumed
+run keeps finished rounds and every task already sampled. `sera eval` compares again later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from sera.errors import SeraError
+from sera.paths import atomic_write_json, rerankers_dir
+from sera.specialize.labels import TaskGroup
+from sera.specialize.rerank_eval import auc, evaluate
+from sera.specialize.rerank_pool import (Labeler, PoolTask, Sampler, count_sources,
+                                         mine_hard_negatives, merge_rows, pick_tasks, pool_tasks,
+                                         read_groups, round0_groups, sample_round, write_groups)
+from sera.specialize.rerank_train import make_pairs
+
+
+def run(run) -> dict:
+    settings = run.settings
+    folder = run.dir / "reranker"
+    train_tasks, heldout_tasks = pool_tasks(run.dir, run.manifest["snapshot"],
+                                            settings.specialize.heldout_fraction,
+                                            settings.specialize.seed)
+    pool = read_groups(folder / "train.jsonl") or round0_groups(train_tasks, settings.specialize.seed)
+    if not make_pairs(pool, settings.rerank.min_gap):
+        reason = _nothing_to_train(train_tasks)
+        run.say(f"reranker: {reason}")
+        return {"skipped": reason}
+    write_groups(folder / "train.jsonl", pool)
+    trainer = _Trainer.for_run(run)
+    rounds = _read_rounds(folder)
+    if 0 not in rounds:
+        result = trainer.train(pool, "round 0")
+        _finish_round(run, rounds, {"round": 0, "rows": _rows(pool), **_trained(result)})
+    agent = _Agent(run)
+    tasks_by_id = {t.task_id: t for t in train_tasks}
+    for index in range(1, settings.rerank.rounds + 1):
+        if index not in rounds:
+            pool, stats = _self_training_round(run, index, pool, train_tasks, tasks_by_id, agent,
+                                               trainer)
+            _finish_round(run, rounds, stats)
+    metrics = _heldout(run, heldout_tasks, agent, trainer.out_dir)
+    return _finish(run, trainer.out_dir, pool, rounds, metrics, len(train_tasks))
+
+
+def _self_training_round(run, index: int, pool: list[TaskGroup], train_tasks: Sequence[PoolTask],
+                         tasks_by_id: dict[str, PoolTask], agent: "_Agent",
+                         trainer: "_Trainer") -> tuple[list[TaskGroup], dict[str, Any]]:
+    """Sample with the current agent, score with the current reranker, add hard negatives and new
+    positives, retrain from scratch on every row so far."""
+    config, folder = run.settings.rerank, run.dir / "reranker"
+    chosen = pick_tasks(train_tasks, config.tasks, run.settings.specialize.seed, index)
+    sampled = sample_round(chosen, agent.sampler(), config.samples, folder / f"sampled-r{index}.jsonl",
+                           f"sampled-r{index}", progress=run.bar(f"round {index}", len(chosen)))
+    scores = trainer.scores(sampled)
+    threshold = run.settings.specialize.recall_threshold
+    mined = mine_hard_negatives(sampled, scores, config.hard_negatives, threshold)
+    before = [g.to_dict() for g in pool]
+    pool = merge_rows(pool, mined, index)
+    for group in pool:  # groups that gained tested rows: test their earlier rows too
+        if any(c.source.endswith(f"-r{index}") for c in group.candidates):
+            agent.labeler.complete(group, tasks_by_id[group.task_id].commit)
+    write_groups(folder / "train.jsonl", pool)
+    successes = [c.succeeded(threshold) for g in sampled for c in g.candidates]
+    stats = {"round": index, "tasks": len(sampled), "sampled": len(successes),
+             "succeeded": sum(successes),
+             "sampled_auc": _round4(auc([s for row in scores for s in row], successes)),
+             "hard_negatives": count_sources(pool, f"hard_negative-r{index}"),
+             "positives": count_sources(pool, f"positive-r{index}"), "rows": _rows(pool)}
+    if [g.to_dict() for g in pool] == before:  # nothing new: the same rows train the same model
+        previous = _read_rounds(folder)[index - 1]
+        return pool, {**stats, **{k: previous[k] for k in _TRAINED}, "retrained": False}
+    result = trainer.train(pool, f"round {index}")
+    return pool, {**stats, **_trained(result), "retrained": True}
+
+
+def _heldout(run, tasks: Sequence[PoolTask], agent: "_Agent", out_dir: Path) -> dict[str, Any] | None:
+    """Sample the held-out tasks (resumably) and compare the reranker with the baselines there."""
+    if not tasks:
+        return None
+    groups = sample_round(tasks, agent.sampler(), run.settings.rerank.samples,
+                          run.dir / "reranker" / "heldout.jsonl", "heldout",
+                          progress=run.bar("held out", len(tasks)))
+    return score_and_evaluate(out_dir, groups, run.settings)
+
+
+def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings) -> dict[str, Any]:
+    """The reranker in `reranker_dir` scores `groups`; rerank_eval.evaluate compares it."""
+    from sera.models.reranker import LoraReranker
+    from sera.specialize.rerank_train import group_scores
+    reranker = LoraReranker.load(reranker_dir, max_tokens=settings.rerank.max_tokens)
+    try:
+        scores = group_scores(reranker, groups)
+    finally:
+        reranker.close()
+    return evaluate(groups, scores, settings.specialize.recall_threshold, settings.rerank.confidence)
+
+
+def _finish(run, out_dir: Path, pool: list[TaskGroup], rounds: dict[int, dict], metrics,
+            train_tasks: int) -> dict[str, Any]:
+    from sera.models.reranker import update_reranker_card
+    history = [rounds[k] for k in sorted(rounds)]
+    threshold = metrics["threshold"] if metrics else None
+    update_reranker_card(out_dir, run=run.id, rounds=history, metrics=metrics or {},
+                         threshold=threshold, confidence=run.settings.rerank.confidence,
+                         recall_threshold=run.settings.specialize.recall_threshold,
+                         agent=run.settings.model.spec)
+    last = history[-1]
+    stats = {"tasks": train_tasks, "rows": _rows(pool), "pairs": last["pairs"],
+             "pair_accuracy": last["pair_accuracy"], "rounds": history,
+             "heldout": metrics, "threshold": threshold, "reranker": str(out_dir)}
+    run.say(f"reranker: {out_dir}, {stats['rows']} rows, {stats['pairs']} pairs, "
+            f"{len(history) - 1} self-training rounds, held-out "
+            + (f"top-1 solved {metrics['top1']['solved']:.2f} vs random "
+               f"{metrics['random']['solved']:.2f}" if metrics and metrics["top1"] else "none"))
+    return stats
+
+
+# --- the reranker, trained and scored -----------------------------------------------------------
+
+@dataclasses.dataclass
+class _Trainer:
+    run: Any
+    base_spec: str
+    base_folder: Path
+    out_dir: Path
+    config: Any  # RerankTrainConfig
+
+    @classmethod
+    def for_run(cls, run) -> "_Trainer":
+        from sera.models.local import transformers_folder
+        from sera.specialize.rerank_train import RerankTrainConfig
+        base = run.settings.rerank.base or run.settings.model.spec
+        config = dataclasses.replace(RerankTrainConfig.for_device("auto"),
+                                     max_tokens=run.settings.rerank.max_tokens,
+                                     **run.manifest["options"].get("rerank_train", {}))
+        return cls(run, base, transformers_folder(base, "reranker's base model"),
+                   rerankers_dir(run.repo_root) / run.id, config)
+
+    def train(self, pool: Sequence[TaskGroup], what: str):
+        from sera.specialize.rerank_train import train_reranker
+        advance = self.run.bar(f"reranker {what}", 1)
+        return train_reranker(self.base_folder, pool, self.out_dir, self.config,
+                              base_spec=self.base_spec, min_gap=self.run.settings.rerank.min_gap,
+                              progress=lambda info: advance(0, total=info["steps"],
+                                                            completed=info["step"],
+                                                            info=f"loss {info['loss']:.3f}"))
+
+    def scores(self, groups: Sequence[TaskGroup]) -> list[list[float]]:
+        from sera.models.reranker import LoraReranker
+        from sera.specialize.rerank_train import group_scores
+        reranker = LoraReranker.load(self.out_dir, max_tokens=self.config.max_tokens)
+        try:
+            return group_scores(reranker, groups)
+        finally:
+            reranker.close()
+
+
+# --- the agent that samples ---------------------------------------------------------------------
+
+class _Agent:
+    """The current agent (model.spec with this run's adapter, when it has one for that model),
+    loaded on first use and kept in run.models (closed with the run)."""
+
+    def __init__(self, run) -> None:
+        from sera.agent.testcmd import resolve_test_command
+        self.run = run
+        self._sampler: Sampler | None = None
+        command = resolve_test_command(run.repo_root, run.settings.agent.test_command)
+        self.labeler = Labeler(run.repo_root, command, run.settings.agent)
+
+    def sampler(self) -> Sampler:
+        if self._sampler is None:
+            from sera.models.registry import load_model
+            settings = self.run.settings
+            if "agent" not in self.run.models:
+                self.run.say(f"loading agent {settings.model.spec} ...")
+                self.run.models["agent"] = load_model(settings.model.spec, settings.model)
+            self._sampler = Sampler(self.run.repo_root, self.run.models["agent"], settings,
+                                    _run_adapter(self.run), self.labeler,
+                                    self.run.dir / "reranker" / "trajectories")
+        return self._sampler
+
+
+def _run_adapter(run) -> str | None:
+    """This run's adapter (`.sera/adapters/<run id>/`) when the train stage made one for model.spec."""
+    from sera.paths import adapters_dir
+    card_file = adapters_dir(run.repo_root) / run.id / "card.json"
+    if not card_file.is_file():
+        return None
+    card = json.loads(card_file.read_text("utf-8"))
+    return str(card_file.parent) if card.get("student") == run.settings.model.spec else None
+
+
+# --- rounds on disk -----------------------------------------------------------------------------
+
+def _read_rounds(folder: Path) -> dict[int, dict[str, Any]]:
+    path = folder / "rounds.json"
+    rounds = json.loads(path.read_text("utf-8")) if path.is_file() else []
+    return {r["round"]: r for r in rounds}
+
+
+def _finish_round(run, rounds: dict[int, dict[str, Any]], stats: dict[str, Any]) -> None:
+    rounds[stats["round"]] = stats
+    atomic_write_json(run.dir / "reranker" / "rounds.json", [rounds[k] for k in sorted(rounds)])
+    run.say("reranker: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+
+
+_TRAINED = ("pairs", "steps", "pair_accuracy_before", "pair_accuracy", "seconds")
+
+
+def _trained(result) -> dict[str, Any]:
+    return {"pairs": result.pairs, "steps": result.steps,
+            "pair_accuracy_before": _round4(result.accuracy_before),
+            "pair_accuracy": _round4(result.accuracy_after), "seconds": round(result.seconds, 1)}
+
+
+def _rows(groups: Sequence[TaskGroup]) -> int:
+    return sum(len(g.candidates) for g in groups)
+
+
+def _round4(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 4)
+
+
+def _nothing_to_train(tasks: Sequence[PoolTask]) -> str:
+    if not tasks:
+        return ("no reranker was trained: the run has no task to learn from (no SVG record with a "
+                "synthetic issue, no history task); sample more functions (--functions) or use a "
+                "stronger teacher (--teacher)")
+    return (f"no reranker was trained: the {len(tasks)} training tasks give no pair of candidates "
+            f"whose labels differ by rerank.min_gap; it takes at least two tasks (each task's "
+            f"reference is the others' negative): sample more functions (--functions)")
+
+
+def evaluate_run(repo_root: Path, run_id: str | None, reranker: str) -> dict[str, Any]:
+    """`sera eval`: the held-out pool of a specialize run (default: the newest that has one)
+    scored by a reranker (default: the newest for the run's base, else the newest of all)."""
+    from sera.agent.runs import find_run, list_runs
+    from sera.config import load_settings
+    from sera.models.reranker import list_rerankers, resolve_reranker
+    if run_id:
+        manifest = find_run(repo_root, run_id, kind="specialize")
+    else:
+        pooled = [m for m in list_runs(repo_root) if m.get("kind") == "specialize"
+                  and (Path(m["dir"]) / "reranker" / "heldout.jsonl").is_file()]
+        if not pooled:
+            raise SeraError("no specialize run has held-out candidates yet; run `sera specialize .` "
+                            "(its reranker stage samples them)")
+        manifest = pooled[0]
+    groups = read_groups(Path(manifest["dir"]) / "reranker" / "heldout.jsonl")
+    if not groups:
+        raise SeraError(f"run {manifest['id']} has no held-out candidates; finish it with "
+                        f"`sera specialize --resume {manifest['id']}`")
+    settings = load_settings(None, manifest["settings"])
+    folder = resolve_reranker(repo_root, reranker, settings.rerank.base or settings.model.spec)
+    if folder is None and reranker != "none":
+        folder = next((f for f, _ in list_rerankers(repo_root)), None)
+    if folder is None:
+        raise SeraError("no reranker to evaluate; `sera specialize .` trains one, or name one with "
+                        "--reranker NAME")
+    metrics = score_and_evaluate(folder, groups, settings)
+    return {"run": manifest["id"], "reranker": Path(folder).name, "metrics": metrics,
+            "confidence": settings.rerank.confidence}
