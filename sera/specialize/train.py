@@ -137,7 +137,7 @@ def train_lora(base: Path, rows: Sequence[Row], out_dir: Path, config: TrainConf
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     plan = _step_plan(examples, config, accelerator.process_index, accelerator.num_processes)
-    scheduler = _lr_schedule(optimizer, config, len(plan))
+    scheduler = lr_schedule(optimizer, config, len(plan))
     module, optimizer = accelerator.prepare(module, optimizer)
     pad_id = _pad_id(folder)
     start = time.perf_counter()
@@ -222,7 +222,7 @@ def _step_plan(examples: list[Example], config: TrainConfig, rank: int,
     return steps[:config.max_steps] if config.max_steps else steps
 
 
-def _lr_schedule(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:
+def lr_schedule(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:
     """Linear warmup, then cosine or linear decay to zero at the last step."""
     import torch
     warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
@@ -461,13 +461,13 @@ def _save_adapter(peft_model: Any, out_dir: Path, card: dict[str, Any]) -> None:
         peft_model.save_pretrained(str(tmp))
         atomic_write_json(tmp / "card.json", card)
         plot_loss(card["loss"], tmp / "loss.png")
-        _replace_folder(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace_folder(new: Path, target: Path) -> None:
+def replace_folder(new: Path, target: Path) -> None:
     """Rename `new` to `target`; an existing `target` (a retrained adapter) is moved aside first."""
     if not target.exists():
         os.replace(new, target)
