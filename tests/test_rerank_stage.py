@@ -253,8 +253,9 @@ def test_mining_keeps_the_top_scored_failures_and_every_new_success():
     group = TaskGroup("t", "task", FIX, [
         LabeledPatch("a", 0.0, source="sampled-r1"), LabeledPatch("b", 0.2, source="sampled-r1"),
         LabeledPatch("c", 0.0, source="sampled-r1"), LabeledPatch(FIX, 1.0, source="sampled-r1"),
-        LabeledPatch("b", 0.2, source="sampled-r1"), LabeledPatch("d", 0.6, source="sampled-r1")])
-    mined = mine_hard_negatives([group], [[0.1, 0.9, 0.5, 0.3, 0.9, -1.0]], k=2,
+        LabeledPatch("b", 0.2, source="sampled-r1"), LabeledPatch("d", 0.6, source="sampled-r1"),
+        LabeledPatch("", 0.0, source="sampled-r1")])  # changes nothing: never mined
+    mined = mine_hard_negatives([group], [[0.1, 0.9, 0.5, 0.3, 0.9, -1.0, 5.0]], k=2,
                                 recall_threshold=0.5)
     assert [(c.patch, c.source, c.score) for c in mined[0].candidates] == [
         ("b", "hard_negative-r1", 0.9), ("c", "hard_negative-r1", 0.5),
@@ -306,3 +307,69 @@ def test_labels_with_a_test_command_run_the_tests_for_every_candidate(project):
     assert [c.tests_passed for c in group.candidates] == [True, False, False]
     untested = Labeler(project, None, AgentConfig())
     assert untested.label(task, WRONG, "sampled-r1").tests_passed is None
+
+
+# --- the policy stage ------------------------------------------------------------------------------
+
+def test_policy_stage_optimizes_the_agent_then_mines_with_it_and_resumes(project, tmp_path, capsys):
+    """A tiny transformers agent (it must have weights to optimize): GRPO
+    gives a new adapter, the optimized agent samples one more round and the held-out tasks again."""
+    from sera.models.adapters import newest_adapter
+    spec = f"transformers:{build_tiny_model()}"
+    run = start(project, tmp_path, **{
+        "model.spec": spec, "model.max_tokens": 96,  # the tiny agent rambles; the teacher fits
+        "rerank.rounds": 1, "rerank.policy_steps": 1})
+    run.manifest["options"]["policy"] = {"num_generations": 2, "max_completion_tokens": 16,
+                                         "beta": 0.0, "device": "cpu"}
+    try:
+        run_stages(run, skip=("dataset", "train"))
+    finally:
+        run.close()
+    stats = run.stage("policy")["stats"]
+    adapter = Path(stats["policy"]["adapter"])
+    assert adapter.name == f"{run.id}-policy" and stats["policy"]["steps"] == 1
+    card = json.loads((adapter / "card.json").read_text())
+    assert (card["method"], card["run"], card["scaffold"], card["student"]) == (
+        "grpo", run.id, "guided", spec)
+    assert card["parent"]["adapter"] is None  # train was skipped: GRPO started from a fresh LoRA
+    assert newest_adapter(project, spec) == adapter  # what `sera solve` runs from now on
+
+    rounds = json.loads((run.dir / "reranker" / "rounds.json").read_text())
+    assert [(r["round"], r.get("policy", False)) for r in rounds] == [(0, False), (1, False),
+                                                                     (2, True)]
+    assert stats["round"] == rounds[-1]
+    trajectories = run.dir / "reranker" / "trajectories"
+    sampled = sorted(trajectories.glob("sampled-r2-*.json")) + sorted(
+        trajectories.glob("heldout-policy-*.json"))
+    assert len(sampled) == 2 * 2 + 2 * 2  # the round's two training tasks, the two held out
+    assert {json.loads(p.read_text())["meta"]["adapter"] for p in sampled} == {str(adapter)}
+    assert len(read_groups(run.dir / "reranker" / "heldout-policy.jsonl")) == 2
+    reranker_card = json.loads((Path(stats["reranker"]) / "card.json").read_text())
+    assert reranker_card["heldout_pool"] == "heldout-policy.jsonl"
+    assert [r["round"] for r in reranker_card["rounds"]] == [0, 1, 2]
+    assert run.stage("report")["status"] == "done"
+
+    weights = next(adapter.glob("adapter_model.*")).stat().st_mtime_ns
+    before = {p.name: p.stat().st_mtime_ns for p in trajectories.iterdir()}
+    try:
+        run_stages(run, only="policy", skip=("dataset", "train"))
+    finally:
+        run.close()
+    assert next(adapter.glob("adapter_model.*")).stat().st_mtime_ns == weights
+    assert {p.name: p.stat().st_mtime_ns for p in trajectories.iterdir()} == before
+
+    from sera.cli import main
+    capsys.readouterr()
+    assert main(["-C", str(project), "eval"]) == 0
+    assert "heldout-policy.jsonl" in capsys.readouterr().out
+
+
+def test_policy_stage_is_opt_in(project, tmp_path):
+    run = start(project, tmp_path, **{"rerank.rounds": 0})
+    try:
+        run_stages(run, skip=("dataset", "train"))
+    finally:
+        run.close()
+    assert run.stage("policy")["stats"] == {
+        "skipped": "policy optimization is opt-in: start a run with --policy-steps N"}
+    assert not (project / ".sera" / "adapters").exists()

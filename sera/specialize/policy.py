@@ -61,6 +61,7 @@ from sera.errors import RepositoryError, SeraError
 from sera.specialize.history import HistoryTask, _unquote
 from sera.specialize.labels import TaskGroup
 from sera.specialize.recall import changed_lines, line_recall
+from sera.specialize.rerank_pool import PoolTask
 from sera.specialize.train import ALL_PROJECTIONS, _save_adapter
 
 if TYPE_CHECKING:
@@ -160,11 +161,13 @@ class PolicyResult:
 
 # --- tasks ----------------------------------------------------------------------------------
 
-def policy_tasks(repo_root: Path, items: Iterable[TaskGroup | HistoryTask | Mapping[str, Any]],
+def policy_tasks(repo_root: Path,
+                 items: Iterable[PoolTask | TaskGroup | HistoryTask | Mapping[str, Any]],
                  *, commit: str | None = None) -> list[PolicyTask]:
     """Tasks with the files their reference touches, read with git at the task's commit.
 
-    `items`: history tasks (they start from their parent commit), labelled task groups and SVG
+    `items`: history tasks (they start from their parent commit), the reranker's pool tasks (from
+    their own commit), labelled task groups and SVG
     records with "issue" and "p1" (they start from `commit`, the specialize run's snapshot).
     Items without a changed line, or whose files are not text at that commit, are skipped.
     """
@@ -185,6 +188,8 @@ def _task_fields(item: Any, commit: str | None) -> tuple[str, str | None, str, s
     """(task id, task text or None to skip, reference patch, commit to read the files at)."""
     if isinstance(item, HistoryTask):
         return f"history-{item.commit[:12]}", item.message, item.patch, item.parent
+    if isinstance(item, PoolTask):
+        return item.task_id, item.task, item.reference, item.commit
     if isinstance(item, TaskGroup):
         task_id, text, reference = item.task_id, item.task, item.reference
     elif isinstance(item, Mapping):
@@ -412,10 +417,11 @@ def _reward_function(tasks: Sequence[PolicyTask], score_fn: ScoreFn | None,
 
 def optimize_policy(base_folder: Path, adapter_in: Path | None, out_dir: Path,
                     tasks: Sequence[PolicyTask], score_fn: ScoreFn | None, config: PolicyConfig,
-                    *, student_spec: str,
+                    *, student_spec: str, card_fields: Mapping[str, Any] | None = None,
                     progress: Callable[[dict], None] | None = None) -> PolicyResult:
     """GRPO on the agent's LoRA adapter (`adapter_in`, or a fresh one) of `base_folder`; the
-    result goes to `out_dir` with its card. `progress` gets a dict after every step."""
+    result goes to `out_dir` with its card (plus `card_fields`, e.g. the run and the scaffold).
+    `progress` gets a dict after every step."""
     from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 
     config.check()
@@ -436,7 +442,8 @@ def optimize_policy(base_folder: Path, adapter_in: Path | None, out_dir: Path,
     result.lora_change, result.base_changed = _weight_change(before, _weights(model))
     if "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (the KL reference)
-    card = _card(base_folder, folder, adapter_in, tasks, config, result, student_spec)
+    card = {**_card(base_folder, folder, adapter_in, tasks, config, result, student_spec),
+            **(card_fields or {})}
     _save_adapter(model, Path(out_dir), card)
     return result
 

@@ -145,7 +145,9 @@ class Labeler:
 
 @dataclass
 class Sampler:
-    """Candidates of the current agent: one rollout each in a fresh work copy of the task's commit."""
+    """Candidates of the current agent: one rollout each in a fresh work copy of the task's commit
+    (numbered as solve numbers its candidates, so the guided scaffold gives each its own view of
+    the localization)."""
     repo_root: Path
     model: ChatModel
     settings: Settings
@@ -160,7 +162,7 @@ class Sampler:
             trajectory, _ = rollout(self.repo_root, task.commit, task.task, self.model,
                                     self.settings, path, adapter=self.adapter,
                                     meta={"source": "rerank", "task_id": task.task_id,
-                                          "role": source})
+                                          "role": source, "candidate": index})
             if trajectory.status == "model_error":
                 raise SeraError(f"the agent model failed while sampling candidates of "
                                 f"{task.task_id}: {trajectory.meta.get('exit_message')}; check "
@@ -197,10 +199,12 @@ def mine_hard_negatives(groups: Sequence[TaskGroup], scores: Sequence[Sequence[f
                         recall_threshold: float) -> list[TaskGroup]:
     """Per task: the `k` top-scored failing candidates (hard_negative-...) and every succeeded one
     (positive-...), distinct patches only, each with the score it had; tasks with neither are left
-    out. A candidate's source `sampled-r<n>` becomes `hard_negative-r<n>` / `positive-r<n>`."""
+    out. A candidate's source `sampled-r<n>` becomes `hard_negative-r<n>` / `positive-r<n>`.
+    An empty patch is never mined: it is no convincing mistake (solve ranks it last unscored)."""
     mined = []
     for group, group_scores in zip(groups, scores, strict=True):
-        ranked = sorted(zip(group_scores, group.candidates), key=lambda pair: -pair[0])
+        ranked = sorted(((s, c) for s, c in zip(group_scores, group.candidates) if c.patch.strip()),
+                        key=lambda pair: -pair[0])
         failing = _distinct([(s, c) for s, c in ranked if not c.succeeded(recall_threshold)])[:k]
         passing = _distinct([(s, c) for s, c in ranked if c.succeeded(recall_threshold)])
         rows = ([_mined(c, s, "hard_negative") for s, c in failing]

@@ -20,9 +20,22 @@ from sera.config import Settings, load_settings
 from sera.errors import SeraError
 from sera.paths import runs_dir
 
-STAGES = ["functions", "history", "rollouts", "dataset", "train", "reranker", "report"]
-# Stages a run may be started without: the option in the manifest that turns it off, and why.
-OPTIONAL_STAGES = {"reranker": ("no_reranker", "the run was started with --no-reranker")}
+STAGES = ["functions", "history", "rollouts", "dataset", "train", "reranker", "policy", "report"]
+
+
+def _no_reranker(run: "SpecializeRun") -> str | None:
+    return "the run was started with --no-reranker" if run.manifest["options"].get(
+        "no_reranker") else None
+
+
+def _no_policy(run: "SpecializeRun") -> str | None:
+    if run.settings.rerank.policy_steps > 0:
+        return _no_reranker(run)
+    return "policy optimization is opt-in: start a run with --policy-steps N"
+
+
+# Stages a run may go without: why this run does (None: it runs the stage).
+OPTIONAL_STAGES = {"reranker": _no_reranker, "policy": _no_policy}
 
 
 @dataclass
@@ -121,9 +134,9 @@ def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...
 
 
 def _skipped_by_option(run: SpecializeRun, name: str) -> dict[str, str] | None:
-    """{"skipped": why} when the run was started without this stage."""
-    option, reason = OPTIONAL_STAGES.get(name, ("", ""))
-    return {"skipped": reason} if option and run.manifest["options"].get(option) else None
+    """{"skipped": why} when the run goes without this stage."""
+    reason = OPTIONAL_STAGES[name](run) if name in OPTIONAL_STAGES else None
+    return {"skipped": reason} if reason else None
 
 
 def _require_earlier_stages(run: SpecializeRun, name: str, skip: tuple[str, ...]) -> None:

@@ -1,10 +1,10 @@
-"""Stage 7, report: what the run cost and produced, as a table and as `report.json`.
+"""Stage 8, report: what the run cost and produced, as a table and as `report.json`.
 
     sera specialize . --stage report
 
 Sums tokens and seconds over every rollout record (per trajectory and per accepted trajectory;
 money when `price_per_million_in/out` are set), and gathers each stage's stats (the reranker's
-self-training rounds and held-out comparison one row each). The loss curves are `loss.png` beside
+self-training rounds, the policy stage and the held-out comparisons one row each). The loss curves are `loss.png` beside
 the adapter and the reranker.
 """
 
@@ -50,6 +50,9 @@ def _print_table(run, report: dict) -> None:
         if name == "reranker" and "rounds" in stats:
             for row in _reranker_rows(stats):
                 table.add_row(*row)
+        elif name == "policy" and "policy" in stats:
+            for row in _policy_rows(stats):
+                table.add_row(*row)
         elif stats:
             table.add_row(name, ", ".join(f"{k} {_fmt(v)}" for k, v in stats.items()))
     table.add_row("cost", ", ".join(f"{k} {_fmt(v)}" for k, v in report["cost"].items()))
@@ -60,18 +63,35 @@ def _reranker_rows(stats: dict) -> list[tuple[str, str]]:
     """The reranker: its totals, one row per round, the held-out comparison."""
     totals = {k: v for k, v in stats.items() if k not in ("rounds", "heldout")}
     rows = [("reranker", ", ".join(f"{k} {_fmt(v)}" for k, v in totals.items()))]
-    for r in stats["rounds"]:
-        added = (f"+{r['hard_negatives']} hard negatives, +{r['positives']} positives "
-                 f"({r['succeeded']}/{r['sampled']} sampled succeeded), " if r["round"] else "")
-        rows.append((f"  round {r['round']}", f"{added}{r['rows']} rows, {r['pairs']} pairs, "
-                     f"pair accuracy {_fmt(r['pair_accuracy'])}"))
-    heldout = stats.get("heldout") or {}
-    if heldout.get("top1"):
-        shares = ", ".join(f"{m} {heldout[m]['solved']:.2f}/{heldout[m]['recall']:.2f}"
-                           for m in ("top1", "random", "majority", "oracle"))
-        rows.append(("  held out", f"{heldout['tasks']} tasks, solved/recall@1: {shares}; "
-                     f"AUC {_fmt(heldout['auc'])}"))
-    return rows
+    rows += [_round_row(r) for r in stats["rounds"]]
+    return rows + _heldout_rows(stats.get("heldout"))
+
+
+def _policy_rows(stats: dict) -> list[tuple[str, str]]:
+    """The policy stage: GRPO's figures, its hard-negative round, the held-out comparison again."""
+    policy = stats["policy"]
+    rows = [("policy", f"{policy['steps']} GRPO steps on {policy['tasks']} tasks, "
+                       f"{_fmt(policy['seconds_per_step'])} s a step, reward "
+                       f"{_fmt(policy['reward_before'])} -> {_fmt(policy['reward_after'])}, "
+                       f"adapter {policy['adapter']}")]
+    return rows + [_round_row(stats["round"])] + _heldout_rows(stats.get("heldout"))
+
+
+def _round_row(r: dict) -> tuple[str, str]:
+    added = (f"+{r['hard_negatives']} hard negatives, +{r['positives']} positives "
+             f"({r['succeeded']}/{r['sampled']} sampled succeeded), " if r["round"] else "")
+    return (f"  round {r['round']}" + (" (policy)" if r.get("policy") else ""),
+            f"{added}{r['rows']} rows, {r['pairs']} pairs, "
+            f"pair accuracy {_fmt(r['pair_accuracy'])}")
+
+
+def _heldout_rows(heldout: dict | None) -> list[tuple[str, str]]:
+    if not heldout or not heldout.get("top1"):
+        return []
+    shares = ", ".join(f"{m} {heldout[m]['solved']:.2f}/{heldout[m]['recall']:.2f}"
+                       for m in ("top1", "random", "majority", "oracle"))
+    return [("  held out", f"{heldout['tasks']} tasks, solved/recall@1: {shares}; "
+                           f"AUC {_fmt(heldout['auc'])}")]
 
 
 def _fmt(value) -> str:

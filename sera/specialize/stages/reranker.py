@@ -36,6 +36,9 @@ from sera.specialize.rerank_pool import (Labeler, PoolTask, Sampler, count_sourc
                                          read_groups, round0_groups, sample_round, write_groups)
 from sera.specialize.rerank_train import make_pairs
 
+HELDOUT = "heldout.jsonl"  # the held-out tasks' candidates, sampled with the SFT agent
+HELDOUT_POLICY = "heldout-policy.jsonl"  # ... sampled again by the policy stage's agent
+
 
 def run(run) -> dict:
     settings = run.settings
@@ -49,25 +52,25 @@ def run(run) -> dict:
         run.say(f"reranker: {reason}")
         return {"skipped": reason}
     write_groups(folder / "train.jsonl", pool)
-    trainer = _Trainer.for_run(run)
-    rounds = _read_rounds(folder)
+    trainer = RerankerTrainer.for_run(run)
+    rounds = read_rounds(folder)
     if 0 not in rounds:
         result = trainer.train(pool, "round 0")
-        _finish_round(run, rounds, {"round": 0, "rows": _rows(pool), **_trained(result)})
-    agent = _Agent(run)
+        finish_round(run, rounds, {"round": 0, "rows": _rows(pool), **_trained(result)})
+    agent = CurrentAgent(run)
     tasks_by_id = {t.task_id: t for t in train_tasks}
     for index in range(1, settings.rerank.rounds + 1):
         if index not in rounds:
-            pool, stats = _self_training_round(run, index, pool, train_tasks, tasks_by_id, agent,
+            pool, stats = self_training_round(run, index, pool, train_tasks, tasks_by_id, agent,
                                                trainer)
-            _finish_round(run, rounds, stats)
-    metrics = _heldout(run, heldout_tasks, agent, trainer.out_dir)
-    return _finish(run, trainer.out_dir, pool, rounds, metrics, len(train_tasks))
+            finish_round(run, rounds, stats)
+    metrics = heldout_comparison(run, heldout_tasks, agent, trainer.out_dir)
+    return finish(run, trainer.out_dir, pool, rounds, metrics, len(train_tasks))
 
 
-def _self_training_round(run, index: int, pool: list[TaskGroup], train_tasks: Sequence[PoolTask],
-                         tasks_by_id: dict[str, PoolTask], agent: "_Agent",
-                         trainer: "_Trainer") -> tuple[list[TaskGroup], dict[str, Any]]:
+def self_training_round(run, index: int, pool: list[TaskGroup], train_tasks: Sequence[PoolTask],
+                         tasks_by_id: dict[str, PoolTask], agent: "CurrentAgent",
+                         trainer: "RerankerTrainer") -> tuple[list[TaskGroup], dict[str, Any]]:
     """Sample with the current agent, score with the current reranker, add hard negatives and new
     positives, retrain from scratch on every row so far."""
     config, folder = run.settings.rerank, run.dir / "reranker"
@@ -90,18 +93,20 @@ def _self_training_round(run, index: int, pool: list[TaskGroup], train_tasks: Se
              "hard_negatives": count_sources(pool, f"hard_negative-r{index}"),
              "positives": count_sources(pool, f"positive-r{index}"), "rows": _rows(pool)}
     if [g.to_dict() for g in pool] == before:  # nothing new: the same rows train the same model
-        previous = _read_rounds(folder)[index - 1]
+        previous = read_rounds(folder)[index - 1]
         return pool, {**stats, **{k: previous[k] for k in _TRAINED}, "retrained": False}
     result = trainer.train(pool, f"round {index}")
     return pool, {**stats, **_trained(result), "retrained": True}
 
 
-def _heldout(run, tasks: Sequence[PoolTask], agent: "_Agent", out_dir: Path) -> dict[str, Any] | None:
-    """Sample the held-out tasks (resumably) and compare the reranker with the baselines there."""
+def heldout_comparison(run, tasks: Sequence[PoolTask], agent: "CurrentAgent", out_dir: Path,
+             pool_file: str = HELDOUT) -> dict[str, Any] | None:
+    """Sample the held-out tasks into `pool_file` (resumably) and compare the reranker with the
+    baselines there."""
     if not tasks:
         return None
     groups = sample_round(tasks, agent.sampler(), run.settings.rerank.samples,
-                          run.dir / "reranker" / "heldout.jsonl", "heldout",
+                          run.dir / "reranker" / pool_file, pool_file.removesuffix(".jsonl"),
                           progress=run.bar("held out", len(tasks)))
     return score_and_evaluate(out_dir, groups, run.settings)
 
@@ -118,15 +123,15 @@ def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings
     return evaluate(groups, scores, settings.specialize.recall_threshold, settings.rerank.confidence)
 
 
-def _finish(run, out_dir: Path, pool: list[TaskGroup], rounds: dict[int, dict], metrics,
-            train_tasks: int) -> dict[str, Any]:
+def finish(run, out_dir: Path, pool: list[TaskGroup], rounds: dict[int, dict], metrics,
+            train_tasks: int, heldout: str = HELDOUT) -> dict[str, Any]:
     from sera.models.reranker import update_reranker_card
     history = [rounds[k] for k in sorted(rounds)]
     threshold = metrics["threshold"] if metrics else None
     update_reranker_card(out_dir, run=run.id, rounds=history, metrics=metrics or {},
                          threshold=threshold, confidence=run.settings.rerank.confidence,
                          recall_threshold=run.settings.specialize.recall_threshold,
-                         agent=run.settings.model.spec)
+                         agent=run.settings.model.spec, heldout_pool=heldout)
     last = history[-1]
     stats = {"tasks": train_tasks, "rows": _rows(pool), "pairs": last["pairs"],
              "pair_accuracy": last["pair_accuracy"], "rounds": history,
@@ -141,7 +146,7 @@ def _finish(run, out_dir: Path, pool: list[TaskGroup], rounds: dict[int, dict], 
 # --- the reranker, trained and scored -----------------------------------------------------------
 
 @dataclasses.dataclass
-class _Trainer:
+class RerankerTrainer:
     run: Any
     base_spec: str
     base_folder: Path
@@ -149,7 +154,7 @@ class _Trainer:
     config: Any  # RerankTrainConfig
 
     @classmethod
-    def for_run(cls, run) -> "_Trainer":
+    def for_run(cls, run) -> "RerankerTrainer":
         from sera.models.local import transformers_folder
         from sera.specialize.rerank_train import RerankTrainConfig
         base = run.settings.rerank.base or run.settings.model.spec
@@ -180,13 +185,14 @@ class _Trainer:
 
 # --- the agent that samples ---------------------------------------------------------------------
 
-class _Agent:
-    """The current agent (model.spec with this run's adapter, when it has one for that model),
-    loaded on first use and kept in run.models (closed with the run)."""
+class CurrentAgent:
+    """The current agent (model.spec with `adapter`, by default this run's adapter when it has one
+    for that model), loaded on first use and kept in run.models (closed with the run)."""
 
-    def __init__(self, run) -> None:
+    def __init__(self, run, adapter: str | None = None) -> None:
         from sera.agent.testcmd import resolve_test_command
         self.run = run
+        self.adapter = adapter or run_adapter(run)
         self._sampler: Sampler | None = None
         command = resolve_test_command(run.repo_root, run.settings.agent.test_command)
         self.labeler = Labeler(run.repo_root, command, run.settings.agent)
@@ -199,12 +205,12 @@ class _Agent:
                 self.run.say(f"loading agent {settings.model.spec} ...")
                 self.run.models["agent"] = load_model(settings.model.spec, settings.model)
             self._sampler = Sampler(self.run.repo_root, self.run.models["agent"], settings,
-                                    _run_adapter(self.run), self.labeler,
+                                    self.adapter, self.labeler,
                                     self.run.dir / "reranker" / "trajectories")
         return self._sampler
 
 
-def _run_adapter(run) -> str | None:
+def run_adapter(run) -> str | None:
     """This run's adapter (`.sera/adapters/<run id>/`) when the train stage made one for model.spec."""
     from sera.paths import adapters_dir
     card_file = adapters_dir(run.repo_root) / run.id / "card.json"
@@ -216,13 +222,13 @@ def _run_adapter(run) -> str | None:
 
 # --- rounds on disk -----------------------------------------------------------------------------
 
-def _read_rounds(folder: Path) -> dict[int, dict[str, Any]]:
+def read_rounds(folder: Path) -> dict[int, dict[str, Any]]:
     path = folder / "rounds.json"
     rounds = json.loads(path.read_text("utf-8")) if path.is_file() else []
     return {r["round"]: r for r in rounds}
 
 
-def _finish_round(run, rounds: dict[int, dict[str, Any]], stats: dict[str, Any]) -> None:
+def finish_round(run, rounds: dict[int, dict[str, Any]], stats: dict[str, Any]) -> None:
     rounds[stats["round"]] = stats
     atomic_write_json(run.dir / "reranker" / "rounds.json", [rounds[k] for k in sorted(rounds)])
     run.say("reranker: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
@@ -256,21 +262,23 @@ def _nothing_to_train(tasks: Sequence[PoolTask]) -> str:
 
 
 def evaluate_run(repo_root: Path, run_id: str | None, reranker: str) -> dict[str, Any]:
-    """`sera eval`: the held-out pool of a specialize run (default: the newest that has one)
-    scored by a reranker (default: the newest for the run's base, else the newest of all)."""
+    """`sera eval`: the held-out pool of a specialize run (default: the newest that has one;
+    the policy-optimized agent's pool when the policy stage sampled one) scored by a reranker
+    (default: the newest for the run's base, else the newest of all)."""
     from sera.agent.runs import find_run, list_runs
     from sera.config import load_settings
     from sera.models.reranker import list_rerankers, resolve_reranker
     if run_id:
         manifest = find_run(repo_root, run_id, kind="specialize")
     else:
-        pooled = [m for m in list_runs(repo_root) if m.get("kind") == "specialize"
-                  and (Path(m["dir"]) / "reranker" / "heldout.jsonl").is_file()]
+        pooled = [m for m in list_runs(repo_root)
+                  if m.get("kind") == "specialize" and heldout_pool(Path(m["dir"]))]
         if not pooled:
             raise SeraError("no specialize run has held-out candidates yet; run `sera specialize .` "
                             "(its reranker stage samples them)")
         manifest = pooled[0]
-    groups = read_groups(Path(manifest["dir"]) / "reranker" / "heldout.jsonl")
+    pool = heldout_pool(Path(manifest["dir"]))
+    groups = read_groups(pool) if pool else []
     if not groups:
         raise SeraError(f"run {manifest['id']} has no held-out candidates; finish it with "
                         f"`sera specialize --resume {manifest['id']}`")
@@ -283,4 +291,13 @@ def evaluate_run(repo_root: Path, run_id: str | None, reranker: str) -> dict[str
                         "--reranker NAME")
     metrics = score_and_evaluate(folder, groups, settings)
     return {"run": manifest["id"], "reranker": Path(folder).name, "metrics": metrics,
-            "confidence": settings.rerank.confidence}
+            "confidence": settings.rerank.confidence, "pool": pool.name}
+
+
+def heldout_pool(run_dir: Path) -> Path | None:
+    """The run's held-out candidates of its final agent: the policy stage's when it sampled them,
+    else the reranker stage's; None when neither exists."""
+    for name in (HELDOUT_POLICY, HELDOUT):
+        if (run_dir / "reranker" / name).is_file():
+            return run_dir / "reranker" / name
+    return None
