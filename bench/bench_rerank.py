@@ -6,7 +6,9 @@
 
 A reranker is trained for one step on one synthetic pair (its speed does not depend on what it
 learnt), saved, and loaded back as `solve` loads it (`LoraReranker.load`: fp32 on CPU, the LoRA
-merged into the base weights; `--unmerged` keeps the LoRA layers apart, as training has them).
+merged into the base weights; `--unmerged` keeps the LoRA layers apart, as training has them;
+`--shared` scores on a transformers agent model of the same base, as `sera solve` does when the
+agent runs in transformers: one base in memory, the LoRA unmerged, the head applied by sera).
 Then the same synthetic candidates (patches from a few lines up to about `--max-tokens`) are
 scored by `LoraReranker.score` (encoding, batching, LoRA layers, head) and pushed through the bare
 base decoder (`AutoModel`, no head, no LoRA) with the very same token ids and batches, in inference
@@ -99,6 +101,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each, alternating")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice)")
     parser.add_argument("--unmerged", action="store_true", help="keep the LoRA layers unmerged")
+    parser.add_argument("--shared", action="store_true", help="score on the agent's own "
+                        "transformers model (LoraReranker.sharing: one base serves both)")
     args = parser.parse_args()
 
     import torch
@@ -110,10 +114,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     folder, spec = resolve_model(args.model)
     task, patches = make_candidates(args.candidates, args.max_tokens, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        train_tiny_reranker(folder, spec, Path(tmp) / "reranker")
-        reranker = LoraReranker.load(Path(tmp) / "reranker", device="cpu",
-                                     max_tokens=args.max_tokens, merge=not args.unmerged)
+    scratch = tempfile.TemporaryDirectory()  # kept to the end: a shared reranker reads it per call
+    out_dir = Path(scratch.name) / "reranker"
+    train_tiny_reranker(folder, spec, out_dir)
+    if args.shared:
+        from sera.config import ModelConfig
+        from sera.models.registry import load_model
+        agent = load_model(f"transformers:{folder}", ModelConfig())
+        reranker = LoraReranker.sharing(agent, out_dir, max_tokens=args.max_tokens)
+    else:
+        reranker = LoraReranker.load(out_dir, device="cpu", max_tokens=args.max_tokens,
+                                     merge=not args.unmerged)
     encoded = encode_candidates(reranker.tokenizer, task, patches, args.max_tokens)
     pad_id = reranker.pad_id
     bare = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
@@ -134,6 +145,7 @@ def main() -> None:
         print(f"{label} candidates/s: reranker {rerank_cps:.3g}, bare base forward "
               f"{base_cps:.3g}, ratio reranker/base = {rerank_cps / base_cps:.2f}x")
     reranker.close()
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

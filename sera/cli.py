@@ -47,7 +47,7 @@ def cmd_solve(args) -> int:
     model = load_model(settings.model.spec, settings.model)
     reranker = None
     try:
-        reranker = load_reranker(args.repo_root, settings)
+        reranker = load_reranker(args.repo_root, settings, agent_model=model)
         if reranker is not None:
             _err(f"reranker: {reranker.name} (--reranker none to order by filters and votes only)")
         result = solve(args.repo_root, args.task, settings, model, on_step=_print_step,

@@ -21,43 +21,49 @@ from typing import Any
 from sera.errors import ConfigError
 
 
-def _doc(text: str, default: Any) -> Any:
+def doc_field(text: str, default: Any) -> Any:
+    """A dataclass field with its one-line documentation (what `sera config` prints); a list
+    default gets a fresh copy per instance."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": text})
     return field(default=default, metadata={"doc": text})
+
+
 
 
 @dataclass
 class ModelConfig:
-    spec: str = _doc("which model: embedded, transformers:<dir>, llamacpp:<gguf>, "
+    spec: str = doc_field("which model: embedded, transformers:<dir>, llamacpp:<gguf>, "
                      "openai:<url>#<model>, scripted:<file> (see `sera models`)", "embedded")
-    adapter: str = _doc("adapter name in .sera/adapters or a path; '' = the base model", "")
-    temperature: float = _doc("sampling temperature of the agent (0 = greedy)", 0.6)
-    max_tokens: int = _doc("most tokens the model may write in one reply", 1024)
-    context_tokens: int = _doc("context window the engine allocates (prompt + reply)", 16384)
-    threads: int = _doc("CPU threads for in-process engines (0 = all cores)", 0)
-    seed: int = _doc("random seed for sampling (-1 = random)", -1)
-    request_timeout: float = _doc("seconds to wait for one reply from a server backend", 600.0)
+    adapter: str = doc_field("adapter name in .sera/adapters or a path; '' = the base model", "")
+    temperature: float = doc_field("sampling temperature of the agent (0 = greedy)", 0.6)
+    max_tokens: int = doc_field("most tokens the model may write in one reply", 1024)
+    context_tokens: int = doc_field("context window the engine allocates (prompt + reply)", 16384)
+    threads: int = doc_field("CPU threads for in-process engines (0 = all cores)", 0)
+    seed: int = doc_field("random seed for sampling (-1 = random)", -1)
+    request_timeout: float = doc_field("seconds to wait for one reply from a server backend", 600.0)
 
 
 @dataclass
 class AgentConfig:
-    max_steps: int = _doc("most model replies in one rollout (SERA: 115)", 115)
-    command_timeout: float = _doc("seconds one bash command may run before it is killed (SERA: 300)",
+    max_steps: int = doc_field("most model replies in one rollout (SERA: 115)", 115)
+    command_timeout: float = doc_field("seconds one bash command may run before it is killed (SERA: 300)",
                                   300.0)
-    output_chars: int = _doc("characters of one tool output shown to the model; the rest is clipped",
+    output_chars: int = doc_field("characters of one tool output shown to the model; the rest is clipped",
                              12000)
-    token_budget: int = _doc("most tokens (prompt + reply) one rollout may spend in total; 0 = no limit",
+    token_budget: int = doc_field("most tokens (prompt + reply) one rollout may spend in total; 0 = no limit",
                              0)
-    sandbox: str = _doc("auto (bubblewrap when present), bwrap (required) or none", "auto")
-    scaffold: str = _doc("agent (the model drives the tools; for models that do that well), guided "
+    sandbox: str = doc_field("auto (bubblewrap when present), bwrap (required) or none", "auto")
+    scaffold: str = doc_field("agent (the model drives the tools; for models that do that well), guided "
                          "(the harness localizes, the model edits; for small local models) or "
                          "auto: the scaffold the adapter in use was trained in (its card), else "
                          "guided for the embedded models and agent otherwise", "auto")
-    choose_locations: bool = _doc("guided scaffold: before the edit, ask the model in one short "
+    choose_locations: bool = doc_field("guided scaffold: before the edit, ask the model in one short "
                                   "request which of the located functions to change (a reply "
                                   "that names none keeps the ranked list)", False)
-    code_tokens: int = _doc("most tokens of code the guided scaffold shows the model (on 2 CPU "
+    code_tokens: int = doc_field("most tokens of code the guided scaffold shows the model (on 2 CPU "
                             "cores the embedded 1.5B reads about 60 tokens a second)", 2048)
-    test_command: str = _doc("a fast test command that checks a patch: the guided scaffold's "
+    test_command: str = doc_field("a fast test command that checks a patch: the guided scaffold's "
                              "check, the candidate filter of `sera solve` and the reranker's "
                              "labels (e.g. 'python -m pytest -x -q tests/unit'); '' = none, "
                              "'auto' = detect one from the repository's files", "")
@@ -65,60 +71,60 @@ class AgentConfig:
 
 @dataclass
 class SolveConfig:
-    candidates: int = _doc("candidate patches sampled per task, each in its own work copy", 3)
-    parallel: int = _doc("candidates run at once when the backend allows it (0 = one per candidate)",
+    candidates: int = doc_field("candidate patches sampled per task, each in its own work copy", 3)
+    parallel: int = doc_field("candidates run at once when the backend allows it (0 = one per candidate)",
                          0)
 
 
 @dataclass
 class RerankConfig:
-    reranker: str = _doc("reranker name in .sera/reranker or a path; '' = the newest one trained "
+    reranker: str = doc_field("reranker name in .sera/reranker or a path; '' = the newest one trained "
                          "for the model in use; 'none' = do not score candidates", "")
-    base: str = _doc("model spec the reranker is trained on; '' = model.spec, so one base serves "
+    base: str = doc_field("model spec the reranker is trained on; '' = model.spec, so one base serves "
                      "agent and reranker (embedded:0.5b scores about 3x faster on a CPU)", "")
-    max_tokens: int = _doc("most tokens of task + patch the reranker reads; the task is cut first",
+    max_tokens: int = doc_field("most tokens of task + patch the reranker reads; the task is cut first",
                            1024)
-    rounds: int = _doc("self-training rounds after the first training (RewardRanker: 2)", 2)
-    samples: int = _doc("candidates sampled per task in each self-training round and for the "
+    rounds: int = doc_field("self-training rounds after the first training (RewardRanker: 2)", 2)
+    samples: int = doc_field("candidates sampled per task in each self-training round and for the "
                         "held-out evaluation", 4)
-    tasks: int = _doc("most training tasks sampled in one self-training round", 20)
-    hard_negatives: int = _doc("top-scored failing candidates kept per task and round", 2)
-    min_gap: float = _doc("pairs are made only of candidates whose labels differ by at least this",
+    tasks: int = doc_field("most training tasks sampled in one self-training round", 20)
+    hard_negatives: int = doc_field("top-scored failing candidates kept per task and round", 2)
+    min_gap: float = doc_field("pairs are made only of candidates whose labels differ by at least this",
                           0.1)
-    confidence: float = _doc("the calibrated threshold is the lowest score above which at least "
+    confidence: float = doc_field("the calibrated threshold is the lowest score above which at least "
                              "this share of held-out candidates were right", 0.5)
-    policy_steps: int = _doc("opt-in policy optimization of the agent's adapter against the "
+    policy_steps: int = doc_field("opt-in policy optimization of the agent's adapter against the "
                              "reranker (GRPO), in optimizer steps; 0 = off", 0)
 
 
 @dataclass
 class SpecializeConfig:
-    teacher: str = _doc("model spec of the teacher that generates data; '' = model.spec (local). "
+    teacher: str = doc_field("model spec of the teacher that generates data; '' = model.spec (local). "
                         "A server spec sends code off the machine: it must be named explicitly", "")
-    functions: int = _doc("starting functions sampled from the repository", 20)
-    seed: int = _doc("seed for sampling functions and directions", 0)
-    recall_threshold: float = _doc("soft verification: keep a rollout-2 solution when its line-level "
+    functions: int = doc_field("starting functions sampled from the repository", 20)
+    seed: int = doc_field("seed for sampling functions and directions", 0)
+    recall_threshold: float = doc_field("soft verification: keep a rollout-2 solution when its line-level "
                                    "recall of rollout 1's patch is at least this (SERA: 0.5)", 0.5)
-    self_check_attempts: int = _doc("rollout-1 tries per function until the teacher's self-check "
+    self_check_attempts: int = doc_field("rollout-1 tries per function until the teacher's self-check "
                                     "says yes (SERA: 3)", 3)
-    max_patch_lines: int = _doc("drop patches with more changed lines than this (SERA: 40)", 40)
-    max_tool_output_tokens: int = _doc("drop trajectories whose tool outputs average more tokens "
+    max_patch_lines: int = doc_field("drop patches with more changed lines than this (SERA: 40)", 40)
+    max_tool_output_tokens: int = doc_field("drop trajectories whose tool outputs average more tokens "
                                        "than this (SERA: 600)", 600)
-    truncation_threshold: float = _doc("keep a trajectory cut to the context only if it keeps at "
+    truncation_threshold: float = doc_field("keep a trajectory cut to the context only if it keeps at "
                                        "least this share of its messages (SERA: 0.95)", 0.95)
-    context_tokens: int = _doc("training context: longer trajectories are cut after their last "
+    context_tokens: int = doc_field("training context: longer trajectories are cut after their last "
                                "complete assistant turn (SERA: 32768)", 8192)
-    history_tasks: int = _doc("most commits of the repository's history turned into tasks "
+    history_tasks: int = doc_field("most commits of the repository's history turned into tasks "
                               "(small fixes; the newest are held out for evaluation)", 100)
-    heldout_fraction: float = _doc("share of history tasks held out for evaluation", 0.2)
-    concurrency: int = _doc("rollouts run at once against a teacher that allows it", 4)
-    time_budget: float = _doc("seconds after which no new rollout starts (0 = no limit)", 0.0)
-    alpha: float = _doc("share of repository rows in the training mix; the rest comes from "
+    heldout_fraction: float = doc_field("share of history tasks held out for evaluation", 0.2)
+    concurrency: int = doc_field("rollouts run at once against a teacher that allows it", 4)
+    time_budget: float = doc_field("seconds after which no new rollout starts (0 = no limit)", 0.0)
+    alpha: float = doc_field("share of repository rows in the training mix; the rest comes from "
                         "general_data (1.0 = repository only)", 1.0)
-    general_data: str = _doc("JSONL of general trajectories ({\"messages\": ...}) to mix in", "")
-    price_per_million_in: float = _doc("teacher price per million prompt tokens, for the report "
+    general_data: str = doc_field("JSONL of general trajectories ({\"messages\": ...}) to mix in", "")
+    price_per_million_in: float = doc_field("teacher price per million prompt tokens, for the report "
                                        "(0 = not shown)", 0.0)
-    price_per_million_out: float = _doc("teacher price per million completion tokens", 0.0)
+    price_per_million_out: float = doc_field("teacher price per million completion tokens", 0.0)
 
 
 @dataclass

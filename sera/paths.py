@@ -69,3 +69,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
         # written as UTF-8; JSON's \u escapes keep them exactly and still load back.
         data = (json.dumps(obj, indent=2, ensure_ascii=True) + "\n").encode("ascii")
     atomic_write_bytes(path, data)
+
+
+def card_folders(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, card) of each folder of `root` with a readable card.json (adapters, rerankers),
+    newest first: by the card's creation time, then the folder's mtime. Temporary folders (a
+    leading dot) and folders without a card (unfinished, foreign) are left out."""
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.name.startswith(".") or not (folder / "card.json").is_file():
+            continue
+        try:
+            found.append((folder, json.loads((folder / "card.json").read_text("utf-8"))))
+        except ValueError:
+            continue
+    return sorted(found, key=lambda item: (item[1].get("created", ""), item[0].stat().st_mtime),
+                  reverse=True)

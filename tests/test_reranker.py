@@ -232,6 +232,54 @@ def test_loaded_back_it_scores_as_in_memory(trained, loaded, merged):
     assert loaded.score(TRAIN[0].task, []) == []
 
 
+def test_on_the_agents_model_it_scores_the_same_without_a_second_base(trained, loaded, tiny_dir,
+                                                                       tmp_path):
+    """One base in memory serves agent and reranker: the reranker's LoRA joins the agent's model
+    as one more adapter; scores match the reranker loaded on its own; the agent still answers
+    with the base and with its own adapter."""
+    from sera.config import ModelConfig
+    from sera.models.registry import load_model
+    from sera.specialize.train import TrainConfig, train_lora
+
+    spec = f"transformers:{tiny_dir}"
+    agent = load_model(spec, ModelConfig(spec=spec))
+    sft = tmp_path / "sft"
+    train_lora(tiny_dir, [[{"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": "hello"}]], sft,
+               TrainConfig(max_steps=1, lr=1e-2, device="cpu", gradient_checkpointing=False))
+    messages = [{"role": "user", "content": "hi"}]
+    try:
+        base_before = agent.complete(messages, max_tokens=8)[0].text
+        tuned_before = agent.complete(messages, adapter=str(sft), max_tokens=8)[0].text
+        settings = replace_section(Settings(), "model", spec=spec)
+        shared = load_reranker(trained["root"], settings, agent_model=agent)
+        assert shared.shares_base and not loaded.shares_base
+        params = sum(p.numel() for p in agent._model.parameters())
+        for group_ in TRAIN[:3]:
+            patches = [c.patch for c in group_.candidates]
+            assert shared.score(group_.task, patches) == pytest.approx(
+                loaded.score(group_.task, patches), abs=1e-4)
+        lora = sum(p.numel() for n, p in agent._model.named_parameters() if "lora_" in n)
+        assert sum(p.numel() for p in agent._model.parameters()) - params <= lora  # no new base
+        assert agent.complete(messages, max_tokens=8)[0].text == base_before
+        assert agent.complete(messages, adapter=str(sft), max_tokens=8)[0].text == tuned_before
+        shared.close()
+        assert agent.complete(messages, max_tokens=8)[0].text == base_before  # not closed
+        other = load_reranker(trained["root"], settings, agent_model=load_model(
+            "scripted:" + str(write_replies(tmp_path)), ModelConfig()))
+        assert other is None or not other.shares_base  # no decoder to share: a copy of its own
+        if other is not None:
+            other.close()
+    finally:
+        agent.close()
+
+
+def write_replies(tmp_path: Path) -> Path:
+    path = tmp_path / "replies.json"
+    path.write_text(json.dumps(["ok"]))
+    return path
+
+
 def test_card_records_data_training_and_calibration(trained, tiny_dir):
     out_dir = trained["out_dir"]
     card = json.loads((out_dir / "card.json").read_text())

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sera.errors import SeraError
-from sera.paths import adapters_dir
+from sera.paths import adapters_dir, card_folders
 
 
 def list_adapters(repo_root: Path) -> list[tuple[Path, dict[str, Any]]]:
     """(folder, card) of every adapter, newest first (by the card's creation time, else mtime)."""
-    root = adapters_dir(repo_root)
-    found = []
-    for folder in root.iterdir() if root.is_dir() else []:
-        card_file = folder / "card.json"
-        if not card_file.is_file():
-            continue  # an unfinished or foreign folder
-        try:
-            card = json.loads(card_file.read_text("utf-8"))
-        except ValueError:
-            continue
-        found.append((folder, card))
-    return sorted(found, key=lambda item: (item[1].get("created", ""), item[0].stat().st_mtime),
-                  reverse=True)
+    return card_folders(adapters_dir(repo_root))
 
 
 def newest_adapter(repo_root: Path, model_spec: str) -> Path | None:

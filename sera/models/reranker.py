@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sera.errors import ModelError, SeraError
-from sera.paths import atomic_write_json, rerankers_dir
+from sera.paths import atomic_write_json, card_folders, rerankers_dir
 from sera.prompts import render_from
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ class LoraReranker:
         self.card = card or {}
         self.name = name
         self.batch_tokens = batch_tokens
+        self._shared: _SharedBase | None = None  # set by `sharing`: no model of its own
 
     @property
     def tokenizer(self) -> Any:
@@ -173,7 +174,14 @@ class LoraReranker:
     @property
     def pad_id(self) -> int:
         """The id candidates are right-padded with (never the final marker's last token)."""
+        if self._shared is not None:
+            return self._shared.pad_id
         return int(self._model.config.pad_token_id)
+
+    @property
+    def shares_base(self) -> bool:
+        """Whether it scores on the agent's own model (`sharing`) rather than a copy of its own."""
+        return self._shared is not None
 
     @property
     def threshold(self) -> float | None:
@@ -205,24 +213,42 @@ class LoraReranker:
         return cls(model.to(target).eval(), tokenizer, max_tokens=limit, card=card,
                    name=folder.name)
 
+    @classmethod
+    def sharing(cls, chat_model: Any, folder: Path, *,
+                max_tokens: int | None = None) -> "LoraReranker":
+        """The reranker in `folder` on the agent's own transformers model (one base in memory
+        serves both): its LoRA layers become one more adapter of `chat_model`, switched per call
+        like the agent's, and its `score` head is applied here to the decoder's hidden state at
+        the last token. `chat_model` must be the base the reranker was trained on."""
+        folder = Path(folder)
+        card = read_card(folder)
+        limit = max_tokens or int(card.get("config", {}).get("max_tokens", 1024))
+        reranker = cls(None, chat_model.tokenizer, max_tokens=limit, card=card, name=folder.name)
+        reranker._shared = _SharedBase(chat_model, folder, _read_head(folder))
+        return reranker
+
     def score(self, task: str, patches: Sequence[str]) -> list[float]:
         """One score per patch, in order; batched by length, in inference mode."""
         import torch
-        if self._model is None:
+        if self._model is None and self._shared is None:
             raise ModelError(f"reranker {self.name} was closed; load it again")
         encoded = encode_candidates(self._tokenizer, task, patches, self.max_tokens)
         scores: list[float] = [0.0] * len(encoded)
         pad = self.pad_id
-        device = next(self._model.parameters()).device
+        device = self._shared.device if self._shared else next(self._model.parameters()).device
         with torch.inference_mode():
             for batch in length_batches(encoded, self.batch_tokens):
                 input_ids, mask = collate([encoded[i] for i in batch], pad, device)
-                logits = self._model(input_ids=input_ids, attention_mask=mask).logits
-                for index, value in zip(batch, logits[:, 0].float().tolist()):
+                values = (self._shared.scores(input_ids, mask) if self._shared else
+                          self._model(input_ids=input_ids, attention_mask=mask).logits[:, 0])
+                for index, value in zip(batch, values.float().tolist()):
                     scores[index] = value
         return scores
 
     def close(self) -> None:
+        if self._shared is not None:  # the agent's model is the agent's to close
+            self._shared = self._tokenizer = None
+            return
         if self._model is None:
             return
         cuda = next(self._model.parameters()).device.type == "cuda"
@@ -231,6 +257,41 @@ class LoraReranker:
         if cuda:
             import torch
             torch.cuda.empty_cache()
+
+
+class _SharedBase:
+    """The reranker's scoring on a chat model's decoder: the hidden state at each candidate's
+    last token (right padding: the last position of the mask) times the trained head."""
+
+    def __init__(self, chat_model: Any, folder: Path, head: Any) -> None:
+        self.chat_model, self.folder = chat_model, str(folder)
+        chat_model.load_adapter(self.folder)  # fails here, not while scoring, when it does not fit
+        self.head = head.to(chat_model.device)
+        tokenizer = chat_model.tokenizer
+        last = final_marker(tokenizer)[-1]
+        self.pad_id = next(v for v in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0, 1)
+                           if isinstance(v, int) and v != last)
+
+    @property
+    def device(self) -> Any:
+        return self.chat_model.device
+
+    def scores(self, input_ids: Any, mask: Any) -> Any:
+        import torch
+        hidden = self.chat_model.hidden_states(input_ids, mask, adapter=self.folder)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(dim=1) - 1]
+        return last.float() @ self.head
+
+
+def _read_head(folder: Path) -> Any:
+    """The trained `score` head of a reranker folder as a float32 vector [hidden]."""
+    from safetensors.torch import load_file
+    weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
+    heads = [v for k, v in weights.items() if k.endswith("score.weight")]
+    if len(heads) != 1 or heads[0].shape[0] != 1:
+        raise ModelError(f"{folder} holds no one-output `score` head; it must be a reranker that "
+                         f"`sera specialize` trained")
+    return heads[0][0].float()
 
 
 def _with_adapter(model: Any, folder: Path) -> Any:
@@ -302,17 +363,7 @@ def update_reranker_card(folder: Path, **fields: Any) -> dict[str, Any]:
 
 def list_rerankers(repo_root: Path) -> list[tuple[Path, dict[str, Any]]]:
     """(folder, card) of every reranker of the repository, newest first (card time, then mtime)."""
-    root = rerankers_dir(repo_root)
-    found = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if folder.name.startswith(".") or not (folder / "card.json").is_file():
-            continue  # a temporary or foreign folder
-        try:
-            found.append((folder, json.loads((folder / "card.json").read_text("utf-8"))))
-        except ValueError:
-            continue
-    return sorted(found, key=lambda item: (item[1].get("created", ""), item[0].stat().st_mtime),
-                  reverse=True)
+    return card_folders(rerankers_dir(repo_root))
 
 
 def newest_reranker(repo_root: Path, base_spec: str) -> Path | None:
@@ -340,11 +391,23 @@ def resolve_reranker(repo_root: Path, name: str, base_spec: str) -> Path | None:
                     f"rerankers of this repository: {listing}; --reranker none turns scoring off")
 
 
-def load_reranker(repo_root: Path, settings: "Settings") -> LoraReranker | None:
+def load_reranker(repo_root: Path, settings: "Settings",
+                  agent_model: Any = None) -> LoraReranker | None:
     """The reranker that settings.rerank names for this repository, or None when there is none
-    (none trained for the base yet, or rerank.reranker = 'none')."""
+    (none trained for the base yet, or rerank.reranker = 'none'). When `agent_model` is the
+    in-process transformers model the reranker was trained on, it scores on that model
+    (`LoraReranker.sharing`) instead of loading a second copy of the base."""
     base = settings.rerank.base or settings.model.spec
     folder = resolve_reranker(repo_root, settings.rerank.reranker, base)
     if folder is None:
         return None
+    if can_share(agent_model, read_card(folder)):
+        return LoraReranker.sharing(agent_model, folder, max_tokens=settings.rerank.max_tokens)
     return LoraReranker.load(folder, max_tokens=settings.rerank.max_tokens)
+
+
+def can_share(agent_model: Any, card: dict[str, Any]) -> bool:
+    """Whether `agent_model` is the reranker's base, in-process with its decoder at hand (the
+    transformers backend; llama.cpp and servers give no hidden states to put the head on)."""
+    return (agent_model is not None and hasattr(agent_model, "hidden_states")
+            and getattr(agent_model, "spec", None) == card.get("base"))

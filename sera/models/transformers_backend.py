@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -89,6 +90,36 @@ class TransformersChatModel:
         self._model = self._peft = self._tokenizer = None
         self._adapter_names.clear()
         gc.collect()
+
+    # --- the decoder, for a reward head on the same base (models/reranker.py) -----------------
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def device(self) -> Any:
+        return next(self._model.parameters()).device
+
+    def load_adapter(self, adapter: str) -> None:
+        """Load `adapter` now (it is loaded on first use otherwise): a bad one fails here."""
+        with self._lock:
+            self._adapter_name(adapter)
+
+    def hidden_states(self, input_ids: "torch.Tensor", attention_mask: "torch.Tensor",
+                      adapter: str | None = None) -> "torch.Tensor":
+        """The decoder's last hidden states (after its final norm: what the LM head, or a reward
+        head, reads), [batch, tokens, hidden], with `adapter` active. A reward adapter (peft task
+        SEQ_CLS) adds its LoRA layers only: its head is the caller's to apply."""
+        import torch
+        if self._model is None:
+            raise ModelError(f"model {self.spec} was closed; load it again")
+        # inference_mode(False): an adapter loaded on first use must be made of normal tensors,
+        # or peft cannot switch it later, even when the caller runs in inference mode
+        with self._lock, torch.inference_mode(False), self._adapter_selected(adapter), \
+                torch.inference_mode():
+            decoder = getattr(self._model, self._model.base_model_prefix)
+            return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     # --- prompt and generation ---------------------------------------------------------------
 
@@ -194,7 +225,9 @@ class TransformersChatModel:
 
     def _load_adapter(self, folder: Path, name: str) -> None:
         try:
-            if self._peft is None:
+            if _adapter_task(folder) == "SEQ_CLS":
+                self._load_lora_layers(folder, name)
+            elif self._peft is None:
                 from peft import PeftModel
                 self._peft = PeftModel.from_pretrained(self._model, str(folder), adapter_name=name)
                 self._peft.eval()
@@ -203,6 +236,35 @@ class TransformersChatModel:
         except Exception as error:  # peft raises many kinds; all mean "not an adapter for this model"
             raise ModelError(f"cannot load adapter {folder}: {_one_line(error)}; it must be a peft "
                              f"LoRA adapter trained on the base model {self.spec}") from error
+
+    def _load_lora_layers(self, folder: Path, name: str) -> None:
+        """A reward adapter's LoRA layers as adapter `name` of this causal LM: its config as a
+        causal LM adapter without modules_to_save (the `score` head, which this model lacks);
+        the LoRA weights' names are the same in both tasks (the decoder is `model.model`)."""
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        from safetensors.torch import load_file
+        config = json.loads((folder / "adapter_config.json").read_text("utf-8"))
+        config.update(task_type="CAUSAL_LM", modules_to_save=None)
+        lora = LoraConfig.from_peft_type(**config)
+        if self._peft is None:
+            self._peft = get_peft_model(self._model, lora, adapter_name=name)
+        else:
+            self._peft.add_adapter(name, lora)
+        weights = {k: v for k, v in load_file(str(folder / "adapter_model.safetensors")).items()
+                   if ".lora_" in k}
+        result = set_peft_model_state_dict(self._peft, weights, adapter_name=name)
+        missing = [k for k in result.missing_keys if f".{name}." in k]
+        if missing or result.unexpected_keys:
+            raise ModelError(f"the LoRA weights of {folder} do not fit {self.spec}: missing "
+                             f"{missing[:3]}, unexpected {list(result.unexpected_keys)[:3]}")
+        self._peft.eval()
+
+
+def _adapter_task(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "adapter_config.json").read_text("utf-8")).get("task_type")
+    except (OSError, ValueError):
+        return None
 
 
 class _StopStrings:

@@ -49,10 +49,11 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from sera.config import doc_field
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
 from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION
@@ -77,40 +78,34 @@ SCRATCH_GIT = ["-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c",
                "init.defaultBranch=main", "-c", f"core.hooksPath={os.devnull}"]
 
 
-def _doc(text: str, default: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
-
-
 @dataclass
 class PolicyConfig:
-    steps: int = _doc("GRPO optimizer steps", 8)
-    lr: float = _doc("learning rate of AdamW on the LoRA weights (constant)", 1e-5)
-    num_generations: int = _doc("answers sampled per task: the group GRPO compares (>= 2)", 4)
-    tasks_per_step: int = _doc("tasks per optimizer step (each with its whole group)", 1)
-    micro_batch: int = _doc("answers per forward/backward pass; the step's answers are "
+    steps: int = doc_field("GRPO optimizer steps", 8)
+    lr: float = doc_field("learning rate of AdamW on the LoRA weights (constant)", 1e-5)
+    num_generations: int = doc_field("answers sampled per task: the group GRPO compares (>= 2)", 4)
+    tasks_per_step: int = doc_field("tasks per optimizer step (each with its whole group)", 1)
+    micro_batch: int = doc_field("answers per forward/backward pass; the step's answers are "
                             "accumulated (activation memory grows with it)", 1)
-    max_completion_tokens: int = _doc("longest answer in tokens; longer ones are cut", 128)
-    code_tokens: int = _doc("room for the files in the prompt (about 3 characters a token)", 1024)
-    context_lines: int = _doc("lines shown around each changed place when a file does not fit",
+    max_completion_tokens: int = doc_field("longest answer in tokens; longer ones are cut", 128)
+    code_tokens: int = doc_field("room for the files in the prompt (about 3 characters a token)", 1024)
+    context_lines: int = doc_field("lines shown around each changed place when a file does not fit",
                               20)
-    temperature: float = _doc("sampling temperature of the answers", 1.0)
-    beta: float = _doc("weight of the KL penalty to the starting adapter (0 = none, no "
+    temperature: float = doc_field("sampling temperature of the answers", 1.0)
+    beta: float = doc_field("weight of the KL penalty to the starting adapter (0 = none, no "
                        "reference pass: cheaper)", 0.04)
-    score_weight: float = _doc("weight of the reranker's preference over the reference (0..1)",
+    score_weight: float = doc_field("weight of the reranker's preference over the reference (0..1)",
                                0.5)
-    recall_weight: float = _doc("weight of the reference's line recall in the patch (0..1)", 0.5)
-    fail_reward: float = _doc("reward of an answer that does not parse, apply or change anything",
+    recall_weight: float = doc_field("weight of the reference's line recall in the patch (0..1)", 0.5)
+    fail_reward: float = doc_field("reward of an answer that does not parse, apply or change anything",
                               -1.0)
-    rank: int = _doc("LoRA rank of a fresh adapter (an existing adapter keeps its own)", 8)
-    alpha: int = _doc("LoRA alpha of a fresh adapter", 16)
-    target_modules: list[str] = _doc("modules a fresh adapter adapts", ALL_PROJECTIONS)
-    gradient_checkpointing: bool = _doc("recompute activations in the backward pass: without "
+    rank: int = doc_field("LoRA rank of a fresh adapter (an existing adapter keeps its own)", 8)
+    alpha: int = doc_field("LoRA alpha of a fresh adapter", 16)
+    target_modules: list[str] = doc_field("modules a fresh adapter adapts", ALL_PROJECTIONS)
+    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: without "
                                         "it one 1.3k-token answer of a 0.5B model holds about "
                                         "6 GB of activations", True)
-    seed: int = _doc("seed of sampling, task order and a fresh adapter", 0)
-    device: str = _doc("auto (a GPU when there is one), cpu or cuda", "auto")
+    seed: int = doc_field("seed of sampling, task order and a fresh adapter", 0)
+    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
 
     def check(self) -> None:
         if self.num_generations < 2:

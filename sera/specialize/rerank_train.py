@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sera.config import doc_field
 from sera.errors import SeraError
 from sera.paths import atomic_write_json
 from sera.specialize.labels import TaskGroup
@@ -35,37 +36,31 @@ from sera.specialize.train import ALL_PROJECTIONS, lr_schedule, plot_loss, repla
 GAP_TOLERANCE = 1e-9  # labels are sums of floats: a gap of exactly min_gap must count
 
 
-def _doc(text: str, default: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
-
-
 @dataclass
 class RerankTrainConfig:
-    rank: int = _doc("LoRA rank r", 8)
-    alpha: int = _doc("LoRA alpha (the update is scaled by alpha / rank)", 16)
-    dropout: float = _doc("dropout on the LoRA input", 0.05)
-    lr: float = _doc("peak learning rate of AdamW (LoRA weights and score head)", 1e-4)
-    epochs: int = _doc("passes over the training pairs (reshuffled each pass)", 2)
-    pairs_per_step: int = _doc("pairs accumulated per optimizer step", 8)
-    max_tokens: int = _doc("most tokens of task + patch one candidate is read with (the task is "
+    rank: int = doc_field("LoRA rank r", 8)
+    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
+    dropout: float = doc_field("dropout on the LoRA input", 0.05)
+    lr: float = doc_field("peak learning rate of AdamW (LoRA weights and score head)", 1e-4)
+    epochs: int = doc_field("passes over the training pairs (reshuffled each pass)", 2)
+    pairs_per_step: int = doc_field("pairs accumulated per optimizer step", 8)
+    max_tokens: int = doc_field("most tokens of task + patch one candidate is read with (the task is "
                            "cut first); use the same as rerank.max_tokens at solve time", 1024)
-    batch_tokens: int = _doc("padded tokens in one forward pass; a step's pairs are split into "
+    batch_tokens: int = doc_field("padded tokens in one forward pass; a step's pairs are split into "
                              "micro-batches under it (a pair is never split)", 4096)
-    target_modules: list[str] = _doc("modules that get LoRA weights; 'all-linear' also works",
+    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
                                      ALL_PROJECTIONS)
-    gradient_checkpointing: bool = _doc("recompute activations in the backward pass: far less "
+    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
                                         "memory for long candidates, about 30% more time", True)
-    seed: int = _doc("seed of the head and LoRA initialisation, dropout and pair order", 0)
-    warmup_ratio: float = _doc("share of the steps over which the learning rate rises from 0", 0.05)
-    schedule: str = _doc("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
-    weight_decay: float = _doc("AdamW weight decay", 0.0)
-    max_grad_norm: float = _doc("gradient clipping norm (0 = no clipping)", 1.0)
-    max_seconds: float = _doc("stop after the step that passes this many seconds of training and "
+    seed: int = doc_field("seed of the head and LoRA initialisation, dropout and pair order", 0)
+    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
+    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
+    weight_decay: float = doc_field("AdamW weight decay", 0.0)
+    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
+    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
                               "save what was learnt (0 = no limit)", 0.0)
-    precision: str = _doc("dtype of the frozen base model: fp32 or bf16", "fp32")
-    device: str = _doc("auto (a GPU when there is one), cpu or cuda", "auto")
+    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
+    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
 
     @classmethod
     def for_device(cls, device: str = "auto") -> "RerankTrainConfig":

@@ -29,10 +29,11 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from sera.config import doc_field
 from sera.errors import SeraError
 from sera.paths import atomic_write_json
 from sera.specialize.dataset import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
@@ -45,40 +46,34 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 HEAD_CHUNK_TOKENS = 1024  # trained positions sent through the LM head at once (memory bound)
 
 
-def _doc(text: str, default: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
-
-
 @dataclass
 class TrainConfig:
-    rank: int = _doc("LoRA rank r", 8)
-    alpha: int = _doc("LoRA alpha (the update is scaled by alpha / rank)", 16)
-    dropout: float = _doc("dropout on the LoRA input", 0.05)
-    lr: float = _doc("peak learning rate of AdamW", 2e-4)
-    epochs: int = _doc("passes over the training rows", 2)
-    max_steps: int = _doc("exactly this many optimizer steps, cycling through the rows as needed "
+    rank: int = doc_field("LoRA rank r", 8)
+    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
+    dropout: float = doc_field("dropout on the LoRA input", 0.05)
+    lr: float = doc_field("peak learning rate of AdamW", 2e-4)
+    epochs: int = doc_field("passes over the training rows", 2)
+    max_steps: int = doc_field("exactly this many optimizer steps, cycling through the rows as needed "
                           "(0 = `epochs` passes)", 0)
-    max_seconds: float = _doc("stop after the step that passes this many seconds of training and "
+    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
                               "save what was learnt (0 = no limit; the schedule is not shortened)",
                               0.0)
-    max_tokens: int = _doc("longest sequence in tokens; longer rows are cut (the caller should "
+    max_tokens: int = doc_field("longest sequence in tokens; longer rows are cut (the caller should "
                            "cut trajectories at a turn boundary first)", 4096)
-    batch_tokens: int = _doc("padded tokens in one micro-batch (examples x longest)", 4096)
-    batch_size: int = _doc("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
-    grad_accum: int = _doc("micro-batches per optimizer step", 4)
-    target_modules: list[str] = _doc("modules that get LoRA weights; 'all-linear' also works",
+    batch_tokens: int = doc_field("padded tokens in one micro-batch (examples x longest)", 4096)
+    batch_size: int = doc_field("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
+    grad_accum: int = doc_field("micro-batches per optimizer step", 4)
+    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
                                      ALL_PROJECTIONS)
-    gradient_checkpointing: bool = _doc("recompute activations in the backward pass: far less "
+    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
                                         "memory for long trajectories, about 30% more time", True)
-    seed: int = _doc("seed of LoRA initialisation, dropout and batch order", 0)
-    warmup_ratio: float = _doc("share of the steps over which the learning rate rises from 0", 0.05)
-    schedule: str = _doc("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
-    weight_decay: float = _doc("AdamW weight decay on the LoRA weights", 0.0)
-    max_grad_norm: float = _doc("gradient clipping norm (0 = no clipping)", 1.0)
-    precision: str = _doc("dtype of the frozen base model: fp32 or bf16", "fp32")
-    device: str = _doc("auto (a GPU when there is one), cpu or cuda", "auto")
+    seed: int = doc_field("seed of LoRA initialisation, dropout and batch order", 0)
+    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
+    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
+    weight_decay: float = doc_field("AdamW weight decay on the LoRA weights", 0.0)
+    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
+    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
+    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
 
     @classmethod
     def for_device(cls, device: str = "auto") -> "TrainConfig":
