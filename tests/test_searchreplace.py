@@ -208,3 +208,12 @@ def test_prose_before_a_block_is_not_a_path():
     reply = "I fixed it.\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE"
     assert parse_edits(reply, default_path="calc.py")[0].path == "calc.py"
     assert parse_edits("Makefile.am\n" + reply.split("\n", 1)[1])[0].path == "Makefile.am"
+
+
+def test_the_code_views_header_copied_back_names_the_file():
+    """The guided scaffold shows code under "path (lines a-b: names)"; small models copy it."""
+    block = "```python\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE\n```"
+    reply = "sera/paths.py (lines 60-87: atomic_write_json, card_folders)\n" + block
+    assert parse_edits(reply)[0].path == "sera/paths.py"
+    assert parse_edits("calc.py (line 3)\n" + block)[0].path == "calc.py"
+    assert parse_edits("calc.py (the sum)\n" + block, default_path="x.py")[0].path == "x.py"
