@@ -153,9 +153,12 @@ def cmd_specialize(args) -> int:
         overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
         train = {**chosen["train"], **{k: v for k, v in overrides.items() if v is not None}}
         run = new_run(args.repo_root, settings, snapshot_commit(args.repo_root),
-                      {"preset": args.preset, "train": train, "no_reranker": args.no_reranker})
+                      {"preset": args.preset, "train": train, "no_reranker": args.no_reranker,
+                       "no_train": args.no_train})
         _err(f"specialize run {run.id}: teacher {teacher}, student {settings.model.spec}")
-    skip = ("train", "reranker", "policy") if args.no_train else ()
+    # a run started with --no-train stays without training when it is resumed
+    no_train = args.no_train or run.manifest["options"].get("no_train", False)
+    skip = ("train", "reranker", "policy") if no_train else ()
     try:
         _run_with_progress(run, args.stage, skip)
     except KeyboardInterrupt:

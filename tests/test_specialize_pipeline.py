@@ -73,7 +73,9 @@ def flags(tmp_path: Path, **extra) -> dict:
 
 def start(project: Path, tmp_path: Path, **extra):
     settings = load_settings(project, flags(tmp_path, **extra))
-    run = new_run(project, settings, snapshot_commit(project), {"train": {"epochs": 2, "max_steps": 4}})
+    # The reranker stage has tests of its own (test_rerank_stage.py); here it would only add time.
+    run = new_run(project, settings, snapshot_commit(project),
+                  {"train": {"epochs": 2, "max_steps": 4}, "no_reranker": True})
     run.say = lambda message: None
     return run
 
@@ -181,6 +183,9 @@ def test_resume_after_kill_finishes_without_repeating_finished_functions(project
     assert statuses == ["accepted", "duplicate_p1"]
     manifest = json.loads((first.parent.parent / "manifest.json").read_text())
     assert manifest["stages"]["dataset"]["status"] == "done"
+    # started with --no-train, resumed without it: still no training, no reranker
+    assert [manifest["stages"][n]["status"] for n in ("train", "reranker", "policy")] == [
+        "pending"] * 3 and manifest["status"] == "done"
     assert git(project, "worktree", "list").count("\n") == 1  # the killed run's copy was cleaned
 
 

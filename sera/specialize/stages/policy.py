@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from sera.paths import adapters_dir
-from sera.specialize.rerank_pool import pool_tasks, read_groups, write_groups
+from sera.specialize.rerank_pool import pool_tasks, read_groups
 from sera.specialize.stages import reranker as stage
-
-
 
 
 def run(run) -> dict:
@@ -60,7 +58,6 @@ def run(run) -> dict:
         pool, stats = stage.self_training_round(
             run, index, pool, train_tasks, {t.task_id: t for t in train_tasks}, agent, trainer)
         stage.finish_round(run, rounds, {**stats, "policy": True})
-    write_groups(folder / "train.jsonl", pool)
     metrics = stage.heldout_comparison(run, heldout_tasks, agent, trainer.out_dir,
                                        stage.HELDOUT_POLICY)
     final = stage.finish(run, trainer.out_dir, pool, rounds, metrics, len(train_tasks),
@@ -87,6 +84,8 @@ def _optimize(run, tasks, reranker_dir: Path) -> dict[str, Any]:
                                  **run.manifest["options"].get("policy", {}))
     problems = policy_tasks(run.repo_root, tasks)
     start = stage.run_adapter(run)
+    if "agent" in run.models:  # the sampling agent makes room for policy and reranker
+        run.models.pop("agent").close()
     advance = run.bar("policy (GRPO)", config.steps)
     reranker = LoraReranker.load(reranker_dir, max_tokens=settings.rerank.max_tokens)
     try:
