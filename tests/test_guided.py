@@ -75,6 +75,18 @@ def test_good_edit_is_submitted_with_the_patch(repo, tmp_path):
     assert traj.meta["steps"] == 1 and len(events) == 1
 
 
+def test_the_code_view_rewritten_in_place_is_taken_as_the_edit(repo, tmp_path):
+    """The embedded 1.5B sometimes echoes the numbered view with the fix instead of blocks."""
+    (tmp_path / "probe").mkdir()
+    prompt_view = run_guided(repo, tmp_path / "probe", [GOOD])[0].messages[1]["content"]
+    view = prompt_view[prompt_view.index("calc.py (lines"):].split("```\n\n")[0] + "```"
+    rewrite = "Here is the fix:\n\n" + view.replace("return a - b", "return a + b")
+    traj, _ = run_guided(repo, tmp_path, [rewrite], test_command=TEST)
+    assert traj.meta["status"] == "submitted"
+    assert "-    return a - b\n+    return a + b" in traj.meta["patch"]
+    assert roles(traj) == ["system", "user", "assistant"]  # no retry was needed
+
+
 def test_miss_is_fed_back_and_the_retry_succeeds(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [MISS, GOOD])
     assert traj.meta["status"] == "submitted"

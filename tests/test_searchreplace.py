@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sera.agent.searchreplace import Edit, EditError, apply_edits, parse_edits
+from sera.agent.searchreplace import (Edit, EditError, apply_edits, numbered_rewrite_edits,
+                                      parse_edits)
 
 CALC = "def add(a, b):\n    return a - b\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n"
 
@@ -217,3 +218,22 @@ def test_the_code_views_header_copied_back_names_the_file():
     assert parse_edits(reply)[0].path == "sera/paths.py"
     assert parse_edits("calc.py (line 3)\n" + block)[0].path == "calc.py"
     assert parse_edits("calc.py (the sum)\n" + block, default_path="x.py")[0].path == "x.py"
+
+
+def test_a_rewritten_numbered_view_is_read_as_the_edit_it_describes(root):
+    """What the embedded 1.5B answered in the quickstart: the code view echoed, fixed in place."""
+    reply = ("<task>\nadd() returns a - b\n</task>\n\ncalc.py (lines 1-2: add)\n```python\n"
+             "   1 | def add(a, b):\n   2 |     return a + b\n```\n\nExplanation: add must add.")
+    edits = numbered_rewrite_edits(root, reply)
+    assert edits == [Edit("calc.py", ("def add(a, b):", "    return a - b"),
+                          ("def add(a, b):", "    return a + b"))]
+    apply_edits(root, edits, None)
+    assert (root / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+    # an inserted, unnumbered line is kept; the view echoed unchanged is no edit
+    inserted = "calc.py\n```\n   2 |     return a + b\n    # summed\n```"
+    assert numbered_rewrite_edits(root, inserted)[0].replace == ("    return a + b", "    # summed")
+    assert numbered_rewrite_edits(root, "calc.py\n```\n   2 |     return a + b\n```") == []
+    # not a numbered view, numbers past the end, outside the root: nothing
+    assert numbered_rewrite_edits(root, "calc.py\n```\nreturn a + b\n```") == []
+    assert numbered_rewrite_edits(root, "calc.py\n```\n  99 | x\n```") == []
+    assert numbered_rewrite_edits(root, "../calc.py\n```\n   1 | x\n```") == []

@@ -36,7 +36,8 @@ from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.sandbox import Sandbox, clip_text
-from sera.agent.searchreplace import EditError, apply_edits, parse_edits
+from sera.agent.searchreplace import (EditError, apply_edits, numbered_rewrite_edits,
+                                      parse_edits)
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import AgentConfig, ModelConfig
@@ -134,7 +135,8 @@ class GuidedAgent:
             completion = self.query()
             self.trajectory.add("assistant", completion.text)
             try:
-                edits = parse_edits(completion.text, default_path)
+                edits = (parse_edits(completion.text, default_path)
+                         or numbered_rewrite_edits(self.root, completion.text))
                 if not edits:
                     raise EditError("the reply holds no SEARCH/REPLACE block; answer with at least "
                                     "one block in the format shown")

@@ -21,6 +21,10 @@ then the same with line-number prefixes ("  12 | ") the model copied from the pr
 empty SEARCH creates a missing file (or appends to an existing one). All blocks apply or none:
 a miss or an ambiguous match raises EditError, whose message goes back to the model and says what
 was not found, the closest lines with their numbers, and how to fix the block.
+
+A reply with no block that rewrites the numbered code view it was shown ("calc.py (lines 1-3)",
+then a fence of "   3 |     return a + b" lines) is read as the edit it describes
+(`numbered_rewrite_edits`).
 """
 
 from __future__ import annotations
@@ -101,6 +105,55 @@ def parse_edits(text: str, default_path: str | None = None) -> list[Edit]:
         previous_path = path
         start = i = k + 1
     return edits
+
+
+NUMBERED_LINE = re.compile(r"^\s*(\d+) ?\| ?(.*)$")
+REWRITE_SHARE = 0.5  # of a fence's non-blank lines that must carry a line number (at least)
+
+
+def numbered_rewrite_edits(root: Path, text: str) -> list[Edit]:
+    """Edits from a reply that rewrote the numbered code view it was shown instead of writing
+    blocks (small models do): a fence under a line naming a file, at least half of whose lines are
+    "N | code" with rising numbers. Each such fence replaces the file's lines from its first to
+    its last number by the fence's lines (numbers removed; unnumbered lines count as inserted).
+    Fences that change nothing, or whose numbers do not fit the file, are left out."""
+    lines = text.split("\n")
+    edits = []
+    for path, body in _fenced_views(lines):
+        numbers = [int(m.group(1)) for m in map(NUMBERED_LINE.match, body) if m]
+        if not numbers or numbers != sorted(numbers) or \
+                len(numbers) < REWRITE_SHARE * sum(1 for line in body if line.strip()):
+            continue
+        if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
+            continue  # apply_edits would refuse it anyway; do not read outside the root
+        original = _read(Path(root), path)
+        if original is None:
+            continue
+        file_lines = original.split("\n")
+        if numbers[-1] > len(file_lines):
+            continue
+        search = tuple(_strip_cr(file_lines[numbers[0] - 1:numbers[-1]]))
+        replace = tuple(_strip_cr([m.group(2) if (m := NUMBERED_LINE.match(line)) else line
+                                   for line in body]))
+        if search != replace:
+            edits.append(Edit(path, search, replace))
+    return edits
+
+
+def _fenced_views(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """(path, lines inside the fence) for each fence whose nearest line above names a file."""
+    found, i = [], 0
+    while i < len(lines):
+        if not FENCE.match(lines[i]):
+            i += 1
+            continue
+        end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j])), len(lines))
+        above = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        path = _clean_path(above)
+        if path:
+            found.append((path, lines[i + 1:end]))
+        i = end + 1
+    return found
 
 
 def _strip_cr(lines: list[str]) -> list[str]:
