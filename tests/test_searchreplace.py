@@ -229,6 +229,10 @@ def test_a_rewritten_numbered_view_is_read_as_the_edit_it_describes(root):
                           ("def add(a, b):", "    return a + b"))]
     apply_edits(root, edits, None)
     assert (root / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+    # the path inside a fence of the model's own, as the 1.5B wrote it in the quickstart
+    nested = ("```python\ncalc.py (lines 1-2: add)\n```python\n   1 | def add(a, b):\n"
+              "   2 |     return a * b\n```")
+    assert numbered_rewrite_edits(root, nested)[0].replace == ("def add(a, b):", "    return a * b")
     # an inserted, unnumbered line is kept; the view echoed unchanged is no edit
     inserted = "calc.py\n```\n   2 |     return a + b\n    # summed\n```"
     assert numbered_rewrite_edits(root, inserted)[0].replace == ("    return a + b", "    # summed")

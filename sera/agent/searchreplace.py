@@ -141,18 +141,18 @@ def numbered_rewrite_edits(root: Path, text: str) -> list[Edit]:
 
 
 def _fenced_views(lines: list[str]) -> list[tuple[str, list[str]]]:
-    """(path, lines inside the fence) for each fence whose nearest line above names a file."""
-    found, i = [], 0
-    while i < len(lines):
-        if not FENCE.match(lines[i]):
-            i += 1
+    """(path, lines up to the next fence line) for each fence line whose nearest line above names
+    a file. Every fence line is tried as an opener: small models nest the path inside a fence of
+    their own ("```python", "calc.py (lines 1-3)", "```python", numbered lines, "```")."""
+    found = []
+    for i, line in enumerate(lines):
+        if not FENCE.match(line):
             continue
-        end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j])), len(lines))
         above = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         path = _clean_path(above)
         if path:
+            end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j])), len(lines))
             found.append((path, lines[i + 1:end]))
-        i = end + 1
     return found
 
 
