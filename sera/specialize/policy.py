@@ -62,7 +62,7 @@ from sera.specialize.history import HistoryTask, _unquote
 from sera.specialize.labels import TaskGroup
 from sera.specialize.recall import changed_lines, line_recall
 from sera.specialize.rerank_pool import PoolTask
-from sera.specialize.train import ALL_PROJECTIONS, _save_adapter
+from sera.specialize.train import ALL_PROJECTIONS, save_peft_folder
 
 if TYPE_CHECKING:
     import torch
@@ -438,7 +438,7 @@ def optimize_policy(base_folder: Path, adapter_in: Path | None, out_dir: Path,
         model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (the KL reference)
     card = {**_card(base_folder, folder, adapter_in, tasks, config, result, student_spec),
             **(card_fields or {})}
-    _save_adapter(model, Path(out_dir), card)
+    save_peft_folder(model, Path(out_dir), card)
     return result
 
 

@@ -20,8 +20,6 @@ temporary sibling and renamed into place. torch and peft are imported inside fun
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,9 +27,8 @@ from typing import Any, Callable, Sequence
 
 from sera.config import doc_field
 from sera.errors import SeraError
-from sera.paths import atomic_write_json
 from sera.specialize.labels import TaskGroup
-from sera.specialize.train import ALL_PROJECTIONS, lr_schedule, plot_loss, replace_folder
+from sera.specialize.train import ALL_PROJECTIONS, lr_schedule, save_peft_folder
 
 GAP_TOLERANCE = 1e-9  # labels are sums of floats: a gap of exactly min_gap must count
 
@@ -179,7 +176,7 @@ def train_reranker(base_folder: Path, groups: Sequence[TaskGroup], out_dir: Path
         candidates=sum(len(g.candidates) for g in trained), steps=len(losses), seconds=seconds,
         pairs_per_second=trained_pairs / max(seconds, 1e-9), accuracy_before=before,
         accuracy_after=after, scores=scores)
-    _save_reranker(model, Path(out_dir), _card(base_spec, folder, config, result, min_gap))
+    save_peft_folder(model, Path(out_dir), _card(base_spec, folder, config, result, min_gap))
     return result
 
 
@@ -327,18 +324,3 @@ def _card(base_spec: str, folder: Path, config: RerankTrainConfig, result: Reran
         "threshold": None,
         "metrics": {},
     }
-
-
-def _save_reranker(peft_model: Any, out_dir: Path, card: dict[str, Any]) -> None:
-    """peft's files (LoRA + score head), card.json and loss.png, built in a temporary sibling and
-    renamed into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        peft_model.save_pretrained(str(tmp))
-        atomic_write_json(tmp / "card.json", card)
-        plot_loss(card["loss"], tmp / "loss.png")
-        replace_folder(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -145,7 +145,7 @@ def train_lora(base: Path, rows: Sequence[Row], out_dir: Path, config: TrainConf
                          input_tokens=input_tokens, steps=len(losses))
     if accelerator.is_main_process:
         card = _card(base, folder, rows, config, result, accelerator.num_processes)
-        _save_adapter(accelerator.unwrap_model(module).model, Path(out_dir), card)
+        save_peft_folder(accelerator.unwrap_model(module).model, Path(out_dir), card)
     accelerator.wait_for_everyone()
     return result
 
@@ -448,8 +448,9 @@ def update_card(out_dir: Path, **fields: Any) -> dict[str, Any]:
     return card
 
 
-def _save_adapter(peft_model: Any, out_dir: Path, card: dict[str, Any]) -> None:
-    """peft's files, card.json and loss.png, built in a temporary sibling and renamed into place."""
+def save_peft_folder(peft_model: Any, out_dir: Path, card: dict[str, Any]) -> None:
+    """peft's files (LoRA weights, and a reward head for a reranker), card.json and loss.png,
+    built in a temporary sibling and renamed into place."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
