@@ -33,6 +33,8 @@ from sera.specialize.policy import (PolicyConfig, optimize_policy, policy_prompt
                                     policy_tasks)
 from sera.specialize.rerank_train import RerankTrainConfig, train_reranker  # noqa: E402
 
+from bench_rerank import resolve_model  # noqa: E402  (this folder is on sys.path: a script's own)
+
 SOURCE = '''"""Configuration files: key=value lines."""
 
 
@@ -54,16 +56,6 @@ def dump(values):
 FIXED = SOURCE.replace('text.split("\\n")[:-1]', "text.splitlines()")
 TASK = ("parse() drops the last line of a config file that has no trailing newline: "
         "parse('a=1\\nb=2') gives {'a': '1'}; expected {'a': '1', 'b': '2'}.")
-
-
-def resolve_model(arg: str) -> tuple[Path, str]:
-    if arg in ("", "tiny"):
-        from sera.models.testing import build_tiny_model
-        folder = build_tiny_model()
-        return folder, f"transformers:{folder}"
-    from sera.models.local import transformers_folder
-    spec = f"embedded:{arg}" if arg in ("0.5b", "1.5b") else f"transformers:{arg}"
-    return transformers_folder(spec, purpose="benchmark model"), spec
 
 
 def make_task(root: Path):

@@ -120,7 +120,7 @@ def load_reward_base(folder: Path, tokenizer: Any, *, bf16: bool = False) -> Any
     if not isinstance(getattr(model, "score", None), torch.nn.Linear):
         raise ModelError(f"{folder} loads as {type(model).__name__}, which has no linear `score` "
                          f"head; use a Llama-style base (Qwen, Llama, Mistral) for the reranker")
-    pad = _pad_id(model, tokenizer)
+    pad = _pad_id(tokenizer, model.config.pad_token_id)
     model.config.pad_token_id = pad
     model.config.get_text_config().pad_token_id = pad
     model.score.float()
@@ -129,10 +129,10 @@ def load_reward_base(folder: Path, tokenizer: Any, *, bf16: bool = False) -> Any
     return model.eval()
 
 
-def _pad_id(model: Any, tokenizer: Any) -> int:
+def _pad_id(tokenizer: Any, config_pad: int | None = None) -> int:
     """Any id but the marker's last token: the pooling takes the rightmost non-pad token."""
     last = final_marker(tokenizer)[-1]
-    choices = (tokenizer.pad_token_id, model.config.pad_token_id, tokenizer.eos_token_id, 0, 1)
+    choices = (tokenizer.pad_token_id, config_pad, tokenizer.eos_token_id, 0, 1)
     return next(v for v in choices if isinstance(v, int) and v != last)
 
 
@@ -267,10 +267,7 @@ class _SharedBase:
         self.chat_model, self.folder = chat_model, str(folder)
         chat_model.load_adapter(self.folder)  # fails here, not while scoring, when it does not fit
         self.head = head.to(chat_model.device)
-        tokenizer = chat_model.tokenizer
-        last = final_marker(tokenizer)[-1]
-        self.pad_id = next(v for v in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0, 1)
-                           if isinstance(v, int) and v != last)
+        self.pad_id = _pad_id(chat_model.tokenizer)
 
     @property
     def device(self) -> Any:
