@@ -9,6 +9,7 @@ import pytest
 
 from conftest import write_script
 from sera.agent.guided import GuidedAgent
+from sera.agent.prompts import render
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, snapshot_commit
 from sera.config import AgentConfig, ModelConfig
@@ -94,6 +95,16 @@ def test_miss_is_fed_back_and_the_retry_succeeds(repo, tmp_path):
     feedback = traj.messages[3]["content"]
     assert "was not found" in feedback and "   3 |     return a - b" in feedback
     assert "+    return a + b" in traj.meta["patch"]
+
+
+def test_the_instructions_example_copied_back_is_named_and_retried(repo, tmp_path):
+    """The embedded 1.5B answered the demo task with the system prompt's example block itself."""
+    system = render("guided_system")
+    example = system[system.index("path/to/file.py"):system.index("Rules:")].strip()
+    traj, _ = run_guided(repo, tmp_path, [example, GOOD])
+    assert traj.meta["status"] == "submitted"
+    feedback = traj.messages[3]["content"]
+    assert "repeats the example of the instructions" in feedback and "real path" in feedback
 
 
 def test_two_misses_end_as_edit_failed(repo, tmp_path):

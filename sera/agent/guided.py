@@ -140,6 +140,7 @@ class GuidedAgent:
                 if not edits:
                     raise EditError("the reply holds no SEARCH/REPLACE block; answer with at least "
                                     "one block in the format shown")
+                _refuse_copied_example(edits)
                 self._remember_originals(edit.path for edit in edits)
                 changed = apply_edits(self.root, edits, None)
             except EditError as error:
@@ -350,3 +351,20 @@ def _merge(spans: list[tuple[int, int, str]], line_count: int) -> list[tuple[int
         else:
             merged.append((start, end, name))
     return merged
+
+
+# The placeholder lines of guided_system.txt's example block. Small models sometimes answer with
+# that block itself; said plainly, the retry then quotes the real code.
+EXAMPLE_PATH = "path/to/file.py"
+EXAMPLE_LINES = ("lines copied exactly from the file", "the lines that replace them")
+
+
+def _refuse_copied_example(edits: Sequence[Any]) -> None:
+    for edit in edits:
+        text = {line.strip() for line in (*edit.search, *edit.replace)}
+        if edit.path == EXAMPLE_PATH or text & set(EXAMPLE_LINES):
+            raise EditError(f"your block repeats the example of the instructions ({EXAMPLE_PATH}, "
+                            f"'{EXAMPLE_LINES[0]}'). Write a block for the code shown above: its "
+                            f"real path, then in SEARCH the lines to change copied from that code "
+                            f"without the line numbers, and in REPLACE the corrected lines")
+
