@@ -107,6 +107,19 @@ def test_the_instructions_example_copied_back_is_named_and_retried(repo, tmp_pat
     assert "repeats the example of the instructions" in feedback and "real path" in feedback
 
 
+def test_the_quickstart_answer_with_the_def_line_indented_like_its_body(repo, tmp_path):
+    """Word for word the embedded 1.5B's failed quickstart candidate (stop 9)."""
+    body = '    def add(a, b):\n    """Return the sum of a and b."""\n    return a - b'
+    reply = ("```python\ncalc.py\n```python\n<<<<<<< SEARCH\n" + body + "\n=======\n"
+             + body.replace("a - b", "a + b") + "\n>>>>>>> REPLACE\n```")
+    traj, _ = run_guided(repo, tmp_path, [reply], test_command=TEST)
+    assert traj.meta["status"] == "submitted"
+    assert "-    return a - b\n+    return a + b" in traj.meta["patch"]
+    changed = [line for line in traj.meta["patch"].splitlines()
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == ["-    return a - b", "+    return a + b"]  # the def line kept its place
+
+
 def test_two_misses_end_as_edit_failed(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [MISS, "I am not sure."])
     assert traj.meta["status"] == "edit_failed"

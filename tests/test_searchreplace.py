@@ -74,6 +74,19 @@ def test_apply_exact_trailing_and_indentation(root):
     assert (root / "calc.py").read_text() == CALC.replace("a - b", "a + b")
 
 
+def test_indentation_off_line_by_line_takes_the_files_indentation(root):
+    """The embedded 1.5B's quickstart answer: the def line indented like the body."""
+    search = ("    def add(a, b):", "    return a - b")
+    edit = Edit("calc.py", search, ("    def add(a, b):", "    if a is None:",
+                                    "        return b", "    return a + b"))
+    apply_edits(root, [edit], None)
+    assert (root / "calc.py").read_text().startswith(
+        "def add(a, b):\n    if a is None:\n        return b\n    return a + b\n\n")
+    # the text itself must still match: a changed word is a miss, not a guess
+    with pytest.raises(EditError, match="not found"):
+        apply_edits(root, [Edit("calc.py", ("  def add(a, c):", "  return a + b"), ("x = 1",))], None)
+
+
 def test_apply_strips_copied_line_numbers(root):
     edit = Edit("calc.py", ("   2 |     return a - b",), ("   2 |     return a + b",))
     apply_edits(root, [edit], None)

@@ -289,7 +289,7 @@ def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
                         f"change an existing file, use its exact path as shown")
     lines = _split(content)
     newline = "\r\n" if content.count("\r\n") * 2 > content.count("\n") else "\n"
-    for strategy in (_exact, _trailing, _indented):
+    for strategy in (_exact, _trailing, _indented, _reindented):
         found = _find(lines, search, replace, strategy)
         if found is None:
             continue
@@ -411,6 +411,41 @@ def _indented(window, search, replace):
         return [line[len(missing):] if line.startswith(missing) else line.lstrip()
                 for line in replace]
     return list(replace)
+
+
+def _reindented(window, search, replace):
+    """The lines match apart from indentation that is off by different amounts line by line (the
+    embedded 1.5B indents a function's first line like its body). Each REPLACE line takes the
+    file's indentation of the SEARCH line it stands for, plus its own shift from that line: the
+    next SEARCH line with the same text, else the one at its position (not before the last
+    match)."""
+    if any(w.strip() != s.strip() for w, s in zip(window, search)):
+        return None
+    anchor, out = 0, []
+    for position, line in enumerate(replace):
+        if not line.strip():
+            out.append("")
+            continue
+        same = next((k for k in range(anchor, len(search))
+                     if search[k].strip() == line.strip()), None)
+        if same is not None:
+            anchor = same
+        ref = _code_line_near(search, same if same is not None
+                              else max(anchor, min(position, len(search) - 1)))
+        file_indent = _indent(_bare(window[ref]))
+        shift = len(_indent(line)) - len(_indent(search[ref]))
+        kept = file_indent[:max(0, len(file_indent) + shift)]
+        out.append((file_indent + " " * shift if shift >= 0 else kept) + line.lstrip())
+    return out
+
+
+def _code_line_near(lines: list[str], index: int) -> int:
+    """`index`, or the nearest non-blank line to it (the search has one)."""
+    return min((k for k, line in enumerate(lines) if line.strip()), key=lambda k: abs(k - index))
+
+
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
 
 
 def _miss_message(rel: str, lines: list[str], search: list[str]) -> str:
