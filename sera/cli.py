@@ -31,60 +31,38 @@ def _model_flags(args) -> dict:
 
 
 def cmd_solve(args) -> int:
-    from sera.agent.solve import check_request, solve
-    from sera.models.registry import load_model
-    from sera.models.reranker import load_reranker, resolve_reranker
+    from sera.agent.session import Session
+    from sera.agent.summary import ordering_notes
 
     settings = _settings(args, _model_flags(args) | {"solve.candidates": args.candidates,
                                                      "rerank.reranker": args.reranker})
-    _, adapter = check_request(args.repo_root, args.task, settings)  # fail fast, before a slow load
-    resolve_reranker(args.repo_root, settings.rerank.reranker,  # an unknown name fails here too
-                     settings.rerank.base or settings.model.spec)
-    if adapter:
-        _err(f"adapter: {adapter} (--adapter none for the base model)")
-    _say_where_code_goes(settings.model.spec)
-    _err(f"loading model {settings.model.spec} ...")
-    model = load_model(settings.model.spec, settings.model)
-    reranker = None
+    session = Session()
     try:
-        reranker = load_reranker(args.repo_root, settings, agent_model=model)
-        if reranker is not None:
-            _err(f"reranker: {reranker.name} (--reranker none to order by filters and votes only)")
-        result = solve(args.repo_root, args.task, settings, model, on_step=_print_step,
-                       reranker=reranker, on_note=lambda note: _err(f"  {note}"))
+        result = session.solve(args.repo_root, args.task, settings, on_step=_print_step,
+                               on_note=lambda note: _err(f"  {note}"))
     finally:
-        model.close()
-        if reranker is not None:
-            reranker.close()
-    _print_result(result, reranker_off=settings.rerank.reranker == "none")
+        session.close()
+    _print_result(result)
+    for note in ordering_notes(result, reranker_off=settings.rerank.reranker == "none"):
+        (_err if note.startswith("warning:") else print)(note)
+    if result.sandbox_warning:
+        _err(f"warning: {result.sandbox_warning}")
+    _print_next_steps(result)
     return 0
 
 
-def _say_where_code_goes(spec: str) -> None:
-    from urllib.parse import urlparse
-    if spec.startswith("openai:"):
-        host = urlparse(spec[len("openai:"):].split("#")[0]).hostname or "?"
-        if host not in ("localhost", "127.0.0.1", "::1"):
-            _err(f"note: the task and the code the agent reads are sent to {host}")
-
-
 def _print_step(index: int, event) -> None:
-    # Guided steps have no tool call: their observation is the outcome of the model's edit.
-    first_line = (event.observation.strip().splitlines() or [""])[0]
-    what = first_line[:90] if event.call is None else event.call.name
-    if event.call is not None and event.call.name == "bash":
-        what += ": " + str(event.call.arguments.get("command", "")).replace("\n", " ")[:70]
-    elif event.call is not None and event.call.name == "str_replace_editor":
-        what += f": {event.call.arguments.get('command', '')} {event.call.arguments.get('path', '')}"
-    _err(f"  candidate {index} step {event.step}: {what}")
+    from sera.agent.summary import step_line
+    _err(f"  candidate {index} step {event.step}: {step_line(event)}")
 
 
-def _print_result(result, reranker_off: bool = False) -> None:
+def _print_result(result) -> None:
+    from sera.agent.summary import rank_line
     for c in result.candidates:
         print(f"=== candidate {c.index}: {c.status} ({c.exit_message}); {c.steps} steps, "
               f"{c.prompt_tokens} tokens in, {c.completion_tokens} out, {c.seconds:.1f} s")
         if c.rank is not None:
-            print(f"  {_rank_line(c)}")
+            print(f"  {rank_line(c)}")
         for place in c.locations:
             print(f"  looked at {place['path']}:{place['start_line']} {place['name']} "
                   f"({'; '.join(place['reasons'])})")
@@ -92,47 +70,15 @@ def _print_result(result, reranker_off: bool = False) -> None:
             print(f"(the same patch as candidate {c.duplicate_of})")
         else:
             print(c.patch.rstrip() if c.patch.strip() else "(no changes)")
-    _print_ranking_notes(result, reranker_off)
-    if result.sandbox_warning:
-        _err(f"warning: {result.sandbox_warning}")
+
+
+def _print_next_steps(result) -> None:
+    from sera.agent.summary import top_candidate
     print(f"run {result.run_id} saved in {result.run_dir}")
-    if any(c.patch.strip() for c in result.candidates):
-        first = next(c for c in result.candidates if c.patch.strip())
+    first = top_candidate(result.candidates)
+    if first is not None:
         print(f"apply the top one with: sera apply {result.run_id}:{first.index}   "
               f"(undo with: sera undo)")
-
-
-def _rank_line(c) -> str:
-    """rank 1: score 0.82, 2 votes; applies yes, parses yes, tests passed; and what failed."""
-    def said(value, yes="yes", no="NO"):
-        return "-" if value is None else (yes if value else no)
-    score = "-" if c.score is None else f"{c.score:.3f}"
-    f = c.filters
-    line = (f"rank {c.rank}: score {score}, {c.votes} vote{'s' if c.votes != 1 else ''}; "
-            f"applies {said(f.get('applies'))}, parses {said(f.get('parses'))}, "
-            f"tests {said(f.get('tests'), 'passed', 'FAILED')}")
-    problem = (c.check_detail.strip().splitlines() or [""])[0] if c.patch.strip() else ""
-    return f"{line} ({problem[:120]})" if problem else line
-
-
-def _print_ranking_notes(result, reranker_off: bool) -> None:
-    ranking = result.ranking
-    if result.ranking_error:
-        _err(f"warning: {result.ranking_error}")
-    if ranking is None:
-        print("note: candidates are not ranked; they are listed in the order they finished")
-    elif ranking.error:
-        print("note: the candidates were not scored; they are ordered by filters and votes")
-    elif ranking.reranker is None:
-        why = ("scoring is off (--reranker none)" if reranker_off else
-               "no reranker is trained yet: run sera specialize . to train one")
-        print(f"note: {why}; candidates are ordered by filters and votes")
-    elif ranking.confident is False:
-        print(f"no confident fix: no candidate scores above the reranker's threshold "
-              f"({ranking.threshold:.3f}); review the patches before applying one")
-    elif ranking.scored and ranking.threshold is None:
-        print(f"note: reranker {ranking.reranker} is not calibrated: its scores order the "
-              f"candidates but do not say whether one is right")
 
 
 def cmd_specialize(args) -> int:
@@ -148,7 +94,9 @@ def cmd_specialize(args) -> int:
         flags = {**chosen["settings"], **{k: v for k, v in _specialize_flags(args).items() if v is not None}}
         settings = _settings(args, flags)
         teacher = settings.specialize.teacher or settings.model.spec
-        _say_where_code_goes(teacher)
+        from sera.agent.session import where_code_goes
+        if where_code_goes(teacher):
+            _err(where_code_goes(teacher))
         ensure_state_dir(args.repo_root)
         overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
         train = {**chosen["train"], **{k: v for k, v in overrides.items() if v is not None}}

@@ -17,6 +17,7 @@ from sera import cli
 from sera.agent.apply import apply_candidate
 from sera.agent.ranking import normalize_patch, rank_candidates
 from sera.agent.solve import solve
+from sera.agent.summary import ordering_notes
 from sera.agent.workcopy import WorkCopy, snapshot_commit
 from sera.config import load_settings
 from sera.models.base import Reranker
@@ -236,10 +237,9 @@ def test_a_failing_reranker_loses_no_candidate(repo, tmp_path, capsys):
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done" and len(manifest["candidates"]) == 2
     assert "CUDA out of memory" in manifest["ranking_error"]
-    cli._print_result(result)
-    out, err = capsys.readouterr()
-    assert "warning: reranker rule failed" in err
-    assert "not scored; they are ordered by filters and votes" in out
+    notes = "\n".join(ordering_notes(result))
+    assert "warning: reranker rule failed" in notes
+    assert "not scored; they are ordered by filters and votes" in notes
 
 
 def test_printed_ranking_and_the_not_confident_message(repo, tmp_path, capsys):
@@ -249,7 +249,8 @@ def test_printed_ranking_and_the_not_confident_message(repo, tmp_path, capsys):
     cli._print_result(result)
     out = capsys.readouterr().out
     assert "rank 1: score 0.400, 1 vote; applies yes, parses yes, tests -" in out
-    assert "no confident fix: no candidate scores above the reranker's threshold (0.500)" in out
+    assert ("no confident fix: no candidate scores above the reranker's threshold (0.500); "
+            "review the patches before applying one") in ordering_notes(result)
     assert out.index("rank 1:") < out.index("rank 2:")
 
 
@@ -263,7 +264,7 @@ def test_sera_solve_says_when_no_reranker_is_trained(repo, tmp_path):
     assert "no reranker is trained yet: run sera specialize . to train one; candidates are " \
            "ordered by filters and votes" in out.stdout
     off = sera(repo, "solve", "--model", spec, "-n", "1", "--reranker", "none", "add is wrong")
-    assert "scoring is off (--reranker none)" in off.stdout
+    assert "scoring is off (rerank.reranker = none)" in off.stdout
     unknown = sera(repo, "solve", "--model", spec, "--reranker", "nosuch", "add is wrong")
     assert unknown.returncode == 1 and "reranker 'nosuch' not found" in unknown.stderr
     assert "loading model" not in unknown.stderr  # refused before the slow load

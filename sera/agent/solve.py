@@ -56,6 +56,7 @@ class SolveResult:
     sandbox_warning: str | None = None
     ranking: Ranking | None = None  # None when the ranking failed (ranking_error says why)
     ranking_error: str | None = None  # the ranking or the reranker failed; candidates are kept
+    cancelled: bool = False  # `cancel` was set: candidates stopped early, none ranked
 
 
 ProgressFn = Callable[[int, StepEvent], None]  # (candidate index, step event)
@@ -73,9 +74,11 @@ def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, 
 
 def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
           on_step: ProgressFn | None = None, reranker: Reranker | None = None,
-          on_note: Callable[[str], None] | None = None) -> SolveResult:
+          on_note: Callable[[str], None] | None = None,
+          cancel: threading.Event | None = None) -> SolveResult:
     """Run `settings.solve.candidates` rollouts of `task`, rank them (scored by `reranker` when
-    given) and save them as one run. `on_note` hears what the ranking is doing."""
+    given) and save them as one run. `on_note` hears what the ranking is doing. Setting `cancel`
+    stops every candidate after its current step (they end as interrupted; the run is kept)."""
     task, adapter = check_request(repo_root, task, settings)
     ensure_state_dir(repo_root)
     cleanup_stale(repo_root)  # work copies left by a crashed or killed earlier run
@@ -87,26 +90,31 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
                 "candidates": []}
     write_manifest(run_dir, manifest)
     runner = _CandidateRunner(repo_root, commit, run_dir, task, settings, model, adapter, on_step)
+    runner.cancel = cancel or runner.cancel
     try:
         candidates = runner.run_all(settings.solve.candidates)
         # Saved before ranking, so a failing reranker or check loses no candidate.
         manifest.update(status="ranking", candidates=[asdict(c) for c in candidates])
         write_manifest(run_dir, manifest)
-        ranking, error = _rank(repo_root, commit, task, candidates, reranker, settings, on_note)
+        if runner.cancel.is_set():  # cancelled: keep what finished, skip the checks
+            ranking, error = None, "cancelled before the candidates were ranked"
+        else:
+            ranking, error = _rank(repo_root, commit, task, candidates, reranker, settings, on_note)
     except BaseException:
         manifest.update(status="interrupted", candidates=[asdict(c) for c in runner.finished])
         write_manifest(run_dir, manifest)
         raise
     candidates = _in_ranked_order(candidates, ranking)
     error = error or (ranking.error if ranking else None)
-    manifest.update(status="done", candidates=[asdict(c) for c in candidates],
+    status = "cancelled" if runner.cancel.is_set() else "done"
+    manifest.update(status=status, candidates=[asdict(c) for c in candidates],
                     ranked=bool(ranking and ranking.scored), ranking_error=error,
                     confident=ranking.confident if ranking else None,
                     ranking=ranking.to_dict() if ranking else None)
     write_manifest(run_dir, manifest)
     return SolveResult(run_id, run_dir, candidates, ranked=manifest["ranked"],
                        sandbox_warning=runner.sandbox_warning, ranking=ranking,
-                       ranking_error=error)
+                       ranking_error=error, cancelled=status == "cancelled")
 
 
 def _rank(repo_root, commit, task, candidates, reranker, settings,
