@@ -81,6 +81,25 @@ def _print_next_steps(result) -> None:
               f"(undo with: sera undo)")
 
 
+def cmd_lsp(args) -> int:
+    from sera.server.server import serve
+    serve(_front_end_flags(args), Path(args.repo).resolve())
+    return 0
+
+
+def cmd_tui(args) -> int:
+    from sera.tui.app import run_app
+    run_app(args.repo_root, _front_end_flags(args), run_id=args.run)
+    return 0
+
+
+def _front_end_flags(args) -> dict:
+    """The settings flags `sera lsp` and `sera tui` take (each solve may change them)."""
+    flags = _model_flags(args) | {"solve.candidates": args.candidates,
+                                  "rerank.reranker": args.reranker}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
 def cmd_specialize(args) -> int:
     from sera.agent.workcopy import ensure_state_dir, snapshot_commit
     from sera.specialize.presets import preset
@@ -217,6 +236,23 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _add_solve_flags(parser) -> None:
+    """The model, scaffold and ranking flags of sera solve, lsp and tui."""
+    parser.add_argument("-n", "--candidates", type=int, help="candidate patches to sample (default 3)")
+    parser.add_argument("--model", help="model spec (default: embedded); see `sera models`")
+    parser.add_argument("--adapter", help="adapter name in .sera/adapters or a folder (default: the "
+                        "newest trained for the model; none: the base model)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (default 0.6)")
+    parser.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
+    parser.add_argument("--scaffold", choices=["auto", "agent", "guided"],
+                        help="agent: the model drives the tools; guided: the harness localizes and "
+                        "the model edits (auto: what the adapter's card says, else guided for "
+                        "the embedded models)")
+    parser.add_argument("--reranker", metavar="NAME|none", help="reranker in .sera/reranker or a "
+                        "folder (default: the newest trained for the model; none: order by filters "
+                        "and votes only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sera", description="A coding agent that learns your "
                                      "repository on your machine and proposes patches.")
@@ -226,20 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     solve = sub.add_parser("solve", help="sample candidate patches for a task")
     solve.add_argument("task", help="what to change, in words (an issue text works)")
-    solve.add_argument("-n", "--candidates", type=int, help="candidate patches to sample (default 3)")
-    solve.add_argument("--model", help="model spec (default: embedded); see `sera models`")
-    solve.add_argument("--adapter", help="adapter name in .sera/adapters or a folder (default: the "
-                       "newest trained for the model; none: the base model)")
-    solve.add_argument("--temperature", type=float, help="sampling temperature (default 0.6)")
-    solve.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
-    solve.add_argument("--scaffold", choices=["auto", "agent", "guided"],
-                       help="agent: the model drives the tools; guided: the harness localizes and "
-                       "the model edits (auto: what the adapter's card says, else guided for "
-                       "the embedded models)")
-    solve.add_argument("--reranker", metavar="NAME|none", help="reranker in .sera/reranker or a "
-                       "folder (default: the newest trained for the model; none: order by filters "
-                       "and votes only)")
+    _add_solve_flags(solve)
     solve.set_defaults(func=cmd_solve)
+
+    lsp = sub.add_parser("lsp", help="the language server, over stdio (for VS Code, Neovim, ...)")
+    _add_solve_flags(lsp)
+    lsp.set_defaults(func=cmd_lsp)
+    tui = sub.add_parser("tui", help="the terminal app: solve, preview, apply and undo")
+    _add_solve_flags(tui)
+    tui.add_argument("--run", help="open this solve run (id or prefix) instead of a new task")
+    tui.set_defaults(func=cmd_tui)
 
     spec = sub.add_parser("specialize", help="teach the agent this repository (SVG + LoRA)")
     spec.add_argument("path", nargs="?", help="the repository (default: -C or the current folder)")
@@ -305,7 +337,7 @@ def _err(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        needs_repo = args.command not in ("models", "config")
+        needs_repo = args.command not in ("models", "config", "lsp")
         where = getattr(args, "path", None) or args.repo
         args.repo_root = _repo_root(where) if needs_repo else _optional_repo(where)
         return args.func(args)

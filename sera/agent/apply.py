@@ -215,15 +215,19 @@ def apply_candidate(repo: Path, target: str | None = None) -> AppliedPatch:
     before ranking, its first)."""
     run_id, _, cand = (target or "").partition(":")
     manifest = find_run(repo, run_id or None)
+    candidate = pick_candidate(manifest, cand)
+    return apply_patch(repo, candidate["patch"], f"candidate {candidate['index']} of run {manifest['id']}")
+
+
+def pick_candidate(manifest: dict, index: str = "") -> dict:
+    """Candidate `index` of a run's manifest ('' = the top-ranked one); the error lists them."""
     candidates = manifest["candidates"]
     if not candidates:
         raise ApplyError(f"run {manifest['id']} has no finished candidates; run sera solve again")
-    if cand:
-        chosen = [c for c in candidates if str(c["index"]) == cand]
-        if not chosen:
-            valid = ", ".join(str(c["index"]) for c in candidates)
-            raise ApplyError(f"run {manifest['id']} has no candidate {cand}; its candidates: {valid}")
-        candidate = chosen[0]
-    else:
-        candidate = min(candidates, key=lambda c: c.get("rank") or len(candidates) + 1)
-    return apply_patch(repo, candidate["patch"], f"candidate {candidate['index']} of run {manifest['id']}")
+    if not index:
+        return min(candidates, key=lambda c: c.get("rank") or len(candidates) + 1)
+    chosen = [c for c in candidates if str(c["index"]) == index]
+    if not chosen:
+        valid = ", ".join(str(c["index"]) for c in candidates)
+        raise ApplyError(f"run {manifest['id']} has no candidate {index}; its candidates: {valid}")
+    return chosen[0]

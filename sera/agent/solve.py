@@ -16,7 +16,7 @@ from typing import Callable
 
 from sera.agent.loop import StepEvent
 from sera.agent.ranking import Ranking, rank_candidates
-from sera.agent.rollout import rollout
+from sera.agent.rollout import choose_scaffold, rollout
 from sera.agent.runs import new_run_id, write_manifest
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings
@@ -69,7 +69,9 @@ def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, 
         raise SeraError('the task is empty; describe what to change, e.g. sera solve "fix the crash in parse()"')
     if settings.solve.candidates < 1:
         raise SeraError(f"candidates must be at least 1 (got {settings.solve.candidates})")
-    return task, resolve_adapter(repo_root, settings.model.adapter, settings.model.spec)
+    adapter = resolve_adapter(repo_root, settings.model.adapter, settings.model.spec)
+    choose_scaffold(settings.agent.scaffold, settings.model.spec, adapter)  # a bad name fails here
+    return task, adapter
 
 
 def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,

@@ -1,0 +1,65 @@
+"""What the language server's clients send: settings (from `sera lsp` flags, initializationOptions,
+workspace/didChangeConfiguration and each command's own options) and the commands' arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sera.errors import SeraError
+
+# Short option names a client may use, and the setting each one sets (dotted keys work too).
+OPTIONS = {
+    "scaffold": "agent.scaffold",
+    "candidates": "solve.candidates",
+    "model": "model.spec",
+    "adapter": "model.adapter",
+    "reranker": "rerank.reranker",
+    "temperature": "model.temperature",
+    "max_steps": "agent.max_steps",
+    "test_command": "agent.test_command",
+}
+REQUEST_KEYS = ("task", "uri")  # the parts of a solve request that are not settings
+
+
+def settings_flags(options: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """{"scaffold": "guided", "solve.parallel": 1} -> {"agent.scaffold": "guided", ...}."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise SeraError(f"sera: {where} must be an object of settings, e.g. "
+                        f'{{"scaffold": "guided", "candidates": 2}}')
+    flags = {}
+    for key, value in options.items():
+        if key in REQUEST_KEYS:
+            continue
+        if key in OPTIONS:
+            flags[OPTIONS[key]] = value
+        elif "." in key:
+            flags[key] = value
+        else:
+            raise SeraError(f"sera: unknown option {key!r} in {where}; options: "
+                            f"{', '.join(OPTIONS)} or any dotted setting that `sera config` lists")
+    return flags
+
+
+def solve_request(args: tuple[Any, ...]) -> dict[str, Any]:
+    """sera.solve's arguments: ["the task"] or [{"task": ..., "uri": ..., option: value}]."""
+    if len(args) == 1 and isinstance(args[0], str):
+        return {"task": args[0]}
+    if len(args) == 1 and isinstance(args[0], dict) and isinstance(args[0].get("task"), str):
+        return dict(args[0])
+    raise SeraError('sera.solve takes one argument: the task as a string, or an object '
+                    '{"task": "...", "uri": "file:///...", "scaffold": "guided", "candidates": 3}')
+
+
+def target_argument(command: str, args: tuple[Any, ...]) -> tuple[str | None, str | None]:
+    """(target, uri) of sera.preview / sera.apply: [] (the last run's top candidate),
+    ["RUN:CANDIDATE"] or [{"target": "RUN:CANDIDATE", "uri": ...}]."""
+    if not args:
+        return None, None
+    if len(args) == 1 and isinstance(args[0], str):
+        return args[0], None
+    if len(args) == 1 and isinstance(args[0], dict):
+        return args[0].get("target"), args[0].get("uri")
+    raise SeraError(f'{command} takes no argument (the last run\'s top candidate), "RUN:CANDIDATE", '
+                    f'or {{"target": "RUN:CANDIDATE", "uri": "file:///..."}}')

@@ -1,0 +1,336 @@
+"""`sera lsp`: the language server (pygls, over stdio) that brings sera into any LSP editor.
+
+    sera lsp [--scaffold auto|agent|guided] [--model SPEC] [--candidates N] [--reranker NAME|none]
+
+Commands (workspace/executeCommand; each says what went wrong with window/showMessage):
+- `sera.solve` ["task"] or [{"task", "uri", "scaffold", "candidates", ...}]: sample candidates in
+  work copies, rank them, and return the run (its id and each candidate's rank, score, votes,
+  files and patch). Progress goes to $/progress (cancellable) and the log. Then a message offers
+  the candidates in rank order: Apply, Preview (opens the patch as a document), Next, Dismiss.
+- `sera.preview` [] or ["RUN:CANDIDATE"]: open a candidate's patch (.sera/runs/<id>/<n>.diff).
+- `sera.apply` [] or ["RUN:CANDIDATE"]: apply it to the files on disk (default: the last run's
+  top candidate); refused while a file it touches has unsaved changes in the editor.
+- `sera.undo`: revert the last apply exactly (apply.py).
+- `sera.cancel`: stop the running solve after each candidate's current step.
+Code actions offer "sera: fix <diagnostic>" and "sera: do <TODO comment>" as sera.solve calls.
+
+Settings: `sera lsp` flags < initializationOptions < workspace/didChangeConfiguration {"sera":
+{...}} < a command's own options, on top of the repository's settings (sera config); see
+options.py for the names. The models stay loaded between tasks (agent/session.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.uris import from_fs_path, to_fs_path
+
+from sera import __version__
+from sera.agent.session import Session
+from sera.agent.summary import changed_files, ordering_notes, rank_line, step_line
+from sera.errors import SeraError
+from sera.server.actions import code_actions, relative
+from sera.server.options import settings_flags, solve_request, target_argument
+
+COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel")
+
+
+class SeraServer(LanguageServer):
+    def __init__(self, flags: dict[str, Any], start_dir: Path):
+        super().__init__("sera", __version__)
+        self.flags = flags          # from the `sera lsp` command line
+        self.start_dir = start_dir  # where `sera lsp` was started (-C): the fallback repository
+        self.options: dict[str, Any] = {}  # initializationOptions, then didChangeConfiguration
+        self.session = Session()
+        self.cancel: threading.Event | None = None  # set to stop the running solve
+        self.offers: set[asyncio.Task] = set()  # the candidate offers waiting for the user
+
+    # -----------------------------------------------------------------------------------------
+    # Where and how
+
+    def repo_for(self, uri: str | None) -> Path:
+        """The repository of `uri` (a file or folder), else of the workspace, else of -C."""
+        from sera.agent.workcopy import find_repo_root
+        if uri:
+            path = Path(to_fs_path(uri) or ".")
+            return find_repo_root(path if path.is_dir() else path.parent)
+        root = self.workspace.root_path if self.workspace else None
+        return find_repo_root(Path(root) if root else self.start_dir)
+
+    def settings_for(self, repo: Path, request: dict[str, Any]):
+        from sera.config import load_settings
+        flags = {**self.flags, **settings_flags(self.options, "the client's sera settings"),
+                 **settings_flags(request, "the command's options")}
+        return load_settings(repo, flags)
+
+    def unsaved(self, repo: Path, only: list[str] | None = None) -> list[str]:
+        """Files of `repo` open in the editor whose text differs from the file on disk."""
+        found = []
+        for doc in list(self.workspace.text_documents.values()):
+            path = Path(doc.path)
+            rel = relative(repo, path)
+            if rel.startswith("/") or (only is not None and rel not in only):
+                continue
+            try:
+                on_disk = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                on_disk = None
+            if on_disk != doc.source:
+                found.append(rel)
+        return found
+
+    # -----------------------------------------------------------------------------------------
+    # Talking to the user
+
+    def say(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def log(self, message: str) -> None:
+        self.window_log_message(types.LogMessageParams(type=types.MessageType.Log, message=message))
+
+    def supports(self, dotted: str) -> bool:
+        value: Any = self.client_capabilities
+        for part in dotted.split("."):
+            value = getattr(value, part, None)
+        return bool(value)
+
+    # -----------------------------------------------------------------------------------------
+    # Commands
+
+    async def solve(self, request: dict[str, Any]) -> dict[str, Any]:
+        repo = self.repo_for(request.get("uri"))
+        settings = self.settings_for(repo, request)
+        unsaved = self.unsaved(repo)
+        if unsaved:
+            self.say(f"sera works on the saved files: unsaved changes in {', '.join(unsaved)} are "
+                     f"not seen by this solve", types.MessageType.Warning)
+        cancel = self.cancel = threading.Event()
+        progress = await _Progress.start(self, f"sera: {request['task'][:60]}", cancel)
+        loop = asyncio.get_running_loop()
+
+        def on_step(index: int, event) -> None:
+            text = f"candidate {index} step {event.step}: {step_line(event)}"
+            loop.call_soon_threadsafe(progress.report, text)
+
+        def on_note(note: str) -> None:
+            loop.call_soon_threadsafe(progress.report, note)
+        try:
+            result = await asyncio.to_thread(self.session.solve, repo, request["task"], settings,
+                                             on_step, on_note, cancel)
+        finally:
+            self.cancel = None
+            progress.end()
+        summary = _run_summary(result)
+        notes = ordering_notes(result, reranker_off=settings.rerank.reranker == "none")
+        for note in notes + ([f"warning: {result.sandbox_warning}"] if result.sandbox_warning else []):
+            self.log(note)
+        summary["notes"] = notes
+        offered = [c for c in summary["candidates"] if c["patch"].strip() and c["duplicate_of"] is None]
+        if not offered:
+            self.say(f"sera: no candidate changed anything (run {result.run_id}); try again, or "
+                     f"with more candidates", types.MessageType.Warning)
+        else:  # after the command has answered: the offer waits for the user
+            task = asyncio.ensure_future(self.offer(repo, result.run_id, offered, notes))
+            self.offers.add(task)
+            task.add_done_callback(self.offers.discard)
+        return summary
+
+    async def offer(self, repo: Path, run_id: str, offered: list[dict], notes: list[str]) -> None:
+        """Candidates in rank order, one message each: Apply, Preview, Next, Dismiss."""
+        position, heading = 0, " ".join(n for n in notes if n.startswith("no confident fix"))
+        while True:
+            c = offered[position]
+            actions = ["Apply", "Preview"] + (["Next"] if len(offered) > 1 else []) + ["Dismiss"]
+            message = (f"sera: candidate {c['index']} of {len(offered)} (run {run_id}) changes "
+                       f"{', '.join(c['files']) or 'nothing'}; {c['summary']}"
+                       + (f". {heading}" if heading else ""))
+            choice = await self.window_show_message_request_async(types.ShowMessageRequestParams(
+                type=types.MessageType.Info, message=message,
+                actions=[types.MessageActionItem(title=a) for a in actions]))
+            title = choice.title if choice else "Dismiss"
+            target = f"{run_id}:{c['index']}"
+            if title == "Preview":
+                await self.guarded(self.preview(repo, target))
+            elif title == "Next":
+                position = (position + 1) % len(offered)
+            elif title == "Apply":
+                await self.guarded(self.apply(repo, target))
+                return
+            else:
+                return
+
+    async def preview(self, repo: Path, target: str | None) -> dict[str, Any]:
+        from sera.agent.apply import pick_candidate
+        from sera.agent.runs import find_run
+        from sera.paths import atomic_write_bytes
+        run_id, _, index = (target or "").partition(":")
+        manifest = find_run(repo, run_id or None)
+        candidate = pick_candidate(manifest, index)
+        path = Path(manifest["dir"]) / f"{candidate['index']}.diff"
+        atomic_write_bytes(path, candidate["patch"].encode("utf-8", "surrogateescape"))
+        uri = from_fs_path(str(path))
+        if self.supports("window.show_document.support"):
+            await self.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))
+        else:
+            self.log(f"candidate {candidate['index']} of run {manifest['id']}:\n{candidate['patch']}")
+        return {"uri": uri, "patch": candidate["patch"], "run": manifest["id"],
+                "candidate": candidate["index"]}
+
+    async def apply(self, repo: Path, target: str | None) -> dict[str, Any]:
+        from sera.agent.apply import apply_candidate, pick_candidate, touched_paths
+        from sera.agent.runs import find_run
+        run_id, _, index = (target or "").partition(":")
+        candidate = pick_candidate(find_run(repo, run_id or None), index)
+        if candidate["patch"].strip():
+            dirty = self.unsaved(repo, only=touched_paths(repo, candidate["patch"]))
+            if dirty:
+                raise SeraError(f"save or revert {', '.join(dirty)} first: sera applies patches to "
+                                f"the files on disk, and nothing was changed")
+        applied = apply_candidate(repo, target)
+        how = " (3-way merge with your edits)" if applied.three_way else ""
+        self.say(f"sera: applied {applied.label}{how} to {', '.join(applied.files)}; "
+                 f"undo with the sera.undo command")
+        return {"applied": applied.label, "files": applied.files, "three_way": applied.three_way}
+
+    async def undo(self, repo: Path) -> dict[str, Any]:
+        from sera.agent.apply import undo_last
+        undone = undo_last(repo)
+        self.say(f"sera: undid {undone.label}: restored {', '.join(undone.files)}")
+        return {"undone": undone.label, "files": undone.files}
+
+    async def guarded(self, work) -> Any:
+        """Run a command; a SeraError goes to the user as an error message (and the command
+        returns {"error": message}) instead of a stack trace."""
+        try:
+            return await work
+        except SeraError as error:
+            self.say(str(error), types.MessageType.Error)
+            return {"error": str(error)}
+
+
+class _Progress:
+    """A cancellable work-done progress when the client supports one; else log lines."""
+
+    def __init__(self, server: SeraServer, token: str | None):
+        self.server, self.token = server, token
+
+    @classmethod
+    async def start(cls, server: SeraServer, title: str, cancel: threading.Event) -> "_Progress":
+        if not server.supports("window.work_done_progress"):
+            server.log(title)
+            return cls(server, None)
+        token = str(uuid.uuid4())
+        await server.work_done_progress.create_async(token)
+        server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title=title, cancellable=True, message="starting"))
+        server.work_done_progress.tokens[token].add_done_callback(
+            lambda future: cancel.set() if future.cancelled() else None)
+        return cls(server, token)
+
+    def report(self, message: str) -> None:
+        self.server.log(message)
+        if self.token:
+            self.server.work_done_progress.report(self.token, types.WorkDoneProgressReport(
+                message=message[:200]))
+
+    def end(self) -> None:
+        if self.token:
+            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
+            self.server.work_done_progress.tokens.pop(self.token, None)
+
+
+def _run_summary(result) -> dict[str, Any]:
+    return {"run": result.run_id, "cancelled": result.cancelled, "candidates": [
+        {"index": c.index, "rank": c.rank, "score": c.score, "votes": c.votes,
+         "status": c.status, "files": changed_files(c.patch), "patch": c.patch,
+         "duplicate_of": c.duplicate_of,
+         "summary": rank_line(c) if c.rank is not None else f"{c.status}: {c.exit_message}"}
+        for c in result.candidates]}
+
+
+def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = None) -> SeraServer:
+    server = SeraServer(flags or {}, start_dir or Path.cwd())
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: SeraServer, params: types.InitializeParams) -> None:
+        ls.options = params.initialization_options or {}
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def configuration(ls: SeraServer, params: types.DidChangeConfigurationParams) -> None:
+        settings = params.settings
+        if isinstance(settings, dict) and isinstance(settings.get("sera"), dict):
+            ls.options = {**ls.options, **settings["sera"]}
+
+    for event in (types.TEXT_DOCUMENT_DID_OPEN, types.TEXT_DOCUMENT_DID_CLOSE,
+                  types.TEXT_DOCUMENT_DID_SAVE):
+        server.feature(event)(lambda ls, params: None)  # pygls keeps the documents in sync
+
+    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite]))
+    def actions(ls: SeraServer, params: types.CodeActionParams):
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        try:
+            rel = relative(ls.repo_for(params.text_document.uri), Path(doc.path))
+        except SeraError:
+            return []  # not in a git repository: sera has nothing to offer here
+        return code_actions(rel, doc.lines, params)
+
+    @server.command("sera.solve")
+    async def solve_command(ls: SeraServer, *args):
+        async def work():
+            return await ls.solve(solve_request(args))
+        return await ls.guarded(work())
+
+    @server.command("sera.preview")
+    async def preview_command(ls: SeraServer, *args):
+        async def work():
+            target, uri = target_argument("sera.preview", args)
+            return await ls.preview(ls.repo_for(uri), target)
+        return await ls.guarded(work())
+
+    @server.command("sera.apply")
+    async def apply_command(ls: SeraServer, *args):
+        async def work():
+            target, uri = target_argument("sera.apply", args)
+            return await ls.apply(ls.repo_for(uri), target)
+        return await ls.guarded(work())
+
+    @server.command("sera.undo")
+    async def undo_command(ls: SeraServer, *args):
+        async def work():
+            uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
+            return await ls.undo(ls.repo_for(uri))
+        return await ls.guarded(work())
+
+    @server.command("sera.cancel")
+    def cancel_command(ls: SeraServer, *args):
+        if ls.cancel is None:
+            ls.say("sera: no solve is running")
+            return {"cancelled": False}
+        ls.cancel.set()
+        ls.say("sera: cancelling; each candidate stops after its current step")
+        return {"cancelled": True}
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: SeraServer, *args) -> None:
+        if ls.cancel is not None:
+            ls.cancel.set()
+        ls.session.close()
+
+    return server
+
+
+def serve(flags: dict[str, Any], start_dir: Path) -> None:
+    """Serve over stdio. The protocol gets its own copy of stdout, and fd 1 is pointed at stderr,
+    so that nothing else printed (a library, an engine's C code) can corrupt the protocol."""
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    build_server(flags, start_dir).start_io(sys.stdin.buffer, protocol_out)
