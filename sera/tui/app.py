@@ -1,0 +1,246 @@
+"""`sera tui`: the terminal app (Textual). Type a task, watch the candidates run, read each
+ranked patch, apply one and undo it.
+
+    sera tui [--scaffold auto|agent|guided] [--model SPEC] [--candidates N] [--run RUN]
+
+Keys: Enter (in the task line) solves; in the candidate list, arrows pick a candidate and show its
+patch, `a` applies it to the working tree, `u` undoes the last apply; `s` switches the scaffold
+(auto, agent, guided) for the next solve; Escape cancels a running solve (each candidate stops
+after its current step); `q` quits. Solving, ranking, apply and undo are sera.agent's, shared with
+the CLI and the language server; the models stay loaded between tasks (agent/session.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
+
+from sera.agent.session import Session
+from sera.agent.solve import Candidate
+from sera.agent.summary import (candidate_from_record, changed_files, ordering_notes,
+                                step_line)
+from sera.errors import SeraError
+
+SCAFFOLDS = ("auto", "agent", "guided")
+COLUMNS = ("#", "rank", "status", "score", "votes", "checks", "files")
+
+
+class SeraApp(App):
+    TITLE = "sera"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("a", "apply", "Apply"),
+        Binding("u", "undo", "Undo"),
+        Binding("f2", "scaffold", "Scaffold", priority=True),
+        Binding("escape", "cancel", "Cancel solve"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, repo_root: Path, flags: dict[str, Any] | None = None,
+                 run_id: str | None = None):
+        super().__init__()
+        self.repo_root, self.flags = repo_root, dict(flags or {})
+        self.open_run = run_id
+        self.session = Session()
+        self.cancel: threading.Event | None = None
+        self.run_id: str | None = None
+        self.candidates: list[Candidate] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="Describe the task, then press Enter", id="task")
+        yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="preview-box"):
+            yield Static("No candidate yet.", id="preview")
+        yield Static("", id="notes")
+        yield RichLog(id="log", wrap=True, markup=False)  # progress, notes and errors
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#candidates", DataTable)
+        table.add_columns(*COLUMNS)
+        table.border_title = "candidates"
+        self.query_one("#log", RichLog).border_title = "log"
+        self._show_scaffold()
+        if self.open_run:
+            self.load_run(self.open_run)
+        else:
+            self.query_one("#task", Input).focus()
+
+    # -----------------------------------------------------------------------------------------
+    # Solving
+
+    @on(Input.Submitted, "#task")
+    def solve_task(self, event: Input.Submitted) -> None:
+        if self.cancel is not None:
+            self.say("a solve is running; wait for it or press Escape to cancel it", "warning")
+            return
+        from sera.config import load_settings
+        try:
+            settings = load_settings(self.repo_root, self.flags)
+        except SeraError as error:
+            self.say(str(error), "error")
+            return
+        self.cancel = threading.Event()
+        self.log_line(f"solving: {event.value.strip()}")
+        self.run_solve(event.value, settings, self.cancel)
+
+    @work(thread=True, exclusive=True, group="solve")
+    def run_solve(self, task: str, settings, cancel: threading.Event) -> None:
+        def on_step(index: int, event) -> None:
+            self.call_from_thread(self.log_line,
+                                  f"candidate {index} step {event.step}: {step_line(event)}")
+        try:
+            result = self.session.solve(self.repo_root, task, settings, on_step=on_step,
+                                        on_note=lambda note: self.call_from_thread(self.log_line, note),
+                                        cancel=cancel)
+        except SeraError as error:
+            self.call_from_thread(self.say, str(error), "error")
+            return
+        finally:
+            self.call_from_thread(self._solve_ended)
+        notes = ordering_notes(result, reranker_off=settings.rerank.reranker == "none")
+        if result.sandbox_warning:
+            notes.append(f"warning: {result.sandbox_warning}")
+        self.call_from_thread(self.show_candidates, result.run_id, result.candidates, notes)
+        if result.cancelled:
+            self.call_from_thread(self.say, "cancelled: the finished work is kept in run "
+                                  f"{result.run_id}", "warning")
+
+    def _solve_ended(self) -> None:
+        self.cancel = None
+
+    def load_run(self, run_id: str) -> None:
+        """Show a saved solve run (`--run`)."""
+        from sera.agent.runs import find_run
+        try:
+            manifest = find_run(self.repo_root, run_id)
+        except SeraError as error:
+            self.say(str(error), "error")
+            return
+        candidates = [candidate_from_record(c) for c in manifest.get("candidates", [])]
+        self.query_one("#task", Input).value = manifest.get("task", "")
+        self.show_candidates(manifest["id"], candidates, [])
+
+    # -----------------------------------------------------------------------------------------
+    # Showing
+
+    def show_candidates(self, run_id: str, candidates: list[Candidate], notes: list[str]) -> None:
+        self.run_id, self.candidates = run_id, candidates
+        table = self.query_one("#candidates", DataTable)
+        table.clear()
+        for c in candidates:
+            table.add_row(*_row(c), key=str(c.index))
+        table.border_title = f"candidates of run {run_id}"
+        self.query_one("#preview-box").border_title = "patch"
+        self.query_one("#notes", Static).update("\n".join(notes))
+        if candidates:
+            table.focus()
+            table.move_cursor(row=0)
+            self.show_patch(candidates[0])
+        else:
+            self.query_one("#preview", Static).update("The run has no finished candidate.")
+
+    @on(DataTable.RowHighlighted, "#candidates")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        chosen = self.selected()
+        if chosen is not None:
+            self.show_patch(chosen)
+
+    def show_patch(self, c: Candidate) -> None:
+        self.query_one("#preview-box").border_title = f"candidate {c.index}: {c.status}"
+        preview = self.query_one("#preview", Static)
+        if c.duplicate_of is not None:
+            preview.update(f"The same patch as candidate {c.duplicate_of}.")
+        elif c.patch.strip():
+            preview.update(Syntax(c.patch, "diff", theme="ansi_dark", word_wrap=True))
+        else:
+            preview.update(f"No changes ({c.status}: {c.exit_message}).")
+
+    def selected(self) -> Candidate | None:
+        table = self.query_one("#candidates", DataTable)
+        if not self.candidates or table.cursor_row is None or table.cursor_row >= len(self.candidates):
+            return None
+        return self.candidates[table.cursor_row]
+
+    def log_line(self, text: str) -> None:
+        self.query_one("#log", RichLog).write(Text(text))
+
+    def say(self, message: str, severity: str = "information") -> None:
+        """A notification, kept in the log too."""
+        self.log_line(("error: " if severity == "error" else "") + message)
+        self.notify(message, severity=severity, timeout=8)
+
+    def _show_scaffold(self) -> None:
+        scaffold = self.flags.get("agent.scaffold") or "auto"
+        self.sub_title = f"{self.repo_root.name} · scaffold {scaffold}"
+
+    # -----------------------------------------------------------------------------------------
+    # Actions
+
+    def action_apply(self) -> None:
+        from sera.agent.apply import apply_candidate
+        chosen = self.selected()
+        if chosen is None or self.run_id is None:
+            self.say("no candidate to apply: solve a task first", "warning")
+            return
+        try:
+            applied = apply_candidate(self.repo_root, f"{self.run_id}:{chosen.index}")
+        except SeraError as error:
+            self.say(str(error), "error")
+            return
+        how = " (3-way merge with your edits)" if applied.three_way else ""
+        self.say(f"applied {applied.label}{how} to {', '.join(applied.files)}; press u to undo")
+
+    def action_undo(self) -> None:
+        from sera.agent.apply import undo_last
+        try:
+            undone = undo_last(self.repo_root)
+        except SeraError as error:
+            self.say(str(error), "error")
+            return
+        self.say(f"undid {undone.label}: restored {', '.join(undone.files)}")
+
+    def action_scaffold(self) -> None:
+        current = self.flags.get("agent.scaffold") or "auto"
+        self.flags["agent.scaffold"] = SCAFFOLDS[(SCAFFOLDS.index(current) + 1) % len(SCAFFOLDS)]
+        self._show_scaffold()
+        self.say(f"scaffold for the next solve: {self.flags['agent.scaffold']}")
+
+    def action_cancel(self) -> None:
+        if self.cancel is None:
+            return
+        self.cancel.set()
+        self.say("cancelling: each candidate stops after its current step", "warning")
+
+    def on_unmount(self) -> None:
+        if self.cancel is not None:
+            self.cancel.set()
+        self.session.close()
+
+
+def _row(c: Candidate) -> tuple[str, ...]:
+    f = c.filters
+
+    def mark(value: Any) -> str:
+        return "-" if value is None else ("ok" if value else "NO")
+    checks = f"applies {mark(f.get('applies'))} parses {mark(f.get('parses'))} tests {mark(f.get('tests'))}"
+    score = "-" if c.score is None else f"{c.score:.3f}"
+    files = ", ".join(changed_files(c.patch)) or "-"
+    if c.duplicate_of is not None:
+        files = f"= #{c.duplicate_of}"
+    return (str(c.index), "-" if c.rank is None else str(c.rank), c.status, score, str(c.votes),
+            checks, files)
+
+
+def run_app(repo_root: Path, flags: dict[str, Any], run_id: str | None = None) -> None:
+    SeraApp(repo_root, flags, run_id).run()
