@@ -15,7 +15,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 from pygls.uris import from_fs_path, to_fs_path
 
-from conftest import CALC, write_script
+from conftest import CALC, tool_call, write_script
 from test_guided import GOOD
 
 TIMEOUT = 120
@@ -42,8 +42,11 @@ class Client(LanguageClient):
         def log(ls, params):
             self.logs.append(params.message)
 
+        self.tokens: list = []  # progress tokens the server created
+
         @self.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def create(ls, params):
+            self.tokens.append(params.token)
             return None
 
         @self.feature(types.PROGRESS)
@@ -233,3 +236,31 @@ def test_a_todo_comment_is_offered_as_a_task(repo, tmp_path):
     assert solve_arguments(action)["task"] == (
         f"In calc.py, line {line} has a to-do comment; do what it says: add a subtract(a, b) "
         f"function")
+
+
+@pytest.mark.parametrize("how", ["sera.cancel", "the progress's cancel button"])
+def test_a_running_solve_is_cancelled(repo, tmp_path, how):
+    script = write_script(tmp_path / "slow.json", [tool_call("bash", command="sleep 0.3")] * 60)
+    seen = {}
+
+    async def body(client):
+        solving = asyncio.ensure_future(command(client, "sera.solve", "calc.add is wrong"))
+        await until(lambda: any("step 2" in line for line in client.logs))
+        if how == "sera.cancel":
+            seen["cancel"] = await command(client, "sera.cancel")
+        else:
+            client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(
+                token=client.tokens[0]))
+        seen["result"] = await solving
+
+    client = asyncio.run(session(repo, script, [], body, "--scaffold", "agent",
+                                 "--max-steps", "60"))
+    result = seen["result"]
+    assert result["cancelled"] and {c["status"] for c in result["candidates"]} == {"interrupted"}
+    assert all(c["rank"] is None for c in result["candidates"])
+    assert max(int(line.split("step ")[1].split(":")[0]) for line in client.logs
+               if " step " in line) < 30  # stopped well before the script ran out
+    if how == "sera.cancel":
+        assert seen["cancel"] == {"cancelled": True} and "cancelling" in client.said()
+    manifest = json.loads((repo / ".sera" / "runs" / result["run"] / "manifest.json").read_text())
+    assert manifest["status"] == "cancelled"
