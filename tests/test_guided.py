@@ -120,6 +120,22 @@ def test_the_quickstart_answer_with_the_def_line_indented_like_its_body(repo, tm
     assert changed == ["-    return a - b", "+    return a + b"]  # the def line kept its place
 
 
+def test_a_reply_without_a_block_gets_a_ready_block_to_fix(repo, tmp_path):
+    """The retry offers the located function as SEARCH and REPLACE; the model only edits it."""
+    traj, _ = run_guided(repo, tmp_path, ["The bug is in add.", GOOD], test_command=TEST)
+    assert traj.meta["status"] == "submitted" and traj.meta["skeleton"] == "add in calc.py"
+    offer = traj.messages[3]["content"]
+    body = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a - b'
+    assert "no SEARCH/REPLACE block" in offer
+    assert f"calc.py\n```python\n<<<<<<< SEARCH\n{body}\n=======\n{body}\n>>>>>>> REPLACE\n```" in offer
+    # a location too long to offer gets the plain retry
+    long = [Location("calc.py", "add", 1, 1 + 80)]
+    (repo / "calc.py").write_text((repo / "calc.py").read_text() + "\n" * 90)  # seen uncommitted
+    (tmp_path / "long").mkdir()
+    traj, _ = run_guided(repo, tmp_path / "long", ["The bug is in add.", GOOD], locations=long)
+    assert "skeleton" not in traj.meta and "Answer again with corrected" in traj.messages[3]["content"]
+
+
 def test_two_misses_end_as_edit_failed(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [MISS, "I am not sure."])
     assert traj.meta["status"] == "edit_failed"

@@ -36,7 +36,7 @@ from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.sandbox import Sandbox, clip_text
-from sera.agent.searchreplace import (EditError, apply_edits, numbered_rewrite_edits,
+from sera.agent.searchreplace import (Edit, EditError, apply_edits, numbered_rewrite_edits,
                                       parse_edits)
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
@@ -49,6 +49,11 @@ CHARS_PER_TOKEN = 3     # code is token-dense; a cautious estimate for the code 
 MIN_CODE_CHARS = 2000
 PATCH_CHARS = 4000      # patch shown with a failed check
 CHOICE_TOKENS = 24      # most tokens of the answer to the location choice (numbers only)
+SKELETON_LINES = 60     # longest function offered as a ready block on the retry
+
+
+class NoBlock(EditError):
+    """The reply holds no block of its own: none at all, or the instructions' example copied."""
 
 
 class CheckFailed(AgentStop):
@@ -85,6 +90,7 @@ class GuidedAgent:
         self._originals: dict[str, bytes | None] = {}  # file contents before the first edit
         self._changed: list[str] = []
         self._sandbox: Sandbox | None = None
+        self.skeleton: tuple[str, str] | None = None  # (what, block) for a retry; see edit_round
 
     # -----------------------------------------------------------------------------------------
     # The run
@@ -107,6 +113,7 @@ class GuidedAgent:
         if chosen:
             locations = self.choose(task, locations)
         traj.meta["locations"] = [_location_meta(loc) for loc in locations]
+        self.prepare_skeleton(locations)
         paths = list(dict.fromkeys(loc.path for loc in locations))
         default_path = paths[0] if len(paths) == 1 else None
         if chosen:
@@ -130,7 +137,9 @@ class GuidedAgent:
         raise Submitted(self._diff())
 
     def edit_round(self, default_path: str | None, repairing: bool) -> None:
-        """Ask for blocks and apply them; on an EditError, feed it back and ask once more."""
+        """Ask for blocks and apply them; on an EditError, feed it back and ask once more. A reply
+        without a usable block gets, for the retry, a block whose SEARCH part already holds the
+        first located function (`self.skeleton`), to be answered with its REPLACE part fixed."""
         for attempt in (1, 2):
             completion = self.query()
             self.trajectory.add("assistant", completion.text)
@@ -138,8 +147,8 @@ class GuidedAgent:
                 edits = (parse_edits(completion.text, default_path)
                          or numbered_rewrite_edits(self.root, completion.text))
                 if not edits:
-                    raise EditError("the reply holds no SEARCH/REPLACE block; answer with at least "
-                                    "one block in the format shown")
+                    raise NoBlock("the reply holds no SEARCH/REPLACE block; answer with at least "
+                                  "one block in the format shown")
                 _refuse_copied_example(edits)
                 self._remember_originals(edit.path for edit in edits)
                 changed = apply_edits(self.root, edits, None)
@@ -148,7 +157,7 @@ class GuidedAgent:
                     self.trajectory.save()
                     self._event(completion, str(error))
                     raise EditFailed(f"the edits did not apply: {error}") from None
-                observation = render("guided_retry", error=str(error))
+                observation = self._retry_request(error)
                 self.trajectory.add("user", observation)
                 self.trajectory.save()
                 self._event(completion, observation)
@@ -161,6 +170,31 @@ class GuidedAgent:
             self.trajectory.save()
             self._event(completion, f"applied edits to {', '.join(changed) or 'no file'}")
             return
+
+    def _retry_request(self, error: EditError) -> str:
+        if isinstance(error, NoBlock) and self.skeleton is not None:
+            name, block = self.skeleton
+            self.trajectory.meta["skeleton"] = name
+            return render("guided_skeleton", error=str(error), function=name, block=block)
+        return render("guided_retry", error=str(error))
+
+    def prepare_skeleton(self, locations: Sequence[Any]) -> None:
+        """The retry's ready block for the first located function (None when it is long)."""
+        self.skeleton = None
+        if not locations:
+            return
+        loc = locations[0]
+        try:
+            lines = (self.root / loc.path).read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError):
+            return
+        body = tuple(lines[loc.start_line - 1:loc.end_line])
+        if not body or len(body) > SKELETON_LINES:
+            return
+        block = Edit(loc.path, body, body).render()
+        fence = "```" + language_name(loc.path)
+        path, rest = block.split("\n", 1)
+        self.skeleton = (f"{loc.name} in {loc.path}", "\n".join([path, fence, rest, "```"]))
 
     def query(self) -> Completion:
         return ask_model(self.model, self.trajectory, self.config, self.model_config, self.adapter,
@@ -363,7 +397,7 @@ def _refuse_copied_example(edits: Sequence[Any]) -> None:
     for edit in edits:
         text = {line.strip() for line in (*edit.search, *edit.replace)}
         if edit.path == EXAMPLE_PATH or text & set(EXAMPLE_LINES):
-            raise EditError(f"your block repeats the example of the instructions ({EXAMPLE_PATH}, "
+            raise NoBlock(f"your block repeats the example of the instructions ({EXAMPLE_PATH}, "
                             f"'{EXAMPLE_LINES[0]}'). Write a block for the code shown above: its "
                             f"real path, then in SEARCH the lines to change copied from that code "
                             f"without the line numbers, and in REPLACE the corrected lines")
