@@ -156,7 +156,7 @@ def test_solve_from_a_code_action_preview_apply_and_undo(repo, tmp_path):
     assert any("candidate 0 step 1: applied edits to calc.py" in line for line in client.logs)
     assert "no reranker is trained yet" in "\n".join(client.logs)
     # the offer: candidate, files, rank line; Preview opened the patch, Apply changed the file
-    assert client.requests[0].startswith(f"sera: candidate {top['index']} of 1 (run "
+    assert client.requests[0].startswith(f"sera: patch 1 of 1 (candidate {top['index']} of run "
                                          f"{result['run']}) changes calc.py; rank 1:")
     assert len(client.requests) == 2
     preview = Path(to_fs_path(client.documents[0]))
@@ -246,6 +246,7 @@ def test_a_running_solve_is_cancelled(repo, tmp_path, how):
     async def body(client):
         solving = asyncio.ensure_future(command(client, "sera.solve", "calc.add is wrong"))
         await until(lambda: any("step 2" in line for line in client.logs))
+        seen["busy"] = await command(client, "sera.solve", "another task")
         if how == "sera.cancel":
             seen["cancel"] = await command(client, "sera.cancel")
         else:
@@ -260,6 +261,8 @@ def test_a_running_solve_is_cancelled(repo, tmp_path, how):
     assert all(c["rank"] is None for c in result["candidates"])
     assert max(int(line.split("step ")[1].split(":")[0]) for line in client.logs
                if " step " in line) < 30  # stopped well before the script ran out
+    assert "still solving 'calc.add is wrong'" in seen["busy"]["error"]
+    assert "keeps what had finished" in client.said(types.MessageType.Warning)
     if how == "sera.cancel":
         assert seen["cancel"] == {"cancelled": True} and "cancelling" in client.said()
     manifest = json.loads((repo / ".sera" / "runs" / result["run"] / "manifest.json").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, RichLog, Static
 
-from conftest import CALC, write_script
+from conftest import CALC, tool_call, write_script
 from sera.agent.workcopy import ensure_state_dir
 from sera.tui.app import SeraApp
 from test_guided import GOOD
@@ -88,6 +88,31 @@ def test_errors_are_said_and_nothing_is_lost(repo, tmp_path):
     assert "error: nothing to undo" in log
     assert (repo / "calc.py").read_text() == CALC
     assert not (repo / ".sera" / "runs").exists() or not any((repo / ".sera" / "runs").iterdir())
+
+
+def test_escape_cancels_a_running_solve(repo, tmp_path):
+    script = write_script(tmp_path / "slow.json", [tool_call("bash", command="sleep 0.3")] * 60)
+    app = SeraApp(repo, {"model.spec": script, "agent.scaffold": "agent", "agent.max_steps": 60,
+                         "solve.candidates": 1})
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            app.query_one("#task").value = "calc.add is wrong"
+            await pilot.press("enter")
+            for _ in range(600):
+                if "step 2" in log_text(app):
+                    break
+                await pilot.pause(0.05)
+            await pilot.press("escape")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            table = app.query_one("#candidates", DataTable)
+            return tuple(table.get_row_at(0)), log_text(app)
+    row, log = asyncio.run(drive())
+    assert row[2] == "interrupted"
+    assert "cancelling: each candidate stops after its current step" in log
+    assert "cancelled: the finished work is kept in run" in log
+    assert "step 30" not in log
 
 
 SAVED_RUN = "20261201-120000-solve-abcd"

@@ -106,6 +106,9 @@ class SeraServer(LanguageServer):
     # Commands
 
     async def solve(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.cancel is not None:
+            raise SeraError(f"sera is still solving {self.session.task!r}; wait for it, or stop "
+                            f"it with the sera.cancel command")
         repo = self.repo_for(request.get("uri"))
         settings = self.settings_for(repo, request)
         unsaved = self.unsaved(repo)
@@ -134,7 +137,10 @@ class SeraServer(LanguageServer):
             self.log(note)
         summary["notes"] = notes
         offered = [c for c in summary["candidates"] if c["patch"].strip() and c["duplicate_of"] is None]
-        if not offered:
+        if result.cancelled:
+            self.say(f"sera: cancelled; run {result.run_id} keeps what had finished",
+                     types.MessageType.Warning)
+        elif not offered:
             self.say(f"sera: no candidate changed anything (run {result.run_id}); try again, or "
                      f"with more candidates", types.MessageType.Warning)
         else:  # after the command has answered: the offer waits for the user
@@ -149,8 +155,8 @@ class SeraServer(LanguageServer):
         while True:
             c = offered[position]
             actions = ["Apply", "Preview"] + (["Next"] if len(offered) > 1 else []) + ["Dismiss"]
-            message = (f"sera: candidate {c['index']} of {len(offered)} (run {run_id}) changes "
-                       f"{', '.join(c['files']) or 'nothing'}; {c['summary']}"
+            message = (f"sera: patch {position + 1} of {len(offered)} (candidate {c['index']} of run "
+                       f"{run_id}) changes {', '.join(c['files']) or 'nothing'}; {c['summary']}"
                        + (f". {heading}" if heading else ""))
             choice = await self.window_show_message_request_async(types.ShowMessageRequestParams(
                 type=types.MessageType.Info, message=message,
