@@ -19,11 +19,20 @@ def sera(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Completed
 
 def test_help_and_version_do_not_load_heavy_libraries():
     code = ("import sys, sera.cli; sera.cli.build_parser().format_help(); "
-            "print(sorted(m for m in ('torch', 'transformers', 'xllamacpp', 'peft', 'rich') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'xllamacpp', 'peft', 'rich', "
+            "'textual', 'pygls') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     version = subprocess.run([*SERA, "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("sera 0.")
+
+
+def test_the_front_ends_take_the_scaffold_flag(tmp_path):
+    for front_end in ("lsp", "tui"):
+        out = sera(tmp_path, front_end, "--help")
+        assert out.returncode == 0 and "--scaffold {auto,agent,guided}" in out.stdout
+    outside = sera(tmp_path, "tui")  # the TUI needs a repository; the language server does not
+    assert outside.returncode == 1 and "run sera inside a git repository" in outside.stderr
 
 
 def test_solve_apply_undo_through_the_cli(repo, tmp_path):
