@@ -57,15 +57,14 @@ def _print_step(index: int, event) -> None:
 
 
 def _print_result(result) -> None:
-    from sera.agent.summary import rank_line
+    from sera.agent.summary import location_lines, rank_line
     for c in result.candidates:
         print(f"=== candidate {c.index}: {c.status} ({c.exit_message}); {c.steps} steps, "
               f"{c.prompt_tokens} tokens in, {c.completion_tokens} out, {c.seconds:.1f} s")
         if c.rank is not None:
             print(f"  {rank_line(c)}")
-        for place in c.locations:
-            print(f"  looked at {place['path']}:{place['start_line']} {place['name']} "
-                  f"({'; '.join(place['reasons'])})")
+        for line in location_lines(c):
+            print(f"  {line}")
         if c.duplicate_of is not None:
             print(f"(the same patch as candidate {c.duplicate_of})")
         else:

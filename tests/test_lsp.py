@@ -155,6 +155,8 @@ def test_solve_from_a_code_action_preview_apply_and_undo(repo, tmp_path):
     assert "report" in client.progress
     assert any("candidate 0 step 1: applied edits to calc.py" in line for line in client.logs)
     assert "no reranker is trained yet" in "\n".join(client.logs)
+    assert top["locations"][0].startswith("looked at calc.py:1 add (")
+    assert f"candidate {top['index']} {top['locations'][0]}" in client.logs
     # the offer: candidate, files, rank line; Preview opened the patch, Apply changed the file
     assert client.requests[0].startswith(f"sera: patch 1 of 1 (candidate {top['index']} of run "
                                          f"{result['run']}) changes calc.py; rank 1:")

@@ -47,6 +47,7 @@ def test_solve_preview_apply_and_undo(repo, tmp_path):
             table = app.query_one("#candidates", DataTable)
             rows = [tuple(table.get_row_at(n)) for n in range(table.row_count)]
             shown = preview_text(app)
+            places = str(app.query_one("#places", Static).content)
             await pilot.press("down")
             second = preview_text(app)
             await pilot.press("up", "a")
@@ -54,9 +55,10 @@ def test_solve_preview_apply_and_undo(repo, tmp_path):
             await pilot.press("u")
             await pilot.pause()
             notes = str(app.query_one("#notes", Static).content)
-            return rows, shown, second, applied, log_text(app), notes
+            return rows, shown, second, applied, log_text(app), notes, places
 
-    rows, shown, second, applied, log, notes = asyncio.run(drive())
+    rows, shown, second, applied, log, notes, places = asyncio.run(drive())
+    assert places.startswith("looked at calc.py:1 add (named in the task")
     assert app.flags["agent.scaffold"] == "guided"
     assert rows[0][1:] == ("1", "submitted", "-", "2", "applies ok parses ok tests -", "calc.py")
     assert rows[1][-1] == f"= #{rows[0][0]}"

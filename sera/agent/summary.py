@@ -26,6 +26,12 @@ def rank_line(c: Candidate) -> str:
     return f"{line} ({problem[:120]})" if problem else line
 
 
+def location_lines(c: Candidate) -> list[str]:
+    """Where a guided candidate looked, and why: one line per located function."""
+    return [f"looked at {place['path']}:{place['start_line']} {place['name']} "
+            f"({'; '.join(place['reasons'])})" for place in c.locations]
+
+
 def changed_files(patch: str) -> list[str]:
     """The files a git patch changes, in order (a rename's new name)."""
     return list(dict.fromkeys(match.group(2) for match in DIFF_FILE.finditer(patch)))

@@ -35,7 +35,8 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from sera import __version__
 from sera.agent.session import Session
-from sera.agent.summary import changed_files, ordering_notes, rank_line, step_line
+from sera.agent.summary import (changed_files, location_lines, ordering_notes, rank_line,
+                                step_line)
 from sera.errors import SeraError
 from sera.server.actions import code_actions, relative
 from sera.server.options import settings_flags, solve_request, target_argument
@@ -133,6 +134,9 @@ class SeraServer(LanguageServer):
             progress.end()
         summary = _run_summary(result)
         notes = ordering_notes(result, reranker_off=settings.rerank.reranker == "none")
+        for c in summary["candidates"]:
+            for line in c["locations"]:
+                self.log(f"candidate {c['index']} {line}")
         for note in notes + ([f"warning: {result.sandbox_warning}"] if result.sandbox_warning else []):
             self.log(note)
         summary["notes"] = notes
@@ -257,7 +261,7 @@ def _run_summary(result) -> dict[str, Any]:
     return {"run": result.run_id, "cancelled": result.cancelled, "candidates": [
         {"index": c.index, "rank": c.rank, "score": c.score, "votes": c.votes,
          "status": c.status, "files": changed_files(c.patch), "patch": c.patch,
-         "duplicate_of": c.duplicate_of,
+         "duplicate_of": c.duplicate_of, "locations": location_lines(c),
          "summary": rank_line(c) if c.rank is not None else f"{c.status}: {c.exit_message}"}
         for c in result.candidates]}
 

@@ -26,8 +26,8 @@ from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from sera.agent.session import Session
 from sera.agent.solve import Candidate
-from sera.agent.summary import (candidate_from_record, changed_files, ordering_notes,
-                                step_line)
+from sera.agent.summary import (candidate_from_record, changed_files, location_lines,
+                                ordering_notes, step_line)
 from sera.errors import SeraError
 
 SCAFFOLDS = ("auto", "agent", "guided")
@@ -60,6 +60,7 @@ class SeraApp(App):
         yield Input(placeholder="Describe the task, then press Enter", id="task")
         yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="preview-box"):
+            yield Static("", id="places")  # where a guided candidate looked, and why
             yield Static("No candidate yet.", id="preview")
         yield Static("", id="notes")
         yield RichLog(id="log", wrap=True, markup=False)  # progress, notes and errors
@@ -142,7 +143,7 @@ class SeraApp(App):
             table.add_row(*_row(c), key=str(c.index))
         table.border_title = f"candidates of run {run_id}"
         self.query_one("#preview-box").border_title = "patch"
-        self.query_one("#notes", Static).update("\n".join(notes))
+        self.query_one("#notes", Static).update(Text("\n".join(notes)))
         if candidates:
             table.focus()
             table.move_cursor(row=0)
@@ -158,13 +159,16 @@ class SeraApp(App):
 
     def show_patch(self, c: Candidate) -> None:
         self.query_one("#preview-box").border_title = f"candidate {c.index}: {c.status}"
+        places = self.query_one("#places", Static)
+        places.update(Text("\n".join(location_lines(c))))
+        places.display = bool(c.locations)
         preview = self.query_one("#preview", Static)
         if c.duplicate_of is not None:
-            preview.update(f"The same patch as candidate {c.duplicate_of}.")
+            preview.update(Text(f"The same patch as candidate {c.duplicate_of}."))
         elif c.patch.strip():
             preview.update(Syntax(c.patch, "diff", theme="ansi_dark", word_wrap=True))
         else:
-            preview.update(f"No changes ({c.status}: {c.exit_message}).")
+            preview.update(Text(f"No changes ({c.status}: {c.exit_message})."))
 
     def selected(self) -> Candidate | None:
         table = self.query_one("#candidates", DataTable)
