@@ -7,6 +7,9 @@ import importlib.metadata
 import json
 import math
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +85,35 @@ def test_stop_string_ends_the_reply(model):
     [stopped] = model.complete(PROMPT, max_tokens=24, stop=[stop])
     assert stopped.text == base.text[:cut]
     assert stopped.finish_reason == "stop"
+
+
+# a reply that goes on for many seconds (greedy), to be stopped midway
+COUNTING = [{"role": "user", "content": "Write the numbers from 1 to 500, separated by commas, "
+                                          "with nothing else."}]  # 1500 tokens take 30 s
+
+
+@needs_smollm
+def test_cancel_stops_a_reply_within_a_token(model):
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.perf_counter()
+    [reply] = model.complete(COUNTING, max_tokens=1500, cancel=cancel)
+    assert reply.completion_tokens < 500 and time.perf_counter() - started < 5
+    [after] = model.complete(PROMPT, max_tokens=4)  # the model serves the next request
+    assert after.completion_tokens == 4
+
+
+@needs_smollm
+def test_ctrl_c_during_a_reply_stops_it_and_raises_after(model):
+    """A signal cannot interrupt llama.cpp's C call; the reply stops at the next token instead."""
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        model.complete(COUNTING, max_tokens=1500)
+    assert time.perf_counter() - started < 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    [after] = model.complete(PROMPT, max_tokens=4)
+    assert after.completion_tokens == 4
 
 
 @needs_smollm

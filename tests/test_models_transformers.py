@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub
@@ -104,6 +105,14 @@ def test_max_tokens_gives_finish_reason_length(model):
     completion = model.complete(MESSAGES, max_tokens=5)[0]
     assert completion.finish_reason == "length"
     assert completion.completion_tokens == 5
+
+
+def test_a_set_cancel_stops_the_reply_at_the_next_token(model):
+    cancel = threading.Event()
+    full = model.complete(MESSAGES, max_tokens=20)[0]
+    cancel.set()
+    cut = model.complete(MESSAGES, max_tokens=20, cancel=cancel)[0]
+    assert full.completion_tokens == 20 and cut.completion_tokens == 1
 
 
 def test_stop_string_cuts_text_and_stops_early(model):

@@ -104,12 +104,15 @@ def ask_model(model: ChatModel, trajectory: Trajectory, config: AgentConfig,
     try:
         completion = model.complete(trajectory.messages, adapter=adapter,
                                     temperature=model_config.temperature,
-                                    max_tokens=model_config.max_tokens, stop=stop)[0]
+                                    max_tokens=model_config.max_tokens, stop=stop,
+                                    cancel=cancel)[0]
     except ModelError as error:
         raise ModelFailed(str(error)) from None
     trajectory.count("prompt_tokens", completion.prompt_tokens)
     trajectory.count("completion_tokens", completion.completion_tokens)
     trajectory.count("model_seconds", completion.seconds)
+    if cancel is not None and cancel.is_set():  # the reply may have been cut short: drop it
+        raise Cancelled("cancelled by the user")
     _check_budget(trajectory, completion, config, model_config)
     return completion
 

@@ -7,6 +7,7 @@ the agent keeps as its trajectory and the trainer reads as data. Tool results tr
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -44,7 +45,12 @@ class ChatModel(Protocol):
         temperature: float = 0.0,
         max_tokens: int = 1024,
         stop: Sequence[str] | None = None,
-    ) -> list[Completion]: ...
+        cancel: threading.Event | None = None,
+    ) -> list[Completion]:
+        """`cancel`, set while the reply is being written, asks the backend to stop early and
+        return the text so far (llama.cpp stops within a token); a backend that cannot stop a
+        reply midway finishes it. The caller decides what a cancelled reply means."""
+        ...
 
     @property
     def concurrent(self) -> bool:

@@ -19,6 +19,9 @@ seed + i; -1 = random).
   once and returns n copies (seconds = 0 for the copies).
 - Not concurrent: one slot serves one request at a time (a lock serialises callers). Parallel
   slots were measured on 2 cores: no more tokens/s in total, and each slot gets a slice of n_ctx.
+- Replies are streamed, so that a reply stops at the next token when the request's `cancel` is
+  set or on Ctrl-C (which cannot interrupt the C call itself: it is held as a flag, and
+  KeyboardInterrupt is raised once the call returns).
 - llama.cpp logs nothing unless SERA_DEBUG is set.
 - The embedded server also listens on a random localhost port; it gets a random API key, so
   other local users cannot drive it.
@@ -26,9 +29,11 @@ seed + i; -1 = random).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
+import signal
 import threading
 import time
 from pathlib import Path
@@ -87,7 +92,8 @@ class LlamaCppModel:
 
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None) -> list[Completion]:
+                 stop: Sequence[str] | None = None,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         with self._lock:
             if self._server is None:
                 raise ModelError(f"{self.spec} was closed; load the model again")
@@ -103,7 +109,7 @@ class LlamaCppModel:
                     continue
                 if self.config.seed >= 0:
                     request["seed"] = self.config.seed + i
-                completions.append(self._one_completion(request))
+                completions.append(self._one_completion(request, cancel))
             return completions
 
     def close(self) -> None:
@@ -156,19 +162,26 @@ class LlamaCppModel:
         params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(p), 0.0) for p in self._adapters]
         return params
 
-    def _one_completion(self, request: dict[str, Any]) -> Completion:
+    def _one_completion(self, request: dict[str, Any],
+                        cancel: threading.Event | None = None) -> Completion:
+        """One reply, streamed so that it can stop early: when `cancel` is set, or on Ctrl-C
+        (a signal cannot interrupt the C call; it is held as a flag, the generation stops at the
+        next token, and KeyboardInterrupt is raised once the call has returned)."""
         started = time.perf_counter()
-        reply = self._server.handle_chat_completions(request)
-        seconds = time.perf_counter() - started
-        if "error" in reply:
-            raise ModelError(_describe_error(reply["error"], self.spec))
-        choice = reply["choices"][0]
-        usage = reply.get("usage", {})
-        return Completion(text=choice["message"].get("content") or "",
-                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                          completion_tokens=int(usage.get("completion_tokens", 0)),
-                          seconds=seconds,
-                          finish_reason="length" if choice.get("finish_reason") == "length" else "stop")
+        stream = _Stream(cancel)
+        with _sigint_held(stream):
+            self._server.handle_chat_completions(
+                {**request, "stream": True, "stream_options": {"include_usage": True}},
+                stream.on_chunk)
+        if stream.interrupted:
+            raise KeyboardInterrupt
+        if stream.error is not None:
+            raise ModelError(_describe_error(stream.error, self.spec))
+        return Completion(text="".join(stream.text),
+                          prompt_tokens=int(stream.usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(stream.usage.get("completion_tokens", len(stream.text))),
+                          seconds=time.perf_counter() - started,
+                          finish_reason="length" if stream.finish == "length" else "stop")
 
     # -- adapters --------------------------------------------------------------------------------
 
@@ -248,3 +261,43 @@ def _describe_error(error: dict[str, Any], spec: str) -> str:
                 f"window of {error.get('n_ctx')} tokens; raise model.context_tokens "
                 f"(SERA_MODEL_CONTEXT_TOKENS) or shorten the conversation")
     return f"{spec} refused the request: {error.get('message', error)}"
+
+
+class _Stream:
+    """Collects a streamed reply; `on_chunk` answers True to stop the generation."""
+
+    def __init__(self, cancel: threading.Event | None):
+        self.cancel, self.interrupted = cancel, False
+        self.text: list[str] = []
+        self.usage: dict[str, Any] = {}
+        self.finish: str | None = None
+        self.error: dict[str, Any] | None = None
+
+    def on_chunk(self, chunk: dict[str, Any]) -> bool:
+        if "error" in chunk:
+            self.error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            return True
+        for choice in chunk.get("choices") or []:
+            self.text.append(choice.get("delta", {}).get("content") or "")
+            self.finish = choice.get("finish_reason") or self.finish
+        self.usage = chunk.get("usage") or self.usage
+        return self.interrupted or bool(self.cancel is not None and self.cancel.is_set())
+
+
+@contextlib.contextmanager
+def _sigint_held(stream: _Stream):
+    """In the main thread, Ctrl-C during the call sets `stream.interrupted` instead of raising
+    inside llama.cpp's callback (where the exception would be ignored and generation go on)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def hold(signum, frame):
+        stream.interrupted = True
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+

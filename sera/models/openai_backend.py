@@ -13,6 +13,7 @@ asked one after another still differ.
 from __future__ import annotations
 
 import http.client
+import threading
 import itertools
 import json
 import logging
@@ -69,7 +70,8 @@ class OpenAIChatModel:
 
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None) -> list[Completion]:
+                 stop: Sequence[str] | None = None,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         body: dict[str, Any] = {
             "model": self.model if adapter is None else served_adapter_name(adapter),
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],

@@ -16,6 +16,7 @@ approximation: one token per 4 characters, rounded up. The adapter is accepted a
 
 from __future__ import annotations
 
+import threading
 import json
 import time
 from pathlib import Path
@@ -109,7 +110,8 @@ class ScriptedChatModel:
 
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None) -> list[Completion]:
+                 stop: Sequence[str] | None = None,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         start = time.perf_counter()
         turn = sum(1 for m in messages if m.get("role") == "assistant")
         replies = self.replies_for(messages)

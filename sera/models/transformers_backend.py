@@ -73,7 +73,8 @@ class TransformersChatModel:
 
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None) -> list[Completion]:
+                 stop: Sequence[str] | None = None,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         if self._model is None:
             raise ModelError(f"model {self.spec} was closed; load it again")
         stops = [s for s in (stop or []) if s]
@@ -82,7 +83,7 @@ class TransformersChatModel:
             budget = self._token_budget(prompt_ids.shape[1], max_tokens)
             start = time.perf_counter()
             with self._adapter_selected(adapter) as model:
-                rows = self._generate(model, prompt_ids, n, temperature, budget, stops)
+                rows = self._generate(model, prompt_ids, n, temperature, budget, stops, cancel)
             seconds = time.perf_counter() - start
         return [self._completion(row, prompt_ids.shape[1], budget, stops, seconds) for row in rows]
 
@@ -142,7 +143,8 @@ class TransformersChatModel:
         return max(1, min(max_tokens, room))
 
     def _generate(self, model: Any, prompt_ids: "torch.Tensor", n: int, temperature: float,
-                  budget: int, stops: list[str]) -> list[list[int]]:
+                  budget: int, stops: list[str],
+                  cancel: threading.Event | None = None) -> list[list[int]]:
         """Generated token ids per sample (prompt removed)."""
         import torch
         from transformers import StoppingCriteriaList
@@ -153,6 +155,8 @@ class TransformersChatModel:
         criteria = StoppingCriteriaList()
         if stops:
             criteria.append(_StopStrings(self._tokenizer, stops, prompt_ids.shape[1]))
+        if cancel is not None:
+            criteria.append(_WhenCancelled(cancel))
         with torch.inference_mode():
             output = model.generate(input_ids=prompt_ids,
                                     attention_mask=torch.ones_like(prompt_ids),
@@ -283,6 +287,18 @@ class _StopStrings:
         tails = self._tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
         return torch.tensor([_first_stop(t, self._stops) is not None for t in tails],
                             dtype=torch.bool, device=input_ids.device)
+
+
+class _WhenCancelled:
+    """Stop every sample at the next token once `cancel` is set."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self._cancel = cancel
+
+    def __call__(self, input_ids: "torch.Tensor", scores: Any, **kwargs: Any) -> "torch.Tensor":
+        import torch
+        return torch.full((input_ids.shape[0],), self._cancel.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:
