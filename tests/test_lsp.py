@@ -182,14 +182,15 @@ def test_apply_is_refused_while_the_file_has_unsaved_changes(repo, tmp_path):
 
     async def body(client):
         open_file(client, repo, "calc.py", text=CALC + "# typed, not saved\n")
-        seen["solve"] = await command(client, "sera.solve", {"task": "calc.add is wrong",
-                                                             "candidates": 1})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"sera": {"candidates": 1}}))
+        seen["solve"] = await command(client, "sera.solve", "calc.add is wrong")
         seen["apply"] = await command(client, "sera.apply")
 
     client = asyncio.run(session(repo, script, [], body, "--scaffold", "guided"))
     warnings = client.said(types.MessageType.Warning)
     assert "unsaved changes in calc.py are not seen by this solve" in warnings
-    assert len(seen["solve"]["candidates"]) == 1  # the command's option beat initializationOptions
+    assert len(seen["solve"]["candidates"]) == 1  # the client's new setting beat initializationOptions
     assert "save or revert calc.py first" in seen["apply"]["error"]
     assert "nothing was changed" in client.said(types.MessageType.Error)
     assert (repo / "calc.py").read_text() == CALC
