@@ -40,14 +40,16 @@ BROKEN = block("    return a - b", "    return (a + b")
 WRONG = block("    return a - b", "    return a * b")
 
 
-def run_guided(repo, tmp_path, replies, test_command=None, locations=ADD, **agent):
+def run_guided(repo, tmp_path, replies, test_command=None, locations=ADD, max_tokens=1024,
+               **agent):
     spec = write_script(tmp_path / "script.json", replies)
     model = load_model(spec, ModelConfig(spec=spec))
     path = tmp_path / "trajectory.json"
     events = []
     with WorkCopy.create(repo, snapshot_commit(repo), parent=tmp_path / "work") as workcopy:
         traj = GuidedAgent(model, workcopy, Trajectory(path=path), AgentConfig(**agent),
-                           ModelConfig(spec=spec, temperature=0.0), on_step=events.append,
+                           ModelConfig(spec=spec, temperature=0.0, max_tokens=max_tokens),
+                           on_step=events.append,
                            test_command=test_command).run("calc.add returns the wrong sum",
                                                           locations=locations)
     loaded = Trajectory.load(path)
@@ -128,12 +130,18 @@ def test_a_reply_without_a_block_gets_a_ready_block_to_fix(repo, tmp_path):
     body = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a - b'
     assert "no SEARCH/REPLACE block" in offer
     assert f"calc.py\n```python\n<<<<<<< SEARCH\n{body}\n=======\n{body}\n>>>>>>> REPLACE\n```" in offer
-    # a location too long to offer gets the plain retry
-    long = [Location("calc.py", "add", 1, 1 + 80)]
-    (repo / "calc.py").write_text((repo / "calc.py").read_text() + "\n" * 90)  # seen uncommitted
+    # a function whose answer would not fit the reply limit gets the plain retry
     (tmp_path / "long").mkdir()
-    traj, _ = run_guided(repo, tmp_path / "long", ["The bug is in add.", GOOD], locations=long)
+    traj, _ = run_guided(repo, tmp_path / "long", ["The bug is in add.", GOOD], max_tokens=80)
     assert "skeleton" not in traj.meta and "Answer again with corrected" in traj.messages[3]["content"]
+
+
+def test_a_reply_cut_at_the_length_limit_is_told_to_skip_the_explanation(repo, tmp_path):
+    rambling = "Let me explain the function in detail first. " * 20 + GOOD
+    traj, _ = run_guided(repo, tmp_path, [rambling, GOOD], max_tokens=60)
+    assert traj.meta["status"] == "submitted"
+    assert "reached the length limit before the blocks were complete: answer with the blocks " \
+           "only" in traj.messages[3]["content"]
 
 
 def test_two_misses_end_as_edit_failed(repo, tmp_path):

@@ -49,7 +49,7 @@ CHARS_PER_TOKEN = 3     # code is token-dense; a cautious estimate for the code 
 MIN_CODE_CHARS = 2000
 PATCH_CHARS = 4000      # patch shown with a failed check
 CHOICE_TOKENS = 24      # most tokens of the answer to the location choice (numbers only)
-SKELETON_LINES = 60     # longest function offered as a ready block on the retry
+SKELETON_MARGIN_TOKENS = 64  # reply room beyond the ready block's function (path, markers)
 
 
 class NoBlock(EditError):
@@ -153,6 +153,10 @@ class GuidedAgent:
                 self._remember_originals(edit.path for edit in edits)
                 changed = apply_edits(self.root, edits, None)
             except EditError as error:
+                if completion.finish_reason == "length":  # small models explain at length
+                    error = type(error)(f"{error}. Your reply reached the length limit before "
+                                        f"the blocks were complete: answer with the blocks only, "
+                                        f"without an explanation")
                 if attempt == 2:
                     self.trajectory.save()
                     self._event(completion, str(error))
@@ -179,7 +183,8 @@ class GuidedAgent:
         return render("guided_retry", error=str(error))
 
     def prepare_skeleton(self, locations: Sequence[Any]) -> None:
-        """The retry's ready block for the first located function (None when it is long)."""
+        """The retry's ready block for the first located function; None when answering it (the
+        function again, changed) would not fit the reply limit (model.max_tokens)."""
         self.skeleton = None
         if not locations:
             return
@@ -189,7 +194,9 @@ class GuidedAgent:
         except (OSError, UnicodeDecodeError):
             return
         body = tuple(lines[loc.start_line - 1:loc.end_line])
-        if not body or len(body) > SKELETON_LINES:
+        # the answer repeats the function in REPLACE: it has to fit the reply limit with room
+        tokens = sum(len(line) + 1 for line in body) // CHARS_PER_TOKEN
+        if not body or 2 * tokens + SKELETON_MARGIN_TOKENS > self.model_config.max_tokens:
             return
         block = Edit(loc.path, body, body).render()
         fence = "```" + language_name(loc.path)
