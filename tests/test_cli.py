@@ -103,9 +103,11 @@ def test_ctrl_c_removes_work_copies_and_keeps_the_run(repo, tmp_path):
 
     from conftest import tool_call
     spec = write_script(tmp_path / "s.json", [tool_call("bash", command="sleep 61.25")] * 3)
+    # preexec: a suite started in the background hands SIGINT down ignored; a terminal does not
     proc = subprocess.Popen([*SERA, "solve", "--model", spec, "-n", "1", "wait"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **GIT_IDENTITY})
+                            env={**os.environ, **GIT_IDENTITY},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while git(repo, "worktree", "list").count("\n") < 2 and time.time() < deadline:
         time.sleep(0.1)
