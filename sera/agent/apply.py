@@ -107,7 +107,10 @@ def _apply_three_way(repo: Path, patch: str, args: list[str]) -> subprocess.Comp
     with tempfile.TemporaryDirectory(prefix="sera-index-") as tmp:
         tmp_index = Path(tmp) / "index"
         if index.is_file():
-            shutil.copyfile(index, tmp_index)
+            # copy2 keeps the index's mtime: with a fresh one, git's racy-entry check would take
+            # a file edited within the same second as the index, at the same size, for clean,
+            # and the merge would run on its stale content (undo once lost such an edit in CI)
+            shutil.copy2(index, tmp_index)
         env = {"GIT_INDEX_FILE": str(tmp_index)}
         _git(repo, "add", "-A", env=env)
         return _git(repo, "apply", "--3way", *args, env=env, stdin=patch)
