@@ -216,10 +216,19 @@ def undo_last(repo: Path) -> AppliedPatch:
 def apply_candidate(repo: Path, target: str | None = None) -> AppliedPatch:
     """`target` = "RUN[:CANDIDATE]" (None: the last run's top-ranked candidate; in a run from
     before ranking, its first)."""
+    return apply_found(repo, *find_candidate(repo, target))
+
+
+def apply_found(repo: Path, manifest: dict, candidate: dict) -> AppliedPatch:
+    """Apply `candidate` of the run `manifest` (as `find_candidate` gives them)."""
+    return apply_patch(repo, candidate["patch"], f"candidate {candidate['index']} of run {manifest['id']}")
+
+
+def find_candidate(repo: Path, target: str | None = None) -> tuple[dict, dict]:
+    """(run manifest, candidate) for `target` = "RUN[:CANDIDATE]" (None: the last run's top one)."""
     run_id, _, cand = (target or "").partition(":")
     manifest = find_run(repo, run_id or None)
-    candidate = pick_candidate(manifest, cand)
-    return apply_patch(repo, candidate["patch"], f"candidate {candidate['index']} of run {manifest['id']}")
+    return manifest, pick_candidate(manifest, cand)
 
 
 def pick_candidate(manifest: dict, index: str = "") -> dict:

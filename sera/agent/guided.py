@@ -198,10 +198,8 @@ class GuidedAgent:
         tokens = sum(len(line) + 1 for line in body) // CHARS_PER_TOKEN
         if not body or 2 * tokens + SKELETON_MARGIN_TOKENS > self.model_config.max_tokens:
             return
-        block = Edit(loc.path, body, body).render()
-        fence = "```" + language_name(loc.path)
-        path, rest = block.split("\n", 1)
-        self.skeleton = (f"{loc.name} in {loc.path}", "\n".join([path, fence, rest, "```"]))
+        self.skeleton = (f"{loc.name} in {loc.path}",
+                         Edit(loc.path, body, body).render(language_name(loc.path)))
 
     def query(self) -> Completion:
         return ask_model(self.model, self.trajectory, self.config, self.model_config, self.adapter,

@@ -60,10 +60,11 @@ class Edit:
     search: tuple[str, ...]
     replace: tuple[str, ...]
 
-    def render(self) -> str:
-        """The block as text, in the canonical form the prompts ask for."""
-        return "\n".join([self.path, "<<<<<<< SEARCH", *self.search, "=======", *self.replace,
-                          ">>>>>>> REPLACE"])
+    def render(self, language: str = "") -> str:
+        """The block as text, in the canonical form the prompts ask for: the path, then the
+        markers inside a fence (```language)."""
+        return "\n".join([self.path, "```" + language, "<<<<<<< SEARCH", *self.search, "=======",
+                          *self.replace, ">>>>>>> REPLACE", "```"])
 
 
 # ---------------------------------------------------------------------------------------------

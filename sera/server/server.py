@@ -22,6 +22,7 @@ options.py for the names. The models stay loaded between tasks (agent/session.py
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import threading
@@ -168,22 +169,19 @@ class SeraServer(LanguageServer):
             title = choice.title if choice else "Dismiss"
             target = f"{run_id}:{c['index']}"
             if title == "Preview":
-                await self.guarded(self.preview(repo, target))
+                await guarded(SeraServer.preview)(self, repo, target)
             elif title == "Next":
                 position = (position + 1) % len(offered)
             elif title == "Apply":
-                await self.guarded(self.apply(repo, target))
+                await guarded(SeraServer.apply)(self, repo, target)
                 return
             else:
                 return
 
     async def preview(self, repo: Path, target: str | None) -> dict[str, Any]:
-        from sera.agent.apply import pick_candidate
-        from sera.agent.runs import find_run
+        from sera.agent.apply import find_candidate
         from sera.paths import atomic_write_bytes
-        run_id, _, index = (target or "").partition(":")
-        manifest = find_run(repo, run_id or None)
-        candidate = pick_candidate(manifest, index)
+        manifest, candidate = find_candidate(repo, target)
         path = Path(manifest["dir"]) / f"{candidate['index']}.diff"
         atomic_write_bytes(path, candidate["patch"].encode("utf-8", "surrogateescape"))
         uri = from_fs_path(str(path))
@@ -195,16 +193,14 @@ class SeraServer(LanguageServer):
                 "candidate": candidate["index"]}
 
     async def apply(self, repo: Path, target: str | None) -> dict[str, Any]:
-        from sera.agent.apply import apply_candidate, pick_candidate, touched_paths
-        from sera.agent.runs import find_run
-        run_id, _, index = (target or "").partition(":")
-        candidate = pick_candidate(find_run(repo, run_id or None), index)
+        from sera.agent.apply import apply_found, find_candidate, touched_paths
+        manifest, candidate = find_candidate(repo, target)
         if candidate["patch"].strip():
             dirty = self.unsaved(repo, only=touched_paths(repo, candidate["patch"]))
             if dirty:
                 raise SeraError(f"save or revert {', '.join(dirty)} first: sera applies patches to "
                                 f"the files on disk, and nothing was changed")
-        applied = apply_candidate(repo, target)
+        applied = apply_found(repo, manifest, candidate)
         how = " (3-way merge with your edits)" if applied.three_way else ""
         self.say(f"sera: applied {applied.label}{how} to {', '.join(applied.files)}; "
                  f"undo with the sera.undo command")
@@ -215,16 +211,6 @@ class SeraServer(LanguageServer):
         undone = undo_last(repo)
         self.say(f"sera: undid {undone.label}: restored {', '.join(undone.files)}")
         return {"undone": undone.label, "files": undone.files}
-
-    async def guarded(self, work) -> Any:
-        """Run a command; a SeraError goes to the user as an error message (and the command
-        returns {"error": message}) instead of a stack trace."""
-        try:
-            return await work
-        except SeraError as error:
-            self.say(str(error), types.MessageType.Error)
-            return {"error": str(error)}
-
 
 class _Progress:
     """A cancellable work-done progress when the client supports one; else log lines."""
@@ -266,6 +252,19 @@ def _run_summary(result) -> dict[str, Any]:
         for c in result.candidates]}
 
 
+def guarded(command):
+    """An async command whose SeraError goes to the user as an error message (and the command
+    returns {"error": message}) instead of a stack trace."""
+    @functools.wraps(command)
+    async def run(ls: SeraServer, *args):
+        try:
+            return await command(ls, *args)
+        except SeraError as error:
+            ls.say(str(error), types.MessageType.Error)
+            return {"error": str(error)}
+    return run
+
+
 def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = None) -> SeraServer:
     server = SeraServer(flags or {}, start_dir or Path.cwd())
 
@@ -294,31 +293,27 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
         return code_actions(rel, doc.lines, params)
 
     @server.command("sera.solve")
+    @guarded
     async def solve_command(ls: SeraServer, *args):
-        async def work():
-            return await ls.solve(solve_request(args))
-        return await ls.guarded(work())
+        return await ls.solve(solve_request(args))
 
     @server.command("sera.preview")
+    @guarded
     async def preview_command(ls: SeraServer, *args):
-        async def work():
-            target, uri = target_argument("sera.preview", args)
-            return await ls.preview(ls.repo_for(uri), target)
-        return await ls.guarded(work())
+        target, uri = target_argument("sera.preview", args)
+        return await ls.preview(ls.repo_for(uri), target)
 
     @server.command("sera.apply")
+    @guarded
     async def apply_command(ls: SeraServer, *args):
-        async def work():
-            target, uri = target_argument("sera.apply", args)
-            return await ls.apply(ls.repo_for(uri), target)
-        return await ls.guarded(work())
+        target, uri = target_argument("sera.apply", args)
+        return await ls.apply(ls.repo_for(uri), target)
 
     @server.command("sera.undo")
+    @guarded
     async def undo_command(ls: SeraServer, *args):
-        async def work():
-            uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
-            return await ls.undo(ls.repo_for(uri))
-        return await ls.guarded(work())
+        uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
+        return await ls.undo(ls.repo_for(uri))
 
     @server.command("sera.cancel")
     def cancel_command(ls: SeraServer, *args):
