@@ -34,8 +34,7 @@ def cmd_solve(args) -> int:
     from sera.agent.session import Session
     from sera.agent.summary import ordering_notes
 
-    settings = _settings(args, _model_flags(args) | {"solve.candidates": args.candidates,
-                                                     "rerank.reranker": args.reranker})
+    settings = _settings(args, _solve_flags(args))
     session = Session()
     try:
         result = session.solve(args.repo_root, args.task, settings, on_step=_print_step,
@@ -82,18 +81,19 @@ def _print_next_steps(result) -> None:
 
 def cmd_lsp(args) -> int:
     from sera.server.server import serve
-    serve(_front_end_flags(args), Path(args.repo).resolve())
+    serve(_solve_flags(args), Path(args.repo).resolve())
     return 0
 
 
 def cmd_tui(args) -> int:
     from sera.tui.app import run_app
-    run_app(args.repo_root, _front_end_flags(args), run_id=args.run)
+    run_app(args.repo_root, _solve_flags(args), run_id=args.run)
     return 0
 
 
-def _front_end_flags(args) -> dict:
-    """The settings flags `sera lsp` and `sera tui` take (each solve may change them)."""
+def _solve_flags(args) -> dict:
+    """The settings flags of sera solve, lsp and tui (the flags given; in the language server and
+    the TUI each solve may change them)."""
     flags = _model_flags(args) | {"solve.candidates": args.candidates,
                                   "rerank.reranker": args.reranker}
     return {key: value for key, value in flags.items() if value is not None}
@@ -113,8 +113,9 @@ def cmd_specialize(args) -> int:
         settings = _settings(args, flags)
         teacher = settings.specialize.teacher or settings.model.spec
         from sera.agent.session import where_code_goes
-        if where_code_goes(teacher):
-            _err(where_code_goes(teacher))
+        note = where_code_goes(teacher)
+        if note:
+            _err(note)
         ensure_state_dir(args.repo_root)
         overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
         train = {**chosen["train"], **{k: v for k, v in overrides.items() if v is not None}}

@@ -59,9 +59,14 @@ def ordering_notes(result: SolveResult, reranker_off: bool = False) -> list[str]
     return notes
 
 
+def distinct_patches(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates that change something, one per patch (duplicates left out), in order."""
+    return [c for c in candidates if c.patch.strip() and c.duplicate_of is None]
+
+
 def top_candidate(candidates: list[Candidate]) -> Candidate | None:
     """The best candidate that changes something (candidates come best first)."""
-    return next((c for c in candidates if c.patch.strip() and c.duplicate_of is None), None)
+    return next(iter(distinct_patches(candidates)), None)
 
 
 def candidate_from_record(record: dict[str, Any]) -> Candidate:

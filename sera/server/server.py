@@ -36,8 +36,8 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from sera import __version__
 from sera.agent.session import Session
-from sera.agent.summary import (changed_files, location_lines, ordering_notes, rank_line,
-                                step_line)
+from sera.agent.summary import (changed_files, distinct_patches, location_lines, ordering_notes,
+                                rank_line, step_line)
 from sera.errors import SeraError
 from sera.server.actions import code_actions, relative
 from sera.server.options import settings_flags, solve_request, target_argument
@@ -141,7 +141,8 @@ class SeraServer(LanguageServer):
         for note in notes + ([f"warning: {result.sandbox_warning}"] if result.sandbox_warning else []):
             self.log(note)
         summary["notes"] = notes
-        offered = [c for c in summary["candidates"] if c["patch"].strip() and c["duplicate_of"] is None]
+        distinct = {c.index for c in distinct_patches(result.candidates)}
+        offered = [c for c in summary["candidates"] if c["index"] in distinct]
         if result.cancelled:
             self.say(f"sera: cancelled; run {result.run_id} keeps what had finished",
                      types.MessageType.Warning)
