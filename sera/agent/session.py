@@ -57,7 +57,7 @@ class Session:
              note: NoteFn) -> tuple[ChatModel, Reranker | None]:
         """The agent's model and the repository's reranker for `settings`, loaded when they are
         not the ones already in memory."""
-        from sera.models.reranker import load_reranker, resolve_reranker
+        from sera.models.reranker import open_reranker, resolve_reranker
         folder = resolve_reranker(repo_root, settings.rerank.reranker,  # a bad name fails here
                                   settings.rerank.base or settings.model.spec)
         model_key = (settings.model.spec, settings.model.context_tokens, settings.model.threads)
@@ -75,7 +75,7 @@ class Session:
             self._close_reranker()
             if folder is not None:
                 note(f"loading reranker {folder.name} ...")
-                self._reranker = load_reranker(repo_root, settings, agent_model=self._model)
+                self._reranker = open_reranker(folder, settings, agent_model=self._model)
             self._reranker_key = reranker_key
         return self._model, self._reranker
 

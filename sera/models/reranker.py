@@ -396,8 +396,12 @@ def load_reranker(repo_root: Path, settings: "Settings",
     (`LoraReranker.sharing`) instead of loading a second copy of the base."""
     base = settings.rerank.base or settings.model.spec
     folder = resolve_reranker(repo_root, settings.rerank.reranker, base)
-    if folder is None:
-        return None
+    return None if folder is None else open_reranker(folder, settings, agent_model)
+
+
+def open_reranker(folder: Path, settings: "Settings", agent_model: Any = None) -> LoraReranker:
+    """The reranker in `folder` (as `resolve_reranker` found it), on `agent_model` when it can
+    share that model's base."""
     if can_share(agent_model, read_card(folder)):
         return LoraReranker.sharing(agent_model, folder, max_tokens=settings.rerank.max_tokens)
     return LoraReranker.load(folder, max_tokens=settings.rerank.max_tokens)
