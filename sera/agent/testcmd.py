@@ -2,7 +2,8 @@
 from the repository's files, anything else is used as given.
 
 Detection, first match wins: a pytest configuration or a tests/ (test/) folder with test_*.py files
--> `python -m pytest -x -q`; package.json with a "test" script (not the failing placeholder that
+-> `python -m pytest -x -q` (with `PYTHONPATH=src` in a src layout, so that the work copy's package
+is tested rather than an installed one); package.json with a "test" script (not the failing placeholder that
 `npm init` writes) -> `npm test --silent`; go.mod -> `go test ./...`; Cargo.toml -> `cargo test -q`.
 """
 
@@ -29,7 +30,8 @@ def resolve_test_command(repo_root: Path, setting: str) -> str | None:
 def detect_test_command(root: Path) -> str | None:
     """A test command guessed from the files at `root`, or None."""
     if _has_pytest_config(root) or _has_test_files(root):
-        return PYTEST
+        # src layout: the work copy's own package, not an installed copy of the user's checkout
+        return f"PYTHONPATH=src {PYTEST}" if _has_src_package(root) else PYTEST
     if _has_npm_test(root / "package.json"):
         return "npm test --silent"
     if (root / "go.mod").is_file():
@@ -51,6 +53,11 @@ def _has_pytest_config(root: Path) -> bool:
             pass  # not ours to fix: the other clues still count
     return _ini_has_section(root / "tox.ini", "pytest") or \
         _ini_has_section(root / "setup.cfg", "tool:pytest")
+
+
+def _has_src_package(root: Path) -> bool:
+    src = root / "src"
+    return src.is_dir() and any((child / "__init__.py").is_file() for child in src.iterdir())
 
 
 def _has_test_files(root: Path) -> bool:

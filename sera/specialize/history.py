@@ -47,6 +47,20 @@ TRIVIAL_PREFIXES = ("fixup!", "squash!", "amend!", "wip:", "wip ", "[wip]", 'rev
 REGULAR_MODES = ("100644", "100755")
 UNREPLAYABLE_HEADERS = ("old mode ", "new mode ", "rename from ", "copy from ", "GIT binary patch",
                         "Binary files ")
+# Chores are no tasks (neither to train on nor to measure with): releases, version bumps,
+# changelogs and release notes, dependency updates. Told by the subject, by the files the commit
+# touches, or by lines that only change a version.
+CHORE_SUBJECT = re.compile(
+    r"^(\[?pre-commit(\.ci)?\]?|release|releasing|prepare(d)? (for )?(the )?release|"
+    r"bump(ed)?|version bump|update (the )?(version|changelog|dependenc|requirements|deps|lock)|"
+    r"(update|upgrade|pin) .*\b(to|from) v?\d+(\.\d+)+|v?\d+(\.\d+)+( release)?$|"
+    r"(build|chore)\(deps(-dev)?\)|(chore|build|release)(\(.*\))?: )", re.IGNORECASE)
+CHORE_NAMES = re.compile(
+    r"(^|/)(changelog|changes|history|news|release[-_ ]?notes|releasing|authors|contributors)"
+    r"([-_.][^/]*)?$|(^|/)(requirements[^/]*\.(txt|in)|[^/]*\.lock|package-lock\.json|"
+    r"go\.sum|version(\.txt|\.py)?|_version\.py|\.pre-commit-config\.yaml)$|"
+    r"(^|/)(releasenotes|changelog\.d|changes|news|requirements)/|^\.github/", re.IGNORECASE)
+VERSION_LINE = re.compile(r"""^[+-]\s*["']?(__version__|version|VERSION)["']?\s*[:=]""")
 VIEW_CONTEXT = 4  # lines viewed around each edited block
 MERGE_GAP = 2  # edited blocks at most this many unchanged lines apart become one edit
 DIFF_BATCH = 256  # candidate commits diffed per git call
@@ -211,7 +225,22 @@ def _task_from(entry: _LogEntry, sources: list[int], patch: bytes,
     if not 1 <= changed_line_count(text) <= max_changed_lines:
         return None
     files = sorted(entry.changes[index].paths[-1] for index in sources)
+    if is_chore(entry.message, files, text):
+        return None
     return HistoryTask(entry.commit, entry.parents[0], entry.date, entry.message, text, files)
+
+
+def is_chore(message: str, files: list[str], patch: str) -> bool:
+    """Whether a commit is upkeep rather than a change of behaviour: a release, a version bump,
+    a changelog or release-notes entry, a dependency update (by its subject, by its non-test
+    files, or by its changed lines all setting a version)."""
+    subject = message.strip().splitlines()[0].strip() if message.strip() else ""
+    if CHORE_SUBJECT.match(subject):
+        return True
+    if files and all(CHORE_NAMES.search(path) for path in files):
+        return True
+    lines = changed_lines(patch)
+    return bool(lines) and all(VERSION_LINE.match(line) for line in lines)
 
 
 def _commit_patches(repo_root: Path, entries: list[_LogEntry]) -> list[bytes | None]:

@@ -51,7 +51,8 @@ def run(run) -> dict:
              "heldout_rows": len(heldout), "heldout_nll_base": nll_before,
              "heldout_nll_adapter": nll_after, "adapter": str(out_dir)}
     svg = run.stage("rollouts").get("stats", {})
-    update_card(out_dir, run=run.id, student=run.settings.model.spec,
+    update_card(out_dir, run=run.id, snapshot=run.manifest["snapshot"],
+                student=run.settings.model.spec,
                 accept_rate=round(svg.get("accepted", 0) / svg["records"], 3) if svg.get("records") else None,
                 teacher=run.settings.specialize.teacher or run.settings.model.spec,
                 svg=svg, dataset=run.stage("dataset").get("stats", {}),
