@@ -189,6 +189,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from sera.specialize.bench import (find_bench, format_report, new_bench, parse_config,
+                                       run_bench)
+    if args.resume is not None:
+        folder = find_bench(args.repo_root, args.resume or None)
+        _err(f"resuming bench {folder.name}")
+    else:
+        flags = {key: value for key, value in {
+            "bench.tasks": args.tasks, "bench.candidates": args.candidates,
+            "solve.candidates": args.candidates, "model.spec": args.model,
+            "agent.scaffold": args.scaffold, "bench.test_command": args.test_command,
+            "agent.max_steps": args.max_steps}.items() if value is not None}
+        settings = _settings(args, flags)
+        flags.setdefault("solve.candidates", settings.bench.candidates)
+        configs = dict(parse_config(text) for text in args.config) if args.config else None
+        folder = new_bench(args.repo_root, settings, flags, configs, note=_err)
+        _err(f"bench {folder.name}: continue it after a stop with: sera bench --resume {folder.name}")
+    try:
+        report = run_bench(args.repo_root, folder, note=_err)
+    except KeyboardInterrupt:
+        _err(f"interrupted; continue with: sera bench --resume {folder.name}")
+        raise
+    print(format_report(report))
+    print(f"report: {folder / 'report.json'}")
+    return 0
+
+
 def _maybe(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -316,6 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--reranker", help="reranker name in .sera/reranker or a folder "
                           "(default: the newest)")
     evaluate.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="measure the agent on the repository's own newest "
+                           "commits (their tests where they have them, else line recall)")
+    bench.add_argument("--tasks", type=int, help="newest eligible commits to hold out (default 10)")
+    bench.add_argument("-n", "--candidates", type=int, help="candidates per task (default 2)")
+    bench.add_argument("--config", action="append", metavar="NAME[:KEY=VALUE,...]",
+                       help="a configuration to compare (repeatable): base, adapter, "
+                            "adapter+reranker, or your own, e.g. small:model.spec=embedded:0.5b "
+                            "(default: base, plus adapter and adapter+reranker when trained)")
+    bench.add_argument("--model", help="model spec for every configuration (default: embedded)")
+    bench.add_argument("--scaffold", choices=["auto", "agent", "guided"],
+                       help="scaffold for every configuration")
+    bench.add_argument("--max-steps", type=int, help="step limit per candidate")
+    bench.add_argument("--test-command", help="runs a task's test files (default: detected)")
+    bench.add_argument("--resume", nargs="?", const="", metavar="BENCH",
+                       help="continue the newest bench (or BENCH) where it stopped")
+    bench.set_defaults(func=cmd_bench)
 
     apply = sub.add_parser("apply", help="apply a candidate to your working tree")
     apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last run's "

@@ -128,12 +128,25 @@ class SpecializeConfig:
 
 
 @dataclass
+class BenchConfig:
+    tasks: int = doc_field("newest eligible commits held out as `sera bench` tasks", 10)
+    candidates: int = doc_field("candidate patches per task and configuration (the top-ranked one "
+                           "is scored, the best one is the oracle)", 2)
+    max_changed_lines: int = doc_field("a task's reference changes 1 to this many non-test lines", 20)
+    test_command: str = doc_field("the command that runs a task's test files (pytest gets the files "
+                             "and a JUnit report appended); '' = agent.test_command, else "
+                             "detected", "")
+    resamples: int = doc_field("bootstrap resamples of the confidence intervals of differences", 2000)
+
+
+@dataclass
 class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     solve: SolveConfig = field(default_factory=SolveConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     specialize: SpecializeConfig = field(default_factory=SpecializeConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     def items(self):

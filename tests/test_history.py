@@ -69,7 +69,7 @@ def history(tmp_path_factory) -> History:
     repo = History(tmp_path_factory.mktemp("history") / "project")
     for path, content in {"calc.py": CALC, "lookup.py": LOOKUP, "legacy.py": LEGACY,
                           "util.py": UTIL,
-                          "notes.sql": SQL, "run.sh": "echo run\n", "version.txt": "1.0\n",
+                          "notes.sql": SQL, "run.sh": "echo run\n", "ratio.txt": "1.0\n",
                           "hello.bat": BAT, "data/logo.png": b"\x89PNG\0\1",
                           "docs/na\u00efve caf\u00e9.txt": "one\n", "latin.txt": b"caf\xe9\n",
                           "tests/test_calc.py": "def test_add():\n    pass\n"}.items():
@@ -114,8 +114,8 @@ def history(tmp_path_factory) -> History:
     repo.write("run.sh", "echo running\n")
     (repo.root / "run.sh").chmod(0o755)
     repo.commit("mode", "Make the run script executable and verbose")
-    repo.write("version.txt", "1.1")
-    repo.commit("no_newline", "Bump the version to 1.1 without a final newline")
+    repo.write("ratio.txt", "1.1")
+    repo.commit("no_newline", "Raise the ratio to 1.1 without a final newline")
     repo.write("hello.bat", BAT.replace("helo", "hello").replace("exit", "echo bye\r\nexit"))
     repo.commit("crlf", "Fix the greeting typo in the batch file")
     repo.write("docs/na\u00efve caf\u00e9.txt", "one\ntwo\n")
@@ -188,6 +188,33 @@ def test_the_newest_commits_are_held_out(tasks):
     assert split_by_date(tasks[:1]) == ([], tasks[:1])
     assert split_by_date([]) == ([], [])
     assert len(split_by_date(tasks, heldout_fraction=0.5, min_heldout=0)[1]) == len(tasks) // 2
+
+
+VERSION_PATCH = ('diff --git a/pkg/__init__.py b/pkg/__init__.py\n--- a/pkg/__init__.py\n'
+                 '+++ b/pkg/__init__.py\n@@ -1 +1 @@\n-__version__ = "1.0"\n+__version__ = "1.1"\n')
+CODE_PATCH = ('diff --git a/pkg/core.py b/pkg/core.py\n--- a/pkg/core.py\n+++ b/pkg/core.py\n'
+              '@@ -1 +1 @@\n-    return a - b\n+    return a + b\n')
+
+
+@pytest.mark.parametrize("message, files, patch, chore", [
+    ("Release v7.0.6.", ["pkg/core.py"], CODE_PATCH, True),
+    ("Bump version: 10.5.0 → 10.6.0", ["pkg/__init__.py"], VERSION_PATCH, True),
+    ("chore(deps): bump actions/checkout from 3 to 4", ["pkg/core.py"], CODE_PATCH, True),
+    ("[pre-commit.ci] pre-commit autoupdate", ["pkg/core.py"], CODE_PATCH, True),
+    ("Update dependency mypy to v2 (#323)", ["requirements-mypy.txt"], "", True),
+    ("Add 2.4.0 change log", ["CHANGELOG.md"], "", True),
+    ("Describe the fix", ["releasenotes/notes/fix-a.yaml"], "", True),
+    ("Set the version for the next cycle", ["pkg/__init__.py"], VERSION_PATCH, True),
+    ("Test on the new runner", [".github/workflows/ci.yml"], "", True),
+    ("Fix add: it subtracted", ["pkg/core.py"], CODE_PATCH, False),
+    ("Fix the rounding (#329)", ["CHANGELOG.md", "pkg/core.py"], CODE_PATCH, False),
+    ("Update sized_iter for merging", ["pkg/core.py"], CODE_PATCH, False),
+    ("Release the lock before returning", ["pkg/core.py"], CODE_PATCH, True),
+])
+def test_chores_are_no_tasks(message, files, patch, chore):
+    """Releases, version bumps, changelogs and dependency or CI updates teach nothing about the
+    code. (A subject that starts with "Release" is read as a release, even when it is not.)"""
+    assert history_module.is_chore(message, files, patch) is chore
 
 
 @pytest.mark.parametrize("path, expected", [

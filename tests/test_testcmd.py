@@ -35,6 +35,8 @@ def write(root, files: dict[str, str]):
     ({"tox.ini": "[tox]\n[pytest]\n"}, PYTEST),
     ({"tests/unit/test_a.py": "def test_a(): pass\n"}, PYTEST),
     ({"tests/helpers.py": "x = 1\n"}, None),
+    ({"pytest.ini": "[pytest]\n", "src/pkg/__init__.py": ""}, f"PYTHONPATH=src {PYTEST}"),
+    ({"pytest.ini": "[pytest]\n", "src/notes.txt": ""}, PYTEST),
     ({"package.json": json.dumps({"scripts": {"test": "jest"}})}, "npm test --silent"),
     ({"package.json": json.dumps({"scripts": {"test": NPM_INIT_PLACEHOLDER}})}, None),
     ({"package.json": "{not json"}, None),

@@ -89,15 +89,18 @@ def normalize_patch(patch: str) -> str:
 
 def rank_candidates(repo_root: Path, commit: str, task: str, candidates: Sequence[CandidatePatch],
                     reranker: Reranker | None, settings: Settings,
-                    progress: Callable[[str], None] | None = None) -> Ranking:
-    """Rank `candidates` (made from snapshot `commit` of `repo_root`) for `task`; see the module."""
+                    progress: Callable[[str], None] | None = None,
+                    working_tree: bool = True) -> Ranking:
+    """Rank `candidates` (made from snapshot `commit` of `repo_root`) for `task`; see the module.
+    `working_tree` False: "applies" means applies to `commit` (a task of the repository's past,
+    which the user's working tree has moved on from)."""
     command = resolve_test_command(repo_root, settings.agent.test_command)
     groups = _group(candidates)
     checks: dict[int, tuple[dict[str, Any], str]] = {}
     for first, *_ in groups:
         if progress:
             progress(f"checking candidate {first.index} ...")
-        checks[first.index] = _filters(repo_root, commit, first, command, settings)
+        checks[first.index] = _filters(repo_root, commit, first, command, settings, working_tree)
     passing = [members[0] for members in groups if _failed(checks[members[0].index][0]) == 0]
     scores, error = _score(reranker, task, passing, progress)
     entries = []
@@ -128,13 +131,14 @@ def _group(candidates: Sequence[CandidatePatch]) -> list[list[CandidatePatch]]:
 
 
 def _filters(repo_root: Path, commit: str, candidate: CandidatePatch, command: str | None,
-             settings: Settings) -> tuple[dict[str, Any], str]:
-    applies, why_not = patch_applies(repo_root, candidate.patch)
+             settings: Settings, working_tree: bool) -> tuple[dict[str, Any], str]:
+    applies, why_not = patch_applies(repo_root, candidate.patch) if working_tree else (True, "")
     own = _own_test_result(candidate, command)
     checked = check_patch(repo_root, commit, candidate.patch, None if own else command,
                           settings.agent)
     if own is not None and checked.parses:
         checked = PatchCheck(checked.applies, True, own[0], "" if own[0] else own[1])
+    applies = applies and checked.applies
     filters = {"applies": applies, "parses": checked.applies and checked.parses,
                "tests": checked.tests}
     detail = "\n".join(d for d in (

@@ -77,16 +77,20 @@ def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, 
 def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
           on_step: ProgressFn | None = None, reranker: Reranker | None = None,
           on_note: Callable[[str], None] | None = None,
-          cancel: threading.Event | None = None) -> SolveResult:
+          cancel: threading.Event | None = None, at: str | None = None,
+          run_dir: Path | None = None) -> SolveResult:
     """Run `settings.solve.candidates` rollouts of `task`, rank them (scored by `reranker` when
     given) and save them as one run. `on_note` hears what the ranking is doing. Setting `cancel`
-    stops every candidate after its current step (they end as interrupted; the run is kept)."""
+    stops every candidate after its current step (they end as interrupted; the run is kept).
+    `at`: start from this commit instead of a snapshot of the working tree (`sera bench`: a task
+    of the repository's past; "applies" is then checked against it); `run_dir`: where the run is
+    saved (default: a new run in .sera/runs)."""
     task, adapter = check_request(repo_root, task, settings)
     ensure_state_dir(repo_root)
     cleanup_stale(repo_root)  # work copies left by a crashed or killed earlier run
-    commit = snapshot_commit(repo_root)
-    run_id = new_run_id("solve")
-    run_dir = runs_dir(repo_root) / run_id
+    commit = at or snapshot_commit(repo_root)
+    run_dir = Path(run_dir) if run_dir is not None else runs_dir(repo_root) / new_run_id("solve")
+    run_id = run_dir.name
     manifest = {"id": run_id, "kind": "solve", "task": task, "model": model.spec, "adapter": adapter,
                 "snapshot": commit, "status": "running", "created": time.time(), "ranked": False,
                 "candidates": []}
@@ -101,7 +105,8 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
         if runner.cancel.is_set():  # cancelled: keep what finished, skip the checks
             ranking, error = None, "cancelled before the candidates were ranked"
         else:
-            ranking, error = _rank(repo_root, commit, task, candidates, reranker, settings, on_note)
+            ranking, error = _rank(repo_root, commit, task, candidates, reranker, settings, on_note,
+                                   working_tree=at is None)
     except BaseException:
         manifest.update(status="interrupted", candidates=[asdict(c) for c in runner.finished])
         write_manifest(run_dir, manifest)
@@ -119,12 +124,12 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
                        ranking_error=error, cancelled=status == "cancelled")
 
 
-def _rank(repo_root, commit, task, candidates, reranker, settings,
-          on_note) -> tuple[Ranking | None, str | None]:
+def _rank(repo_root, commit, task, candidates, reranker, settings, on_note,
+          working_tree: bool) -> tuple[Ranking | None, str | None]:
     """The ranking, or (None, why) when checking the candidates failed (git, the sandbox)."""
     try:
         return rank_candidates(repo_root, commit, task, candidates, reranker, settings,
-                               progress=on_note), None
+                               progress=on_note, working_tree=working_tree), None
     except SeraError as error:
         return None, f"the candidates could not be checked: {error}"
 

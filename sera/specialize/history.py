@@ -51,7 +51,7 @@ UNREPLAYABLE_HEADERS = ("old mode ", "new mode ", "rename from ", "copy from ", 
 # changelogs and release notes, dependency updates. Told by the subject, by the files the commit
 # touches, or by lines that only change a version.
 CHORE_SUBJECT = re.compile(
-    r"^(\[?pre-commit(\.ci)?\]?|release|releasing|prepare(d)? (for )?(the )?release|"
+    r"^(\[?pre-commit(\.ci)?\]?|(update|bump|upgrade) pre-commit|release|releasing|prepare(d)? (for )?(the )?release|"
     r"bump(ed)?|version bump|update (the )?(version|changelog|dependenc|requirements|deps|lock)|"
     r"(update|upgrade|pin) .*\b(to|from) v?\d+(\.\d+)+|v?\d+(\.\d+)+( release)?$|"
     r"(build|chore)\(deps(-dev)?\)|(chore|build|release)(\(.*\))?: )", re.IGNORECASE)
