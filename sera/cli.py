@@ -273,8 +273,8 @@ def _add_solve_flags(parser) -> None:
     parser.add_argument("--max-steps", type=int, help="step limit per candidate (default 115)")
     parser.add_argument("--scaffold", choices=["auto", "agent", "guided"],
                         help="agent: the model drives the tools; guided: the harness localizes and "
-                        "the model edits (auto: what the adapter's card says, else guided for "
-                        "the embedded models)")
+                        "the model edits (auto: guided for the embedded models, else what the "
+                        "adapter's card says)")
     parser.add_argument("--reranker", metavar="NAME|none", help="reranker in .sera/reranker or a "
                         "folder (default: the newest trained for the model; none: order by filters "
                         "and votes only)")
@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--functions", type=int, help="starting functions to sample (default 20)")
     spec.add_argument("--max-steps", type=int, help="agent step limit per rollout")
     spec.add_argument("--scaffold", choices=["auto", "agent", "guided"],
-                      help="scaffold of the rollouts (auto: what the adapter's card says, else guided "
-                           "for the embedded models and agent for the rest)")
+                      help="scaffold of the rollouts (auto: guided for the embedded models, else "
+                           "what the adapter's card says, else agent)")
     spec.add_argument("--time-budget", type=float, help="seconds after which no rollout starts")
     spec.add_argument("--concurrency", type=int, help="rollouts at once against a server teacher")
     spec.add_argument("--recall-threshold", type=float, help="soft verification threshold r (0.5)")

@@ -56,8 +56,8 @@ class AgentConfig:
     sandbox: str = doc_field("auto (bubblewrap when present), bwrap (required) or none", "auto")
     scaffold: str = doc_field("agent (the model drives the tools; for models that do that well), guided "
                          "(the harness localizes, the model edits; for small local models) or "
-                         "auto: the scaffold the adapter in use was trained in (its card), else "
-                         "guided for the embedded models and agent otherwise", "auto")
+                         "auto: guided for the embedded models, else the scaffold the adapter in "
+                         "use was trained in (its card), else agent", "auto")
     choose_locations: bool = doc_field("guided scaffold: before the edit, ask the model in one short "
                                   "request which of the located functions to change (a reply "
                                   "that names none keeps the ranked list)", False)

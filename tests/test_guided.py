@@ -363,7 +363,7 @@ def test_choose_locations_is_a_setting(repo):
 # The scaffold an adapter was trained in
 
 
-def test_auto_scaffold_follows_the_adapter_card(tmp_path):
+def test_auto_scaffold_follows_the_adapter_card_where_the_model_can_drive_it(tmp_path):
     import json
     from sera.agent.rollout import choose_scaffold
     from sera.errors import SeraError
@@ -375,7 +375,8 @@ def test_auto_scaffold_follows_the_adapter_card(tmp_path):
     broken.mkdir()
     (broken / "card.json").write_text("{not json")
     assert choose_scaffold("auto", "transformers:/models/tiny", str(guided)) == "guided"
-    assert choose_scaffold("auto", "embedded", str(agent)) == "agent"
+    assert choose_scaffold("auto", "transformers:/models/tiny", str(agent)) == "agent"
+    assert choose_scaffold("auto", "embedded", str(agent)) == "guided"  # it cannot drive the loop
     assert choose_scaffold("auto", "embedded", str(old)) == "guided"  # by backend name
     assert choose_scaffold("auto", "openai:http://x/v1#m", str(broken)) == "agent"
     assert choose_scaffold("auto", "openai:http://x/v1#m", str(tmp_path / "gone")) == "agent"

@@ -45,18 +45,19 @@ SCAFFOLDS = ("agent", "guided")
 
 
 def choose_scaffold(setting: str, model_spec: str, adapter: str | None = None) -> str:
-    """`auto` picks the scaffold the adapter in use was trained in (the `scaffold` of its card:
-    a model fine-tuned on one conversation format should be run in it); without one, guided for
-    the embedded models (small: they edit well but cannot drive a long tool loop, as measured) and
-    the free-running agent for everything else."""
+    """`auto`: guided for the embedded models, whatever their adapter (small: they edit well but
+    cannot drive a long tool loop, as measured; an adapter trained on agent-format rows alone, as
+    a CPU run with no accepted rollout leaves, must not move them to a scaffold they fail in);
+    for other models the scaffold the adapter in use was trained in (the `scaffold` of its card:
+    a model fine-tuned on one conversation format should be run in it), else the free-running
+    agent."""
     if setting in SCAFFOLDS:
         return setting
     if setting != "auto":
         raise SeraError(f"unknown scaffold {setting!r}; use agent, guided or auto")
-    trained_in = adapter_scaffold(adapter) if adapter else None
-    if trained_in:
-        return trained_in
-    return "guided" if model_spec.split(":")[0] == "embedded" else "agent"
+    if model_spec.split(":")[0] == "embedded":
+        return "guided"
+    return (adapter_scaffold(adapter) if adapter else None) or "agent"
 
 
 def adapter_scaffold(adapter: str) -> str | None:
