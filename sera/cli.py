@@ -190,11 +190,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from sera.specialize.bench import (find_bench, format_report, new_bench, parse_config,
-                                       run_bench)
+    from sera.specialize.bench import (add_configs, find_bench, format_report, new_bench,
+                                       parse_config, run_bench)
+    configs = dict(parse_config(text) for text in args.config) if args.config else None
     if args.resume is not None:
         folder = find_bench(args.repo_root, args.resume or None)
         _err(f"resuming bench {folder.name}")
+        if configs:  # more configurations, scored on the same tasks
+            add_configs(args.repo_root, folder, configs)
     else:
         flags = {key: value for key, value in {
             "bench.tasks": args.tasks, "bench.candidates": args.candidates,
@@ -203,7 +206,6 @@ def cmd_bench(args) -> int:
             "agent.max_steps": args.max_steps}.items() if value is not None}
         settings = _settings(args, flags)
         flags.setdefault("solve.candidates", settings.bench.candidates)
-        configs = dict(parse_config(text) for text in args.config) if args.config else None
         folder = new_bench(args.repo_root, settings, flags, configs, note=_err)
         _err(f"bench {folder.name}: continue it after a stop with: sera bench --resume {folder.name}")
     try:
@@ -358,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-steps", type=int, help="step limit per candidate")
     bench.add_argument("--test-command", help="runs a task's test files (default: detected)")
     bench.add_argument("--resume", nargs="?", const="", metavar="BENCH",
-                       help="continue the newest bench (or BENCH) where it stopped")
+                       help="continue the newest bench (or BENCH) where it stopped; with "
+                            "--config, also score these configurations on its tasks")
     bench.set_defaults(func=cmd_bench)
 
     apply = sub.add_parser("apply", help="apply a candidate to your working tree")

@@ -61,6 +61,9 @@ class AgentConfig:
     choose_locations: bool = doc_field("guided scaffold: before the edit, ask the model in one short "
                                   "request which of the located functions to change (a reply "
                                   "that names none keeps the ranked list)", False)
+    edit_format: str = doc_field("guided scaffold: how the model writes its change: blocks "
+                            "(SEARCH/REPLACE) or functions (the whole function written back, "
+                            "swapped in by the harness)", "blocks")
     code_tokens: int = doc_field("most tokens of code the guided scaffold shows the model (on 2 CPU "
                             "cores the embedded 1.5B reads about 60 tokens a second)", 2048)
     test_command: str = doc_field("a fast test command that checks a patch: the guided scaffold's "

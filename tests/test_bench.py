@@ -174,6 +174,14 @@ def test_cli_runs_the_bench_and_resumes_it(project, tmp_path, capsys):
         out = capsys.readouterr().out
         assert "configuration" in out and "base" in out and "report:" in out
         assert main(["-C", str(project), "bench", "--resume"]) == 0
+        capsys.readouterr()
+        more = "blocks:agent.edit_format=blocks,agent.scaffold=agent"
+        assert main(["-C", str(project), "bench", "--resume", "--config", more]) == 0
+        out = capsys.readouterr().out
+        assert "blocks - base:" in out  # scored on the same tasks, compared with the first
+        assert main(["-C", str(project), "bench", "--resume", "--config",
+                     "blocks:agent.edit_format=functions"]) == 1
+        assert "already has a configuration 'blocks'" in capsys.readouterr().err
         assert main(["-C", str(project), "bench", "--resume", "nosuchbench"]) == 1
         assert "start one with: sera bench" in capsys.readouterr().err
     finally:

@@ -384,3 +384,55 @@ def test_auto_scaffold_follows_the_adapter_card_where_the_model_can_drive_it(tmp
     assert choose_scaffold("auto", "embedded:0.5b", None) == "guided"
     with pytest.raises(SeraError, match="use agent, guided or auto"):
         choose_scaffold("loop", "embedded", str(guided))
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole functions written back (agent.edit_format = functions)
+
+FIXED_ADD = 'calc.py\n```python\ndef add(a, b):\n    """Return the sum of a and b."""\n    return a + b\n```'
+SAME_ADD = FIXED_ADD.replace("a + b", "a - b")
+
+
+def test_a_function_written_back_is_swapped_in(repo, tmp_path):
+    traj, _ = run_guided(repo, tmp_path, ["Fixed:\n" + FIXED_ADD], test_command=TEST,
+                         edit_format="functions")
+    assert traj.meta["status"] == "submitted" and traj.meta["edit_format"] == "functions"
+    assert "-    return a - b\n+    return a + b" in traj.meta["patch"]
+    removed = [line for line in traj.meta["patch"].splitlines()
+               if line.startswith("-") and not line.startswith("---")]
+    assert removed == ["-    return a - b"]  # only the changed line, the rest kept
+    system, request = traj.messages[0]["content"], traj.messages[1]["content"]
+    assert "complete new code of each function" in system and "SEARCH" not in system
+    assert "calc.py (function add)\n```python\ndef add(a, b):" in request
+    assert "   3 |" not in request  # no line numbers to copy back
+
+
+def test_an_unchanged_function_is_retried_and_blocks_are_read_too(repo, tmp_path):
+    traj, _ = run_guided(repo, tmp_path, [SAME_ADD, GOOD], test_command=TEST,
+                         edit_format="functions")
+    assert traj.meta["status"] == "submitted"
+    retry = traj.messages[3]["content"]
+    assert "(add) is unchanged" in retry and "complete code of each function" in retry
+
+
+def test_a_function_that_was_not_shown_fails_the_edit(repo, tmp_path):
+    other = "calc.py\n```python\ndef subtract(a, b):\n    return a - b\n```"
+    traj, _ = run_guided(repo, tmp_path, [other, "I do not know."], edit_format="functions")
+    assert traj.meta["status"] == "edit_failed"
+    assert "`subtract` is not one of the functions shown (add)" in traj.messages[3]["content"]
+    assert "no function in a fenced code block" in traj.meta["exit_message"]
+
+
+def test_the_repair_round_finds_the_function_where_the_first_edit_moved_it(repo, tmp_path):
+    longer = FIXED_ADD.replace('    return a + b', '    total = a - b\n    return (total')
+    repaired = FIXED_ADD.replace('    return a + b', '    total = a + b\n    return total')
+    traj, _ = run_guided(repo, tmp_path, [longer, repaired], test_command=TEST,
+                         edit_format="functions")
+    assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
+    assert "+    total = a + b\n+    return total" in traj.meta["patch"]
+
+
+def test_a_bad_edit_format_is_refused(repo, tmp_path):
+    from sera.errors import SeraError
+    with pytest.raises(SeraError, match="edit_format = 'diff' is not valid"):
+        run_guided(repo, tmp_path, [GOOD], edit_format="diff")

@@ -36,11 +36,13 @@ from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.sandbox import Sandbox, clip_text
-from sera.agent.searchreplace import (Edit, EditError, apply_edits, numbered_rewrite_edits,
-                                      parse_edits)
+from sera.agent.rewrite import function_edits
+from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, apply_edits,
+                                      numbered_rewrite_edits, parse_edits)
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import AgentConfig, ModelConfig
+from sera.errors import SeraError
 from sera.models.base import ChatModel, Completion
 
 LOCATIONS = 5           # functions localized and shown
@@ -50,6 +52,15 @@ MIN_CODE_CHARS = 2000
 PATCH_CHARS = 4000      # patch shown with a failed check
 CHOICE_TOKENS = 24      # most tokens of the answer to the location choice (numbers only)
 SKELETON_MARGIN_TOKENS = 64  # reply room beyond the ready block's function (path, markers)
+# The templates of each edit format (agent.edit_format): SEARCH/REPLACE blocks, or whole functions
+# written back (rewrite.py).
+PROMPTS = {
+    "blocks": {"system": "guided_system", "edit": "guided_edit", "chosen": "guided_edit_chosen",
+               "retry": "guided_retry", "repair": "guided_repair"},
+    "functions": {"system": "guided_system_functions", "edit": "guided_edit_functions",
+                  "chosen": "guided_edit_chosen_functions", "retry": "guided_retry_functions",
+                  "repair": "guided_repair_functions"},
+}
 
 
 class NoBlock(EditError):
@@ -91,6 +102,12 @@ class GuidedAgent:
         self._changed: list[str] = []
         self._sandbox: Sandbox | None = None
         self.skeleton: tuple[str, str] | None = None  # (what, block) for a retry; see edit_round
+        if agent_config.edit_format not in PROMPTS:
+            raise SeraError(f"agent.edit_format = {agent_config.edit_format!r} is not valid; use "
+                            f"one of: {', '.join(PROMPTS)}")
+        self.format = agent_config.edit_format
+        self.prompts = PROMPTS[self.format]
+        self.shown: list[Any] = []  # the functions the edit request shows
 
     # -----------------------------------------------------------------------------------------
     # The run
@@ -100,9 +117,10 @@ class GuidedAgent:
         traj = self.trajectory
         traj.meta.setdefault("scaffold", "guided")
         traj.meta.update(task=task, model=self.model.spec, adapter=self.adapter, status="running",
-                         started=time.time(), test_command=self.test_command)
+                         started=time.time(), test_command=self.test_command,
+                         edit_format=self.format)
         traj.messages = []
-        traj.add("system", render("guided_system"))
+        traj.add("system", render(self.prompts["system"]))
         return run_recorded(traj, lambda: self._flow(task, locations), self._diff)
 
     def _flow(self, task: str, locations: Sequence[Any] | None) -> None:
@@ -113,18 +131,22 @@ class GuidedAgent:
         if chosen:
             locations = self.choose(task, locations)
         traj.meta["locations"] = [_location_meta(loc) for loc in locations]
-        self.prepare_skeleton(locations)
+        self.shown = list(locations)
+        if self.format == "blocks":
+            self.prepare_skeleton(locations)
         paths = list(dict.fromkeys(loc.path for loc in locations))
         default_path = paths[0] if len(paths) == 1 else None
+        view = self.code_view(locations) if self.format == "blocks" else \
+            self.function_view(locations)
         if chosen:
-            traj.add("user", render("guided_edit_chosen", code=self.code_view(locations)))
+            traj.add("user", render(self.prompts["chosen"], code=view))
         else:
-            traj.add("user", render("guided_edit", task=task, code=self.code_view(locations)))
+            traj.add("user", render(self.prompts["edit"], task=task, code=view))
         traj.save()
         self.edit_round(default_path, repairing=False)
         result = self.check()
         if not result.ok:
-            traj.add("user", render("guided_repair", report=result.report,
+            traj.add("user", render(self.prompts["repair"], report=result.report,
                                     patch=clip_text(self._diff(), PATCH_CHARS)))
             traj.save()
             try:
@@ -144,12 +166,7 @@ class GuidedAgent:
             completion = self.query()
             self.trajectory.add("assistant", completion.text)
             try:
-                edits = (parse_edits(completion.text, default_path)
-                         or numbered_rewrite_edits(self.root, completion.text))
-                if not edits:
-                    raise NoBlock("the reply holds no SEARCH/REPLACE block; answer with at least "
-                                  "one block in the format shown")
-                _refuse_copied_example(edits)
+                edits = self.read_edits(completion.text, default_path)
                 self._remember_originals(edit.path for edit in edits)
                 changed = apply_edits(self.root, edits, None)
             except EditError as error:
@@ -175,12 +192,29 @@ class GuidedAgent:
             self._event(completion, f"applied edits to {', '.join(changed) or 'no file'}")
             return
 
+    def read_edits(self, text: str, default_path: str | None) -> list[Edit]:
+        """The edits a reply asks for, in the edit format (SEARCH/REPLACE blocks are read in
+        either: a model may answer with them when asked for whole functions)."""
+        if self.format == "functions" and not any(SEARCH_MARK.match(line)
+                                                  for line in text.split("\n")):
+            edits = function_edits(self.root, text, self.shown)
+            if not edits:
+                raise NoBlock("the reply holds no function in a fenced code block; answer with "
+                              "the whole function you change, in the form shown")
+            return edits
+        edits = parse_edits(text, default_path) or numbered_rewrite_edits(self.root, text)
+        if not edits:
+            raise NoBlock("the reply holds no SEARCH/REPLACE block; answer with at least "
+                          "one block in the format shown")
+        _refuse_copied_example(edits)
+        return edits
+
     def _retry_request(self, error: EditError) -> str:
         if isinstance(error, NoBlock) and self.skeleton is not None:
             name, block = self.skeleton
             self.trajectory.meta["skeleton"] = name
             return render("guided_skeleton", error=str(error), function=name, block=block)
-        return render("guided_retry", error=str(error))
+        return render(self.prompts["retry"], error=str(error))
 
     def prepare_skeleton(self, locations: Sequence[Any]) -> None:
         """The retry's ready block for the first located function; None when answering it (the
@@ -288,6 +322,30 @@ class GuidedAgent:
                 parts.append(block)
         if not parts:
             return "(no code was located for this task; name the file to change in your block)"
+        return "\n\n".join(parts)
+
+    def function_view(self, locations: Sequence[Any]) -> str:
+        """The located functions, whole and without line numbers (the model writes them back),
+        each under its path and name, in rank order, clipped to the same budget as code_view."""
+        budget_tokens = min(self.config.code_tokens,
+                            (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2)
+        budget = max(MIN_CODE_CHARS, budget_tokens * CHARS_PER_TOKEN)
+        parts: list[str] = []
+        for loc in locations:
+            try:
+                lines = (self.root / loc.path).read_bytes().decode("utf-8", "replace").split("\n")
+            except OSError:
+                continue
+            first = loc.start_line
+            while first > 1 and lines[first - 2].lstrip().startswith("@"):
+                first -= 1  # decorators belong to the function written back
+            body = "\n".join(lines[first - 1:loc.end_line])
+            block = f"{loc.path} (function {loc.name})\n```{language_name(loc.path)}\n{body}\n```"
+            if sum(len(p) + 2 for p in parts) + len(block) > budget:
+                continue  # too long to show whole: a shorter one may still fit
+            parts.append(block)
+        if not parts:
+            return "(no function was located for this task that fits; name the file to change)"
         return "\n\n".join(parts)
 
     # -----------------------------------------------------------------------------------------

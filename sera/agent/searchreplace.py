@@ -187,8 +187,8 @@ def _clean_path(text: str) -> str | None:
     text = re.sub(r"^(#+|//|--)\s*", "", text)
     text = re.sub(r"^(file(name)?|path)\s*:\s*", "", text, flags=re.IGNORECASE)
     text = text.strip().strip("*`'\"").rstrip(":").strip().strip("*`'\"")
-    # the guided code view's header, "path (lines 3-9: name)", copied back by the model
-    text = re.sub(r"\s+\(lines? \d[^)]*\)$", "", text).strip("*`'\"")
+    # the guided views' headers, "path (lines 3-9: name)" and "path (function name)", copied back
+    text = re.sub(r"\s+\((lines? \d|function )[^)]*\)$", "", text).strip("*`'\"")
     if not text or len(text) > 255 or not PATH_LIKE.match(text):
         return None
     if "/" not in text.strip("/") and not re.search(r"[^.]\.\w+$", text):

@@ -99,6 +99,22 @@ def new_bench(repo_root: Path, settings: Settings, flags: dict[str, Any],
     return folder
 
 
+def add_configs(repo_root: Path, folder: Path, configs: dict[str, dict[str, Any]]) -> None:
+    """Add configurations to a bench, to be scored on its tasks (those it has keep their
+    scores); a name it has with other settings is refused."""
+    spec = json.loads((folder / "bench.json").read_text("utf-8"))
+    tasks = [BenchTask.from_dict(task) for task in spec["tasks"]]
+    for name, config_flags in configs.items():
+        if name in spec["configs"] and spec["configs"][name] != config_flags:
+            raise SeraError(f"bench {folder.name} already has a configuration {name!r} with "
+                            f"other settings ({spec['configs'][name]}); give the new one "
+                            f"another name")
+        check_no_leak(repo_root, load_settings(repo_root, {**spec["flags"], **config_flags}),
+                      tasks, name)
+        spec["configs"][name] = config_flags
+    atomic_write_json(folder / "bench.json", spec)
+
+
 def default_configs(repo_root: Path, settings: Settings,
                     flags: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """base, plus adapter when the model has one, plus adapter+reranker when it has a reranker."""
