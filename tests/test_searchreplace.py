@@ -254,3 +254,15 @@ def test_a_rewritten_numbered_view_is_read_as_the_edit_it_describes(root):
     assert numbered_rewrite_edits(root, "calc.py\n```\nreturn a + b\n```") == []
     assert numbered_rewrite_edits(root, "calc.py\n```\n  99 | x\n```") == []
     assert numbered_rewrite_edits(root, "../calc.py\n```\n   1 | x\n```") == []
+
+
+def test_markers_with_a_path_instead_of_their_words_are_read(root):
+    """The embedded 1.5B on tomli: "<<<<<<< src/tomli/_parser.py" ... ">>>>>>> ...", and the
+    markers' words run into the angle brackets or left out."""
+    reply = ("calc.py\n```python\n<<<<<<< calc.py\n    return a - b\n=======\n    return a + b\n"
+             ">>>>>>> calc.py\n```\n\ncalc.py\n<<<<<<<SEARCH\ndef add(a, b):\n=======\n"
+             "def add(a, b):  # sum\n>>>>>>>\n")
+    edits = parse_edits(reply)
+    assert [(e.search, e.replace) for e in edits] == [
+        (("    return a - b",), ("    return a + b",)),
+        (("def add(a, b):",), ("def add(a, b):  # sum",))]

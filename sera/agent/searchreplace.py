@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-SEARCH_MARK = re.compile(r"^\s*<{5,9}\s*SEARCH\b.*$", re.IGNORECASE)
+# The markers' words may be anything or nothing: the embedded 1.5B writes the path in their place
+# ("<<<<<<< src/pkg/mod.py" ... ">>>>>>> src/pkg/mod.py"), as git's conflict markers do.
+SEARCH_MARK = re.compile(r"^\s*<{5,9}(SEARCH\b.*|\s.*)?$", re.IGNORECASE)
 DIVIDER_MARK = re.compile(r"^\s*={5,9}\s*$")
-REPLACE_MARK = re.compile(r"^\s*>{5,9}\s*(REPLACE|UPDATED)\b.*$", re.IGNORECASE)
+REPLACE_MARK = re.compile(r"^\s*>{5,9}((REPLACE|UPDATED)\b.*|\s.*)?$", re.IGNORECASE)
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 # "  12 | code" as the guided prompt numbers lines
 LINE_NUMBER = re.compile(r"^\s*\d+ ?\| ?")
