@@ -51,6 +51,11 @@ class AgentConfig:
                                   300.0)
     output_chars: int = doc_field("characters of one tool output shown to the model; the rest is clipped",
                              12000)
+    max_malformed: int = doc_field("agent scaffold: stop after this many replies in a row without a "
+                              "tool call that parses; 0 = no limit", 5)
+    time_limit: float = doc_field("most seconds (wall clock) one rollout may run, both scaffolds: "
+                             "a reply is cut when it is reached and the rollout ends with what "
+                             "it changed so far; 0 = no limit", 600.0)
     token_budget: int = doc_field("most tokens (prompt + reply) one rollout may spend in total; 0 = no limit",
                              0)
     sandbox: str = doc_field("auto (bubblewrap when present), bwrap (required) or none", "auto")

@@ -146,3 +146,36 @@ def test_crlf_files_keep_their_line_endings_through_solve_apply_and_undo(repo, t
     undo_last(repo)
     assert user_state(repo) == before
 
+
+
+@pytest.mark.parametrize("scaffold", ["agent", "guided"])
+def test_a_candidate_past_its_time_limit_ends_with_what_it_changed(repo, tmp_path, scaffold):
+    result = run_solve(repo, tmp_path, FIX_SCRIPT, **{"agent.time_limit": 1e-9,
+                                                      "agent.scaffold": scaffold})
+    for cand in result.candidates:
+        assert cand.status == "time_limit" and "agent.time_limit" in cand.exit_message
+
+
+def test_the_time_limit_cuts_a_reply_and_the_users_cancel_still_counts():
+    import threading
+    import time
+    from sera.agent.loop import _ReplyStop
+    stop = _ReplyStop(None, 0.05)
+    assert not stop.is_set()
+    time.sleep(0.3)
+    assert stop.is_set() and stop.timed_out
+    user = threading.Event()
+    stop = _ReplyStop(user, None)
+    user.set()
+    assert stop.is_set() and not stop.timed_out
+    stop.close()
+
+
+def test_replies_without_a_tool_call_in_a_row_end_the_candidate(repo, tmp_path):
+    replies = ["I think the bug is in add.", tool_call("bash", command="true"),
+               "Still thinking.", "Let me think more.", "And more.", tool_call("submit")]
+    result = run_solve(repo, tmp_path, replies, **{"agent.max_malformed": 3,
+                                                   "agent.scaffold": "agent"})
+    cand = result.candidates[0]
+    assert cand.status == "malformed" and "3 replies in a row" in cand.exit_message
+    assert cand.steps == 5  # the one that parsed reset the count

@@ -15,7 +15,8 @@ from typing import Callable
 from sera.agent.parse import format_observation, parse_reply
 from sera.agent.prompts import render
 from sera.agent.protocol import (AgentStop, BudgetExhausted, Cancelled, Environment, FormatError,
-                                 ModelFailed, StepLimitReached, Submitted, ToolCall, ToolError)
+                                 ModelFailed, StepLimitReached, Submitted, TimeLimitReached,
+                                 ToolCall, ToolError, TooManyMalformed)
 from sera.agent.tools import TOOL_SPECS
 from sera.agent.trajectory import Trajectory
 from sera.config import AgentConfig, ModelConfig
@@ -51,6 +52,7 @@ class Agent:
         self.model, self.env, self.trajectory = model, env, trajectory
         self.config, self.model_config, self.adapter = agent_config, model_config, adapter
         self.on_step, self.cancel = on_step, cancel
+        self.malformed = 0  # replies in a row without a tool call that parses
 
     def run(self, task: str) -> Trajectory:
         """Run to the end; the trajectory's meta says how it ended (status, exit_message, patch)."""
@@ -76,12 +78,17 @@ class Agent:
             traj.add("assistant", canonical)
             if canonical != completion.text:
                 traj.meta.setdefault("raw_replies", {})[str(len(traj.messages) - 1)] = completion.text
+            self.malformed = 0
             observation = self.execute(call)
         except FormatError as error:
             traj.add("assistant", completion.text)
             observation = render("format_error", error=str(error))
+            self.malformed += 1
         traj.add("user", format_observation(observation))
         traj.save()
+        if self.config.max_malformed and self.malformed >= self.config.max_malformed:
+            raise TooManyMalformed(f"{self.malformed} replies in a row held no tool call that "
+                                   f"parses (agent.max_malformed); the last error: {observation}")
         if self.on_step:
             self.on_step(StepEvent(traj.steps, call, observation, completion))
 
@@ -101,20 +108,61 @@ def ask_model(model: ChatModel, trajectory: Trajectory, config: AgentConfig,
         raise Cancelled("cancelled by the user")
     if trajectory.steps >= config.max_steps:
         raise StepLimitReached(f"reached the step limit ({config.max_steps} steps)")
+    stopper = _ReplyStop(cancel, _seconds_left(trajectory, config))
     try:
         completion = model.complete(trajectory.messages, adapter=adapter,
                                     temperature=model_config.temperature,
                                     max_tokens=model_config.max_tokens, stop=stop,
-                                    cancel=cancel)[0]
+                                    cancel=stopper)[0]
     except ModelError as error:
         raise ModelFailed(str(error)) from None
+    finally:
+        stopper.close()
     trajectory.count("prompt_tokens", completion.prompt_tokens)
     trajectory.count("completion_tokens", completion.completion_tokens)
     trajectory.count("model_seconds", completion.seconds)
     if cancel is not None and cancel.is_set():  # the reply may have been cut short: drop it
         raise Cancelled("cancelled by the user")
+    if stopper.timed_out:
+        raise TimeLimitReached(f"ran past the time limit of {config.time_limit:g} s while the "
+                               f"model was writing (agent.time_limit)")
     _check_budget(trajectory, completion, config, model_config)
     return completion
+
+
+def _seconds_left(trajectory: Trajectory, config: AgentConfig) -> float | None:
+    """Seconds the rollout may still run (None: no limit); TimeLimitReached when none are left."""
+    if not config.time_limit:
+        return None
+    left = config.time_limit - (time.time() - trajectory.meta.get("started", time.time()))
+    if left <= 0:
+        raise TimeLimitReached(f"ran past the time limit of {config.time_limit:g} s "
+                               f"(agent.time_limit)")
+    return left
+
+
+class _ReplyStop(threading.Event):
+    """The `cancel` a reply is asked with: set when the rollout's time is up, and seen as set
+    while the user's cancel is (backends stop the reply at the next token either way)."""
+
+    def __init__(self, user: threading.Event | None, seconds: float | None) -> None:
+        super().__init__()
+        self.user = user
+        self._timer = threading.Timer(seconds, self.set) if seconds is not None else None
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.user is not None and self.user.is_set())
+
+    @property
+    def timed_out(self) -> bool:
+        return super().is_set()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _check_budget(trajectory: Trajectory, completion: Completion, config: AgentConfig,

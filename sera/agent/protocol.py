@@ -45,6 +45,18 @@ class StepLimitReached(AgentStop):
     status = "step_limit"
 
 
+class TimeLimitReached(AgentStop):
+    """The rollout ran past agent.time_limit (wall clock); what it changed so far is kept."""
+
+    status = "time_limit"
+
+
+class TooManyMalformed(AgentStop):
+    """Too many replies in a row held no tool call that parses (agent.max_malformed)."""
+
+    status = "malformed"
+
+
 class BudgetExhausted(AgentStop):
     """Token budget or context window used up."""
 
