@@ -74,7 +74,7 @@ class AgentConfig:
     test_command: str = doc_field("a fast test command that checks a patch: the guided scaffold's "
                              "check, the candidate filter of `sera solve` and the reranker's "
                              "labels (e.g. 'python -m pytest -x -q tests/unit'); '' = none, "
-                             "'auto' = detect one from the repository's files", "")
+                             "'auto' = detect one from the repository's files", "auto")
 
 
 @dataclass
