@@ -288,21 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sera {__version__}")
     parser.add_argument("-C", "--repo", default=".", help="the repository (default: current folder)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # -C after the command too (`sera runs -C PATH`); given there, it wins over one given before.
+    here = argparse.ArgumentParser(add_help=False)
+    here.add_argument("-C", "--repo", default=argparse.SUPPRESS,
+                      help="the repository (default: current folder)")
 
-    solve = sub.add_parser("solve", help="sample candidate patches for a task")
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[here], **kwargs)
+
+    solve = command("solve", help="sample candidate patches for a task")
     solve.add_argument("task", help="what to change, in words (an issue text works)")
     _add_solve_flags(solve)
     solve.set_defaults(func=cmd_solve)
 
-    lsp = sub.add_parser("lsp", help="the language server, over stdio (for VS Code, Neovim, ...)")
+    lsp = command("lsp", help="the language server, over stdio (for VS Code, Neovim, ...)")
     _add_solve_flags(lsp)
     lsp.set_defaults(func=cmd_lsp)
-    tui = sub.add_parser("tui", help="the terminal app: solve, preview, apply and undo")
+    tui = command("tui", help="the terminal app: solve, preview, apply and undo")
     _add_solve_flags(tui)
     tui.add_argument("--run", help="open this solve run (id or prefix) instead of a new task")
     tui.set_defaults(func=cmd_tui)
 
-    spec = sub.add_parser("specialize", help="teach the agent this repository (SVG + LoRA)")
+    spec = command("specialize", help="teach the agent this repository (SVG + LoRA)")
     spec.add_argument("path", nargs="?", help="the repository (default: -C or the current folder)")
     spec.add_argument("--preset", help="demo, laptop or gpu (explicit flags win)")
     spec.add_argument("--teacher", help="model spec that generates the data (default: --model); "
@@ -338,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue the newest unfinished run (or RUN)")
     spec.set_defaults(func=cmd_specialize)
 
-    evaluate = sub.add_parser("eval", help="compare the reranker with random choice, majority "
+    evaluate = command("eval", help="compare the reranker with random choice, majority "
                               "vote and the oracle on a specialize run's held-out tasks")
     evaluate.add_argument("run", nargs="?", help="specialize run id or prefix (default: the "
                           "newest with held-out candidates)")
@@ -346,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the newest)")
     evaluate.set_defaults(func=cmd_eval)
 
-    bench = sub.add_parser("bench", help="measure the agent on the repository's own newest "
+    bench = command("bench", help="measure the agent on the repository's own newest "
                            "commits (their tests where they have them, else line recall)")
     bench.add_argument("--tasks", type=int, help="newest eligible commits to hold out (default 10)")
     bench.add_argument("-n", "--candidates", type=int, help="candidates per task (default 2)")
@@ -364,15 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "--config, also score these configurations on its tasks")
     bench.set_defaults(func=cmd_bench)
 
-    apply = sub.add_parser("apply", help="apply a candidate to your working tree")
+    apply = command("apply", help="apply a candidate to your working tree")
     apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last run's "
                        "top-ranked candidate)")
     apply.set_defaults(func=cmd_apply)
-    sub.add_parser("undo", help="revert the last apply").set_defaults(func=cmd_undo)
-    sub.add_parser("runs", help="list past runs").set_defaults(func=cmd_runs)
-    sub.add_parser("models", help="list backends, embedded models and adapters").set_defaults(
+    command("undo", help="revert the last apply").set_defaults(func=cmd_undo)
+    command("runs", help="list past runs").set_defaults(func=cmd_runs)
+    command("models", help="list backends, embedded models and adapters").set_defaults(
         func=cmd_models)
-    sub.add_parser("config", help="print the effective settings and their sources").set_defaults(
+    command("config", help="print the effective settings and their sources").set_defaults(
         func=cmd_config)
     return parser
 

@@ -166,6 +166,40 @@ class Settings:
                 yield key, getattr(obj, f.name), f.metadata["doc"], self.sources.get(key, "default")
 
 
+# The range of each numeric setting (inclusive; None = open), checked after every layer is applied,
+# so a bad value fails before anything is loaded, whichever layer it came from.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "model.temperature": (0, None), "model.max_tokens": (1, None),
+    "model.context_tokens": (512, None), "model.threads": (0, None),
+    "model.request_timeout": (1, None),
+    "agent.max_steps": (1, None), "agent.command_timeout": (1, None),
+    "agent.output_chars": (100, None), "agent.token_budget": (0, None),
+    "agent.max_malformed": (0, None), "agent.time_limit": (0, None),
+    "agent.code_tokens": (64, None),
+    "solve.candidates": (1, None), "solve.parallel": (0, None),
+    "rerank.max_tokens": (16, None), "rerank.rounds": (0, None), "rerank.samples": (1, None),
+    "rerank.tasks": (1, None), "rerank.hard_negatives": (0, None), "rerank.min_gap": (0, None),
+    "rerank.confidence": (0, 1), "rerank.policy_steps": (0, None),
+    "specialize.functions": (0, None), "specialize.recall_threshold": (0, 1),
+    "specialize.self_check_attempts": (1, None), "specialize.max_patch_lines": (1, None),
+    "specialize.max_tool_output_tokens": (1, None), "specialize.truncation_threshold": (0, 1),
+    "specialize.context_tokens": (512, None), "specialize.history_tasks": (0, None),
+    "specialize.heldout_fraction": (0, 1), "specialize.concurrency": (1, None),
+    "specialize.time_budget": (0, None), "specialize.alpha": (0, 1),
+    "specialize.price_per_million_in": (0, None), "specialize.price_per_million_out": (0, None),
+    "bench.tasks": (1, None), "bench.candidates": (1, None), "bench.max_changed_lines": (1, None),
+    "bench.resamples": (1, None),
+}
+
+
+def _check_bounds(settings: "Settings") -> None:
+    for key, value, _, source in settings.items():
+        low, high = BOUNDS.get(key, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = (f"at least {low:g}" if high is None else f"between {low:g} and {high:g}")
+            raise ConfigError(f"setting {key} = {value!r} ({source}) must be {allowed}")
+
+
 def _sections() -> list[str]:
     return [f.name for f in fields(Settings) if f.name != "sources"]
 
@@ -230,6 +264,7 @@ def load_settings(repo_root: Path | None = None, flags: dict[str, Any] | None = 
             continue
         section, _, name = key.partition(".")
         _apply(settings, {section: {name: value}}, f"flag --{name.replace('_', '-')}")
+    _check_bounds(settings)
     return settings
 
 

@@ -74,6 +74,12 @@ def test_bad_input_leaves_nothing_behind(repo, tmp_path):
         (["solve", "--adapter", "nope", "--model", "scripted:/dev/null", "x"], "adapter 'nope'"),
         (["apply", "nosuchrun"], "no solve runs"),
         (["undo"], "nothing to undo"),
+        (["solve", "--max-steps", "0", "x"], "agent.max_steps = 0 (flag --max-steps) must be at least 1"),
+        (["solve", "--candidates", "-2", "x"], "solve.candidates = -2"),
+        (["specialize", ".", "--recall-threshold", "1.5"], "between 0 and 1"),
+        (["eval", "bogusrun"], "run `sera specialize .` first"),
+        (["specialize", ".", "--resume", "bogus"], "sera specialize ."),
+        (["solve", "--model", "openai:http://127.0.0.1:9/v1#m", "x"], "or fix the spec that names it"),
     ]
     for args, message in cases:
         out = sera(repo, *args)
@@ -83,6 +89,13 @@ def test_bad_input_leaves_nothing_behind(repo, tmp_path):
     assert user_state(repo) == before
     assert not (repo / ".sera" / "runs").exists() or not any((repo / ".sera" / "runs").iterdir())
     assert git(repo, "worktree", "list").count("\n") == 1
+
+
+def test_the_repository_may_follow_the_command(repo, tmp_path):
+    out = sera(tmp_path, "runs", "-C", str(repo))
+    assert out.returncode == 0 and "no runs yet" in out.stdout
+    out = sera(tmp_path, "-C", str(tmp_path / "nowhere"), "config", "-C", str(repo))
+    assert out.returncode == 0  # given after the command, it wins
 
 
 def test_config_shows_sources(repo):

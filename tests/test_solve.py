@@ -179,3 +179,12 @@ def test_replies_without_a_tool_call_in_a_row_end_the_candidate(repo, tmp_path):
     cand = result.candidates[0]
     assert cand.status == "malformed" and "3 replies in a row" in cand.exit_message
     assert cand.steps == 5  # the one that parsed reset the count
+
+
+def test_apply_says_so_when_no_candidate_changed_anything(repo, tmp_path):
+    run_solve(repo, tmp_path, [tool_call("submit"), tool_call("submit")],
+              **{"agent.scaffold": "agent"})
+    before = user_state(repo)
+    with pytest.raises(ApplyError, match="no candidate of run .* changed anything; solve again"):
+        apply_candidate(repo)
+    assert user_state(repo) == before

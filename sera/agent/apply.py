@@ -236,6 +236,9 @@ def pick_candidate(manifest: dict, index: str = "") -> dict:
     candidates = manifest["candidates"]
     if not candidates:
         raise ApplyError(f"run {manifest['id']} has no finished candidates; run sera solve again")
+    if not any((c.get("patch") or "").strip() for c in candidates):
+        raise ApplyError(f"no candidate of run {manifest['id']} changed anything; solve again, "
+                         f"e.g. with more --candidates or --max-steps, or a clearer task")
     if not index:
         return min(candidates, key=lambda c: c.get("rank") or len(candidates) + 1)
     chosen = [c for c in candidates if str(c["index"]) == index]

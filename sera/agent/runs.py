@@ -44,7 +44,8 @@ def find_run(repo_root: Path, run_id: str | None, kind: str = "solve") -> dict[s
     """The manifest of `run_id` (a unique prefix is enough), or of the newest run of `kind`."""
     runs = [r for r in list_runs(repo_root) if r.get("kind") == kind]
     if not runs:
-        raise SeraError(f"no {kind} runs in {runs_dir(repo_root)}; run `sera {kind} \"TASK\"` first")
+        start = "sera specialize ." if kind == "specialize" else f'sera {kind} "TASK"'
+        raise SeraError(f"no {kind} runs in {runs_dir(repo_root)}; run `{start}` first")
     if run_id is None:
         return runs[0]
     matches = [r for r in runs if r["id"].startswith(run_id) or r["id"].endswith(run_id)]

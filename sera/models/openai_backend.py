@@ -35,7 +35,8 @@ PROBE_TIMEOUT = 10.0  # seconds for the reachability check at load time
 _DROPPED = (ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected,
             http.client.IncompleteRead, BrokenPipeError)
 _START_HINT = ("start the server (e.g. `vllm serve <model> --enable-lora --lora-modules NAME=PATH` "
-               "or `llama-server -m <file.gguf>`) or fix --model")
+               "or `llama-server -m <file.gguf>`), or fix the spec that names it (--model, or "
+               "--teacher for specialize's teacher)")
 
 
 def load(arg: str, config: ModelConfig) -> "OpenAIChatModel":
