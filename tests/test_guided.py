@@ -436,3 +436,11 @@ def test_a_bad_edit_format_is_refused(repo, tmp_path):
     from sera.errors import SeraError
     with pytest.raises(SeraError, match="edit_format = 'diff' is not valid"):
         run_guided(repo, tmp_path, [GOOD], edit_format="diff")
+
+
+def test_a_function_and_a_block_in_one_answer_both_apply(repo, tmp_path):
+    both = FIXED_ADD + "\n\n" + block("def scale(values, factor):", "def scale(values, factor=1):")
+    traj, _ = run_guided(repo, tmp_path, [both], test_command=TEST, edit_format="functions")
+    assert traj.meta["status"] == "submitted"
+    assert "+    return a + b" in traj.meta["patch"]
+    assert "+def scale(values, factor=1):" in traj.meta["patch"]

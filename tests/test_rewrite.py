@@ -101,3 +101,10 @@ def test_paths_outside_the_root_are_never_read(root):
     reply = "../secret.py\n```python\ndef leak():\n    return 1\n```"
     with pytest.raises(EditError, match="not one of the functions shown"):
         function_edits(root, reply, SHOWN)
+
+
+def test_search_replace_blocks_are_left_to_their_parser(root):
+    """A block's SEARCH part holds a def line; it is no function written back."""
+    reply = ("calc.py\n```python\n<<<<<<< SEARCH\n    def add(self, a, b):\n=======\n"
+             "    def add(self, a, b, c=0):\n>>>>>>> REPLACE\n```")
+    assert function_edits(root, reply, SHOWN) == []

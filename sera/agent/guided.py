@@ -193,11 +193,12 @@ class GuidedAgent:
             return
 
     def read_edits(self, text: str, default_path: str | None) -> list[Edit]:
-        """The edits a reply asks for, in the edit format (SEARCH/REPLACE blocks are read in
-        either: a model may answer with them when asked for whole functions)."""
-        if self.format == "functions" and not any(SEARCH_MARK.match(line)
-                                                  for line in text.split("\n")):
-            edits = function_edits(self.root, text, self.shown)
+        """The edits a reply asks for, in the edit format. Asked for whole functions, a reply may
+        also hold SEARCH/REPLACE blocks (for lines outside a function): both are read."""
+        if self.format == "functions":
+            has_blocks = any(SEARCH_MARK.match(line) for line in text.split("\n"))
+            edits = (parse_edits(text, default_path) if has_blocks else []) + \
+                function_edits(self.root, text, self.shown)
             if not edits:
                 raise NoBlock("the reply holds no function in a fenced code block; answer with "
                               "the whole function you change, in the form shown")

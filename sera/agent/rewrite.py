@@ -10,7 +10,8 @@ needs. An answer looks like
         return a + b
     ```
 
-`function_edits` reads every fenced block, finds the functions defined at its top level with
+`function_edits` reads every fenced block (but SEARCH/REPLACE blocks, which `parse_edits` reads),
+finds the functions defined at its top level with
 tree-sitter (functions_in_source, the parser that located them), matches each by name to a
 function the model was shown (else to the one function of that name in a shown file), and turns
 it into an `Edit` whose SEARCH is the function's current lines (from its decorators to its last
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
-from sera.agent.searchreplace import FENCE, LINE_NUMBER, Edit, EditError, _clean_path
+from sera.agent.searchreplace import (FENCE, LINE_NUMBER, REPLACE_MARK, SEARCH_MARK, Edit,
+                                      EditError, _clean_path)
 from sera.agent.sourcecode import functions_in_source
 
 EXAMPLE_FUNCTION = "function_name"  # the placeholder of guided_system_functions.txt
@@ -73,7 +75,8 @@ def _blocks(reply: str) -> list[_Block]:
         end = next((j for j in range(index + 1, len(lines)) if FENCE.match(lines[j])), len(lines))
         body = [LINE_NUMBER.sub("", line, count=1) if LINE_NUMBER.match(line) else line
                 for line in lines[index + 1:end]]
-        blocks.append(_Block(_path_of(lines, index, fence.group(2)), body))
+        if not any(SEARCH_MARK.match(line) or REPLACE_MARK.match(line) for line in body):
+            blocks.append(_Block(_path_of(lines, index, fence.group(2)), body))  # else: a block
         index = end + 1
     return blocks
 
