@@ -33,7 +33,7 @@ from typing import Any, Callable
 from sera.agent.runs import new_run_id
 from sera.agent.session import Session
 from sera.agent.solve import SolveResult, solve
-from sera.agent.summary import top_candidate
+from sera.agent.summary import changed_files, top_candidate
 from sera.agent.workcopy import ensure_state_dir, run_git
 from sera.config import Settings, load_settings
 from sera.errors import SeraError
@@ -215,13 +215,10 @@ def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None
     finally:
         if own_session:
             session.close()
-    report = build_report(spec, read_scores(folder), settings_resamples(repo_root, spec))
+    resamples = load_settings(repo_root, spec["flags"]).bench.resamples
+    report = build_report(spec, read_scores(folder), resamples)
     atomic_write_json(folder / "report.json", report)
     return report
-
-
-def settings_resamples(repo_root: Path, spec: dict) -> int:
-    return load_settings(repo_root, spec["flags"]).bench.resamples
 
 
 def score_task(repo_root: Path, folder: Path, task: BenchTask, name: str, settings: Settings,
@@ -245,18 +242,13 @@ def score(repo_root: Path, task: BenchTask, name: str, result: SolveResult,
         task=task.id, config=name, kind=task.kind, resolved=resolved, detail=detail,
         top1_recall=round(line_recall(task.patch, patch) or 0.0, 4),
         oracle_recall=round(max(recalls, default=0.0), 4),
-        file_hit=bool(set(_patch_files(patch)) & set(task.files)),
+        file_hit=bool(set(changed_files(patch)) & set(task.files)),
         candidates=len(result.candidates),
         edit_failed=sum(c.status == "edit_failed" for c in result.candidates),
         empty=sum(not c.patch.strip() for c in result.candidates),
         seconds=round(sum(c.seconds for c in result.candidates), 2),
         tokens=sum(c.prompt_tokens + c.completion_tokens for c in result.candidates),
         top_status=top.status if top is not None else "no patch")
-
-
-def _patch_files(patch: str) -> list[str]:
-    return [line[6:] for line in patch.splitlines() if line.startswith("+++ b/")] + \
-           [line[6:] for line in patch.splitlines() if line.startswith("--- a/")]
 
 
 def _append(path: Path, row: dict) -> None:
