@@ -197,7 +197,7 @@ def cmd_bench(args) -> int:
         folder = find_bench(args.repo_root, args.resume or None)
         _err(f"resuming bench {folder.name}")
         if configs:  # more configurations, scored on the same tasks
-            add_configs(args.repo_root, folder, configs)
+            add_configs(args.repo_root, folder, configs, note=_err)
     else:
         flags = {key: value for key, value in {
             "bench.tasks": args.tasks, "bench.candidates": args.candidates,

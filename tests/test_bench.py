@@ -210,6 +210,10 @@ def test_an_adapter_trained_after_the_tasks_is_refused(project, tmp_path):
     custom = {"tuned": {"model.adapter": str(adapter), "rerank.reranker": "none"}}
     with pytest.raises(SeraError, match="already contains 3 of the tasks"):
         new_bench(project, load_settings(project, options), options, custom, lambda _: None)
+    (adapter / "card.json").write_text(json.dumps({"run": "gone"}))
+    notes: list[str] = []
+    new_bench(project, load_settings(project, options), options, custom, notes.append)
+    assert any("cannot tell what run-1 was trained on" in n for n in notes)
     first = git(project, "rev-list", "--max-parents=0", "HEAD").strip()
     (adapter / "card.json").write_text(json.dumps({"run": "run-1", "snapshot": first}))
     folder = new_bench(project, load_settings(project, options), options, custom, lambda _: None)

@@ -91,7 +91,8 @@ def new_bench(repo_root: Path, settings: Settings, flags: dict[str, Any],
                         "or dependency bump)")
     chosen = configs or default_configs(repo_root, settings, flags)
     for name, config_flags in chosen.items():
-        check_no_leak(repo_root, load_settings(repo_root, {**flags, **config_flags}), tasks, name)
+        check_no_leak(repo_root, load_settings(repo_root, {**flags, **config_flags}), tasks, name,
+                      note)
     folder = bench_dir(repo_root) / new_run_id("bench")
     atomic_write_json(folder / "bench.json", {
         "id": folder.name, "created": time.time(), "flags": flags, "test_command": command,
@@ -99,7 +100,8 @@ def new_bench(repo_root: Path, settings: Settings, flags: dict[str, Any],
     return folder
 
 
-def add_configs(repo_root: Path, folder: Path, configs: dict[str, dict[str, Any]]) -> None:
+def add_configs(repo_root: Path, folder: Path, configs: dict[str, dict[str, Any]],
+                note: Note) -> None:
     """Add configurations to a bench, to be scored on its tasks (those it has keep their
     scores); a name it has with other settings is refused."""
     spec = json.loads((folder / "bench.json").read_text("utf-8"))
@@ -110,7 +112,7 @@ def add_configs(repo_root: Path, folder: Path, configs: dict[str, dict[str, Any]
                             f"other settings ({spec['configs'][name]}); give the new one "
                             f"another name")
         check_no_leak(repo_root, load_settings(repo_root, {**spec["flags"], **config_flags}),
-                      tasks, name)
+                      tasks, name, note)
         spec["configs"][name] = config_flags
     atomic_write_json(folder / "bench.json", spec)
 
@@ -147,15 +149,20 @@ def parse_config(text: str) -> tuple[str, dict[str, Any]]:
     return name, flags
 
 
-def check_no_leak(repo_root: Path, settings: Settings, tasks: list[BenchTask], name: str) -> None:
+def check_no_leak(repo_root: Path, settings: Settings, tasks: list[BenchTask], name: str,
+                  note: Note) -> None:
     """Refuse a configuration whose adapter or reranker was trained on a snapshot that contains a
-    task's commit: it would be scored on what it learned."""
+    task's commit: it would be scored on what it learned. One whose snapshot is unknown (an
+    older card, a run folder gone) is measured with a warning."""
     adapter = resolve_adapter(repo_root, settings.model.adapter, settings.model.spec)
     reranker = resolve_reranker(repo_root, settings.rerank.reranker,
                                 settings.rerank.base or settings.model.spec)
     for folder in filter(None, (adapter, reranker)):
         snapshot = training_snapshot(Path(folder))
         if snapshot is None:
+            note(f"warning: configuration {name!r}: cannot tell what {Path(folder).name} was "
+                 f"trained on (no snapshot in its card or run); its scores may include tasks "
+                 f"it learned")
             continue
         seen = [task.id for task in tasks if _is_ancestor(repo_root, task.commit, snapshot)]
         if seen:
@@ -200,18 +207,15 @@ def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None
     tasks = [task for task in tasks if task.kind != "broken"]  # reported, not solved or counted
     todo = [(name, task) for name in spec["configs"] for task in tasks
             if (name, task.id) not in done]
-    started, finished = time.monotonic(), 0
+    settings_of = {name: load_settings(repo_root, {**spec["flags"], **config_flags})
+                   for name, config_flags in spec["configs"].items()}
+    started = time.monotonic()
     try:
-        for name, config_flags in spec["configs"].items():
-            settings = load_settings(repo_root, {**spec["flags"], **config_flags})
-            for task in tasks:
-                if (name, task.id) in done:
-                    continue
-                score = score_task(repo_root, folder, task, name, settings, session,
-                                   spec["test_command"], note)
-                _append(folder / "results.jsonl", asdict(score))
-                finished += 1
-                note(_progress_line(score, finished, len(todo), time.monotonic() - started))
+        for finished, (name, task) in enumerate(todo, 1):
+            score = score_task(repo_root, folder, task, name, settings_of[name], session,
+                               spec["test_command"], note)
+            _append(folder / "results.jsonl", asdict(score))
+            note(_progress_line(score, finished, len(todo), time.monotonic() - started))
     finally:
         if own_session:
             session.close()
