@@ -444,3 +444,14 @@ def test_a_function_and_a_block_in_one_answer_both_apply(repo, tmp_path):
     assert traj.meta["status"] == "submitted"
     assert "+    return a + b" in traj.meta["patch"]
     assert "+def scale(values, factor=1):" in traj.meta["patch"]
+
+
+def test_functions_too_long_to_write_back_are_not_offered(repo, tmp_path):
+    long_body = "".join(f"    value_{n} = {n}\n" for n in range(200))
+    (repo / "calc.py").write_text((repo / "calc.py").read_text() + "\n\ndef big():\n" + long_body)
+    lines = (repo / "calc.py").read_text().count("\n")
+    both = ADD + [Location("calc.py", "big", lines - 199, lines)]
+    traj, _ = run_guided(repo, tmp_path, [FIXED_ADD], locations=both, max_tokens=400,
+                         edit_format="functions")
+    assert "def add(a, b):" in traj.messages[1]["content"]
+    assert "def big():" not in traj.messages[1]["content"]

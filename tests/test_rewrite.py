@@ -77,8 +77,14 @@ def test_two_functions_in_one_block_are_two_edits(root):
     edits = function_edits(root, reply, SHOWN)
     assert [next(line.strip() for line in e.search if "def " in line) for e in edits] == [
         "def add(self, a, b):", "def scale(self, values, factor):"]
-    assert edits[0].replace[0] == "    def add(self, a, b):"  # the decorator goes: it was not written
-    assert edits[0].search[0] == "    @functools.cache"
+    assert edits[0].search[0] == "    def add(self, a, b):"  # its decorator is kept: none written
+    assert rewrite(root, reply).count("@functools.cache") == 1
+
+
+def test_a_function_cut_at_the_reply_limit_is_not_read(root):
+    cut = 'calc.py\n```python\ndef add(self, a, b):\n    """Sum."""\n'
+    assert function_edits(root, cut, SHOWN) == []
+    assert SOURCE in (root / "calc.py").read_text()
 
 
 @pytest.mark.parametrize("reply, message", [

@@ -327,7 +327,9 @@ class GuidedAgent:
 
     def function_view(self, locations: Sequence[Any]) -> str:
         """The located functions, whole and without line numbers (the model writes them back),
-        each under its path and name, in rank order, clipped to the same budget as code_view."""
+        each under its path and name, in rank order, within the same budget as code_view; a
+        function too long to be written back within the reply limit (model.max_tokens) is left
+        out: its answer would be cut."""
         budget_tokens = min(self.config.code_tokens,
                             (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2)
         budget = max(MIN_CODE_CHARS, budget_tokens * CHARS_PER_TOKEN)
@@ -342,8 +344,10 @@ class GuidedAgent:
                 first -= 1  # decorators belong to the function written back
             body = "\n".join(lines[first - 1:loc.end_line])
             block = f"{loc.path} (function {loc.name})\n```{language_name(loc.path)}\n{body}\n```"
-            if sum(len(p) + 2 for p in parts) + len(block) > budget:
-                continue  # too long to show whole: a shorter one may still fit
+            too_long = len(body) // CHARS_PER_TOKEN + SKELETON_MARGIN_TOKENS > \
+                self.model_config.max_tokens
+            if too_long or sum(len(p) + 2 for p in parts) + len(block) > budget:
+                continue  # too long to show or to write back whole: a shorter one may fit
             parts.append(block)
         if not parts:
             return "(no function was located for this task that fits; name the file to change)"

@@ -14,10 +14,12 @@ needs. An answer looks like
 finds the functions defined at its top level with
 tree-sitter (functions_in_source, the parser that located them), matches each by name to a
 function the model was shown (else to the one function of that name in a shown file), and turns
-it into an `Edit` whose SEARCH is the function's current lines (from its decorators to its last
-line) and whose REPLACE is the answer re-indented to the file's indentation: `apply_edits` then
+it into an `Edit` whose SEARCH is the function's current lines (with its decorators when the
+answer writes decorators) and whose REPLACE is the answer re-indented to the file's indentation:
+`apply_edits` then
 applies them all or none, as it does for SEARCH/REPLACE blocks. Line numbers copied from a
-numbered view are removed. A function written back unchanged is no edit.
+numbered view are removed. A function written back unchanged is no edit, and a fence that is never
+closed (a reply cut at the length limit) is not read: its function may be cut too.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def _blocks(reply: str) -> list[_Block]:
         if not fence:
             index += 1
             continue
-        end = next((j for j in range(index + 1, len(lines)) if FENCE.match(lines[j])), len(lines))
+        end = next((j for j in range(index + 1, len(lines)) if FENCE.match(lines[j])), None)
+        if end is None:
+            break  # a fence never closed: the reply was cut, and so may be the function in it
         body = [LINE_NUMBER.sub("", line, count=1) if LINE_NUMBER.match(line) else line
                 for line in lines[index + 1:end]]
         if not any(SEARCH_MARK.match(line) or REPLACE_MARK.match(line) for line in body):
@@ -137,14 +141,16 @@ def _target(root: Path, name: str, path: str | None,
 
 
 def _edit(root: Path, path: str, start: int, end: int, body: list[str]) -> Edit | None:
-    """The edit that puts `body` in place of lines start..end (and their decorators), indented
-    as the file's definition is; None when nothing changes."""
+    """The edit that puts `body` in place of lines start..end, indented as the file's definition
+    is; the file's decorators are replaced only when `body` writes decorators of its own. None
+    when nothing changes."""
     try:
         lines = (root / path).read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as error:
         raise EditError(f"cannot read {path}: {error}") from None
     first = start
-    while first > 1 and lines[first - 2].lstrip().startswith("@"):
+    while body and body[0].lstrip().startswith("@") and first > 1 and \
+            lines[first - 2].lstrip().startswith("@"):
         first -= 1
     search = [line.rstrip("\r") for line in lines[first - 1:end]]
     replace = _reindent(body, _indent(search[start - first]) if len(search) > start - first else "")
