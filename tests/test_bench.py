@@ -15,7 +15,7 @@ from sera.config import load_settings
 from sera.errors import SeraError
 from sera.specialize.bench import (bootstrap_interval, find_bench, format_report, new_bench,
                                    parse_config, read_scores, run_bench, training_snapshot)
-from sera.specialize.bench_tasks import read_junit
+from sera.specialize.bench_tasks import failure_summary, read_junit
 
 CALC = '''def add(a, b):
     return a - b
@@ -244,3 +244,11 @@ def test_junit_outcomes(tmp_path):
                                   "tests/test_a.py::test_skip": "skipped"}
     report.write_text("<testsuites><testcase")
     assert read_junit(report) == {}
+
+
+def test_the_error_that_broke_a_test_run_is_named_without_colour_codes():
+    output = ("\x1b[31mE   ModuleNotFoundError: No module named 'pkg._version'\x1b[0m\n"
+              "!!!!!!!!!!!!!!!!!!!! Interrupted: 1 error during collection !!!!!!!!!!!!!!!!\n")
+    assert failure_summary(output) == "ModuleNotFoundError: No module named 'pkg._version'"
+    assert failure_summary("collected 0 items\n\nno tests ran in 0.01s\n") == (
+        "collected 0 items | no tests ran in 0.01s")

@@ -42,6 +42,7 @@ from sera.specialize.history import DIFF_OPTIONS, HistoryTask, mine_history
 JUNIT_FILE = ".sera-bench-junit.xml"  # written in the work copy, read, then removed
 MINE_FACTOR = 4  # commits mined per task wanted: some change no source file
 PASSED = "passed"
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 ERROR_LINE = re.compile(r"\b\w*(Error|Exception|Failed|Interrupt)\b:.*")
 
 
@@ -233,7 +234,8 @@ def read_junit(path: Path) -> dict[str, str]:
 
 def failure_summary(output: str) -> str:
     """The first error a test run names (e.g. `ModuleNotFoundError: No module named 'x'`), else
-    its last lines."""
+    its last lines; terminal colour codes removed."""
+    output = ANSI_CODE.sub("", output)
     for line in output.splitlines():
         found = ERROR_LINE.search(line)
         if found:
