@@ -293,46 +293,34 @@ class GuidedAgent:
 
     def code_view(self, locations: Sequence[Any]) -> str:
         """The located functions with line numbers and a few lines around, merged per file and
-        clipped to `agent.code_tokens` (and at most half the room the context window leaves)."""
-        budget_tokens = min(self.config.code_tokens,
-                            (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2)
-        budget = max(MIN_CODE_CHARS, budget_tokens * CHARS_PER_TOKEN)
+        clipped to `code_budget` (render_code_view)."""
         ranges: dict[str, list[tuple[int, int, str]]] = {}
         for loc in locations:
             ranges.setdefault(loc.path, []).append((loc.start_line, loc.end_line, loc.name))
-        parts: list[str] = []
-        for rel, spans in ranges.items():
+        files, spans = {}, {}
+        for rel, file_spans in ranges.items():
             try:
-                lines = (self.root / rel).read_bytes().decode("utf-8", "replace").split("\n")
+                text = (self.root / rel).read_bytes().decode("utf-8", "replace")
             except OSError:
                 continue
-            if lines and lines[-1] == "":
-                lines.pop()
-            for start, end, names in _merge(spans, len(lines)):
-                header = f"{rel} (lines {start}-{end}: {names})"
-                body = [f"{n:>4} | {lines[n - 1]}" for n in range(start, end + 1)]
-                fence = "```" + language_name(rel)
-                block = "\n".join([header, fence, *body, "```"])
-                room = budget - sum(len(p) + 2 for p in parts)
-                if len(block) > room:
-                    kept = body[:max(0, (room - len(header) - 60) // 60)]
-                    if not kept:
-                        break
-                    block = "\n".join([header, fence, *kept,
-                                       f"... ({len(body) - len(kept)} more lines not shown)", "```"])
-                parts.append(block)
-        if not parts:
-            return "(no code was located for this task; name the file to change in your block)"
-        return "\n\n".join(parts)
+            files[rel] = view_lines(text)
+            spans[rel] = _merge(file_spans, len(files[rel]))
+        return render_code_view(files, spans, self.code_budget()) or \
+            "(no code was located for this task; name the file to change in your block)"
+
+    def code_budget(self) -> int:
+        """Characters of code a request may show: `agent.code_tokens`, and at most half the room
+        the context window leaves beside the replies."""
+        budget_tokens = min(self.config.code_tokens,
+                            (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2)
+        return max(MIN_CODE_CHARS, budget_tokens * CHARS_PER_TOKEN)
 
     def function_view(self, locations: Sequence[Any]) -> str:
         """The located functions, whole and without line numbers (the model writes them back),
         each under its path and name, in rank order, within the same budget as code_view; a
         function too long to be written back within the reply limit (model.max_tokens) is left
         out: its answer would be cut."""
-        budget_tokens = min(self.config.code_tokens,
-                            (self.model_config.context_tokens - 3 * self.model_config.max_tokens) // 2)
-        budget = max(MIN_CODE_CHARS, budget_tokens * CHARS_PER_TOKEN)
+        budget = self.code_budget()
         parts: list[str] = []
         for loc in locations:
             try:
@@ -413,6 +401,51 @@ class GuidedAgent:
 
     def _diff(self) -> str:
         return self.workcopy.diff()
+
+
+def render_code_view(files: dict[str, list[str]], spans: dict[str, list[tuple[int, int, str]]],
+                     budget: int) -> str:
+    """THE numbered code view of an edit request, for solve and for training (the policy stage):
+    per file, each span (first line, last line, the names in it) as a header, "path (lines a-b:
+    names)", and a fence of "  12 | code" lines; clipped to `budget` characters (a span cut short
+    says how many lines it leaves out; '' when nothing fits)."""
+    parts: list[str] = []
+    for rel, file_spans in spans.items():
+        lines = files[rel]
+        for start, end, names in file_spans:
+            header = f"{rel} (lines {start}-{end}{': ' + names if names else ''})"
+            body = [f"{n:>4} | {lines[n - 1]}" for n in range(start, end + 1)]
+            block = _clipped_block(header, language_name(rel), body,
+                                   budget - sum(len(p) + 2 for p in parts))
+            if block is None:
+                break
+            parts.append(block)
+    return "\n\n".join(parts)
+
+
+def _clipped_block(header: str, language: str, body: list[str], room: int) -> str | None:
+    """The header and the fenced lines, as many as fit `room` characters (None: not one)."""
+    fence = "```" + language
+    kept: list[str] = []
+    used = len(header) + len(fence) + 60
+    for line in body:
+        if used + len(line) + 1 > room:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    if body and not kept:
+        return None
+    if len(kept) < len(body):
+        kept.append(f"... ({len(body) - len(kept)} more lines not shown)")
+    return "\n".join([header, fence, *kept, "```"])
+
+
+def view_lines(text: str) -> list[str]:
+    """A file's lines as the code views number them (no empty last line after a final newline)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 CHOICE_NUMBER = re.compile(r"(?<![\w.:/-])(\d{1,3})(?![\w:/-]|\.\d)")  # not 1-3, x.py:3, 2.5

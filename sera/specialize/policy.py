@@ -53,9 +53,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from sera.config import doc_field
+from sera.agent.guided import render_code_view, view_lines
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
-from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION
 from sera.agent.workcopy import git, git_bytes
 from sera.errors import RepositoryError, SeraError
 from sera.specialize.history import HistoryTask, _unquote
@@ -262,30 +262,18 @@ def policy_prompt(task: PolicyTask, config: PolicyConfig) -> list[dict[str, str]
 
 
 def code_view(task: PolicyTask, config: PolicyConfig) -> str:
-    """The task's files with line numbers: whole when they fit `code_tokens`, else windows of
+    """The task's files with line numbers, as the guided scaffold renders code
+    (guided.render_code_view): whole when they fit `code_tokens`, else windows of
     `context_lines` around the reference's changes; clipped to the room either way."""
     budget = config.code_tokens * CHARS_PER_TOKEN
     hunks = {old: ranges for old, ranges in _file_hunks(task.reference).values()}
-    views = {path: _numbered(text) for path, text in task.files.items()}
-    fits = sum(len(line) + 1 for lines in views.values() for line in lines) <= budget
-    parts: list[str] = []
-    for path, lines in views.items():
-        ranges = [(1, len(lines))] if fits else _windows(hunks.get(path, []), len(lines),
-                                                         config.context_lines)
-        for first, last in ranges:
-            room = budget - sum(len(part) + 2 for part in parts)
-            block = _block(path, lines, first, last, room)
-            if block is None:
-                return "\n\n".join(parts)
-            parts.append(block)
-    return "\n\n".join(parts) or "(the files are empty)"
-
-
-def _numbered(text: str) -> list[str]:
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [f"{n:>4} | {line}" for n, line in enumerate(lines, 1)]
+    files = {path: view_lines(text) for path, text in task.files.items()}
+    fits = sum(len(line) + 8 for lines in files.values() for line in lines) <= budget
+    spans = {path: [(first, last, "") for first, last in (
+        [(1, len(lines))] if fits else _windows(hunks.get(path, []), len(lines),
+                                                config.context_lines))]
+             for path, lines in files.items()}
+    return render_code_view(files, spans, budget) or "(the files are empty)"
 
 
 def _windows(ranges: list[tuple[int, int]], count: int, context: int) -> list[tuple[int, int]]:
@@ -297,26 +285,6 @@ def _windows(ranges: list[tuple[int, int]], count: int, context: int) -> list[tu
         else:
             merged.append((first, last))
     return merged or [(1, count)]
-
-
-def _block(path: str, lines: list[str], first: int, last: int, room: int) -> str | None:
-    """Lines first..last of a file in a fence under a header; cut to `room` characters (None
-    when not even a few lines fit)."""
-    header = f"{path} (lines {first}-{last})" if lines else f"{path} (empty file)"
-    fence = "```" + LANGUAGE_BY_EXTENSION.get(Path(path).suffix, ("", ""))[0]
-    body = lines[first - 1:last]
-    kept: list[str] = []
-    used = len(header) + len(fence) + 60
-    for line in body:
-        if used + len(line) + 1 > room:
-            break
-        kept.append(line)
-        used += len(line) + 1
-    if body and not kept:
-        return None
-    if len(kept) < len(body):
-        kept.append(f"... ({len(body) - len(kept)} more lines not shown)")
-    return "\n".join([header, fence, *kept, "```"])
 
 
 # --- the reward -----------------------------------------------------------------------------
