@@ -84,8 +84,12 @@ def test_specialize_with_the_guided_scaffold(project, tmp_path, capsys):
     meta = [json.loads(line) for line in (run_dir / "dataset-meta.jsonl").read_text().splitlines()]
     assert sorted((m["source"], m["role"]) for m in meta) == [
         ("history", None), ("svg", "t1"), ("svg", "t2")]
-    guided = [row for row in rows if row[0]["content"] == render("guided_system")]
-    assert len(guided) == 2 and len(rows) == 3  # T1 and T2; the history replay uses the tools
+    assert all(row[0]["content"] == render("guided_system") for row in rows)
+    # the student solves in guided, so the history commit is a guided exchange too
+    history = [row for row, m in zip(rows, meta) if m["source"] == "history"][0]
+    assert "Format add() the way" in history[1]["content"]  # the newest commit is held out
+    assert "<<<<<<< SEARCH\n    return a-b\n=======\n    return a - b\n" in history[2]["content"]
+    guided = [row for row, m in zip(rows, meta) if m["source"] == "svg"]
     guided.sort(key=lambda row: "Something may be wrong" not in row[1]["content"])  # T1 first
     for row in guided:  # the guided conversation, in the agent's message format
         assert [m["role"] for m in row] == ["system", "user", "assistant"]
@@ -96,8 +100,8 @@ def test_specialize_with_the_guided_scaffold(project, tmp_path, capsys):
 
     stats = json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]["stats"]
     card = json.loads((Path(stats["adapter"]) / "card.json").read_text())
-    assert card["scaffold"] == "guided"  # from the rollouts, not from the history replay
-    assert card["scaffold_rows"] == {"agent": 1, "guided": 2}
+    assert card["scaffold"] == "guided"
+    assert card["scaffold_rows"] == {"guided": 3}
     assert card["svg"]["accepted"] == 1 and card["student"] == student
     assert_solve_runs_the_adapter_in_its_scaffold(project, student, stats["adapter"])
 

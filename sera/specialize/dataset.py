@@ -25,7 +25,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 from sera.errors import SeraError
 
@@ -178,8 +178,11 @@ def _messages_of(data: Any, where: str) -> Row:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def mix_rows(repo_rows: Sequence[Row], general_rows: Sequence[Row], alpha: float,
-             seed: int = 0) -> list[Row]:
+T = TypeVar("T")
+
+
+def mix_rows(repo_rows: Sequence[T], general_rows: Sequence[T], alpha: float,
+             seed: int = 0) -> list[T]:
     """All repository rows plus sampled general rows, so repository rows make up `alpha` of the mix.
 
     alpha = 1: repository rows only; alpha = 0: general rows only. When there are too few general

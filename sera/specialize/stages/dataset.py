@@ -7,7 +7,8 @@ of the training history tasks. Dropped: patches over `max_patch_lines` changed l
 whose tool outputs average over `max_tool_output_tokens`; trajectories longer than
 `context_tokens` are cut after their last complete assistant turn and kept when the truncation
 ratio is at least `truncation_threshold`, most complete first. Then `alpha` mixes in the user's
-general data. Writes `dataset.jsonl` (training rows) and `heldout.jsonl` (held-out history tasks).
+general data. Writes `dataset.jsonl` (training rows, shuffled), `dataset-meta.jsonl` (line by line
+where each row came from) and `heldout.jsonl` (held-out history tasks).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def run(run) -> dict:
                                 ratio=lambda row: row["meta"]["truncation_ratio"])
     dropped["truncated_too_much"] = len(rows) - len(kept)
     general = load_rows([config.general_data]) if config.general_data else []
-    mixed = mix_rows([row["messages"] for row in kept], general, config.alpha, config.seed)
-    _write_jsonl(run.dir / "dataset.jsonl", [{"messages": m} for m in mixed])
+    general = [{"messages": messages, "meta": {"source": "general"}} for messages in general]
+    mixed = mix_rows(kept, general, config.alpha, config.seed)
+    _write_jsonl(run.dir / "dataset.jsonl", [{"messages": row["messages"]} for row in mixed])
+    # line n of dataset-meta.jsonl describes line n of dataset.jsonl
+    _write_jsonl(run.dir / "dataset-meta.jsonl", [row["meta"] for row in mixed])
     heldout = _history_trajectories(run.dir / "history" / "heldout")
     _write_jsonl(run.dir / "heldout.jsonl", [{"messages": t.messages, "meta": t.meta} for t in heldout])
-    _write_jsonl(run.dir / "dataset-meta.jsonl", [row["meta"] for row in kept])
     stats = {"candidates": len(candidates), "kept": len(kept), "general": len(mixed) - len(kept),
              "rows": len(mixed), "heldout": len(heldout), **dropped}
     run.say("dataset: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
