@@ -114,3 +114,22 @@ def test_search_replace_blocks_are_left_to_their_parser(root):
     reply = ("calc.py\n```python\n<<<<<<< SEARCH\n    def add(self, a, b):\n=======\n"
              "    def add(self, a, b, c=0):\n>>>>>>> REPLACE\n```")
     assert function_edits(root, reply, SHOWN) == []
+
+
+def test_the_example_path_or_a_made_up_one_does_not_hide_a_shown_function(root):
+    for path in ("path/to/file.py", "src/calc.py"):
+        reply = f'{path}\n```python\ndef scale(self, values, factor):\n    return [factor * v for v in values]\n```'
+        assert rewrite(root, reply) == SOURCE.replace("v * factor", "factor * v")
+        (root / "calc.py").write_text(SOURCE)
+
+
+def test_a_definition_written_with_the_views_qualified_name_is_read(root):
+    reply = ('calc.py\n```python\ndef Calc.scale(self, values, factor):\n'
+             '    return [factor * v for v in values]\n```')
+    assert rewrite(root, reply) == SOURCE.replace("v * factor", "factor * v")
+
+
+def test_a_path_in_a_fence_of_its_own_names_the_next_fence(root):
+    reply = ('```python\ncalc.py\n```python\ndef scale(self, values, factor):\n'
+             '    return [factor * v for v in values]\n```')
+    assert rewrite(root, reply) == SOURCE.replace("v * factor", "factor * v")

@@ -34,6 +34,7 @@ from sera.agent.searchreplace import (FENCE, LINE_NUMBER, REPLACE_MARK, SEARCH_M
 from sera.agent.sourcecode import functions_in_source
 
 EXAMPLE_FUNCTION = "function_name"  # the placeholder of guided_system_functions.txt
+QUALIFIED_DEF = re.compile(r"^(\s*(?:async\s+)?def\s+)(?:[A-Za-z_]\w*\.)+(?=\w+\s*\()")
 
 
 @dataclass
@@ -77,6 +78,10 @@ def _blocks(reply: str) -> list[_Block]:
         end = next((j for j in range(index + 1, len(lines)) if FENCE.match(lines[j])), None)
         if end is None:
             break  # a fence never closed: the reply was cut, and so may be the function in it
+        inner = [line for line in lines[index + 1:end] if line.strip()]
+        if len(inner) == 1 and FENCE.match(lines[end]).group(2).strip() and _clean_path(inner[0]):
+            index = end  # "```python / path / ```python / code / ```": the path had a fence of its own
+            continue
         body = [LINE_NUMBER.sub("", line, count=1) if LINE_NUMBER.match(line) else line
                 for line in lines[index + 1:end]]
         if not any(SEARCH_MARK.match(line) or REPLACE_MARK.match(line) for line in body):
@@ -98,6 +103,8 @@ def _functions(block: _Block, shown: Sequence[Any]) -> list[tuple[str, list[str]
     """(simple name, lines from its decorators to its end) of each top-level function in the
     block, parsed as the language of its path (else of the first shown file)."""
     language_path = block.path or (shown[0].path if shown else "answer.py")
+    # "def Class.method(" copies the view's header into the definition: read it as "def method("
+    block.lines = [QUALIFIED_DEF.sub(r"\1", line, count=1) for line in block.lines]
     text = "\n".join(block.lines)
     found = functions_in_source(text.encode("utf-8"), language_path)
     outer = [f for f in found if not any(o is not f and o.start_line <= f.start_line
@@ -116,6 +123,9 @@ def _target(root: Path, name: str, path: str | None,
     """(path, first line, last line), as the file is now, of the function the answer rewrites:
     a shown function of that name, else the one function of that name in a shown file. Lines are
     looked up again in the current file: an earlier edit (a repair round) may have moved them."""
+    if path is not None and all(loc.path != path for loc in shown) and \
+            not (root / path).is_file():
+        path = None  # a path that names no file (the example's, or a made-up one): go by name
     matches = [loc for loc in shown if loc.name.split(".")[-1] == name
                and (path is None or loc.path == path)]
     files = [matches[0].path] if matches else \
