@@ -59,6 +59,10 @@ class AgentConfig:
     token_budget: int = doc_field("most tokens (prompt + reply) one rollout may spend in total; 0 = no limit",
                              0)
     sandbox: str = doc_field("auto (bubblewrap when present), bwrap (required) or none", "auto")
+    env_keep: str = doc_field("more environment variables agent commands and tests may see, names or "
+                         "patterns separated by spaces (e.g. 'DATABASE_URL MYAPP_*'); by default "
+                         "they get only locale, PATH and toolchain variables, never keys or "
+                         "tokens", "")
     scaffold: str = doc_field("agent (the model drives the tools; for models that do that well), guided "
                          "(the harness localizes, the model edits; for small local models) or "
                          "auto: guided for the embedded models, else the scaffold the adapter in "

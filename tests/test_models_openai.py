@@ -120,6 +120,15 @@ def test_request_body_and_completion(server):
     assert completion.seconds > 0
 
 
+def test_no_credential_leaves_for_the_server(server):
+    model = load_model(f"openai:{server.url}#served-model", ModelConfig())
+    leaked = "the output was:\nexport OPENAI_API_KEY=sk-proj-abcdEFGH1234ijklMNOP5678"
+    model.complete([*MESSAGES, {"role": "user", "content": leaked}], max_tokens=8)
+    sent = server.bodies[0]["messages"]
+    assert sent[:2] == MESSAGES and "abcdEFGH" not in sent[2]["content"]
+    assert sent[2]["content"].startswith("the output was:\nexport OPENAI_API_KEY=[sera:")
+
+
 def test_no_seed_when_random_and_length_reason(server):
     model = load_model(f"openai:{server.url}#served-model", ModelConfig(seed=-1))
     [completion] = model.complete(MESSAGES, max_tokens=3)

@@ -3,6 +3,7 @@ environment; and, where bubblewrap works, that it blocks the network and writes 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -145,3 +146,72 @@ def test_missing_bwrap_falls_back_with_warning_or_refuses(root, monkeypatch, tmp
 def test_invalid_mode_is_a_config_error(root):
     with pytest.raises(ConfigError, match="auto, bwrap, none"):
         Sandbox(root, "docker")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_secrets_stay_out_of_the_environment_unless_kept(root, mode, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("MY_TOOL_FLAG", "kept")
+    monkeypatch.setenv("LC_TIME", "C")
+    script = 'echo "${OPENAI_API_KEY-no} ${AWS_SECRET_ACCESS_KEY-no} ${MY_TOOL_FLAG-no} $LC_TIME"'
+    assert Sandbox(root, mode).run(script, 10, 1000).output.split() == ["no", "no", "no", "C"]
+    kept = Sandbox(root, mode, env_keep="MY_TOOL_*, AWS_SECRET_ACCESS_KEY")
+    assert kept.run(script, 10, 1000).output.split() == ["no", "aws-secret", "kept", "C"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_home_is_a_throwaway_folder_without_the_users_credentials(root, mode, monkeypatch,
+                                                                   tmp_path):
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = abc\n")
+    (home / ".netrc").write_text("machine example.com password hunter2\n")
+    monkeypatch.setenv("HOME", str(home))
+    box = Sandbox(root, mode)
+    result = box.run('echo "$HOME"; cat ~/.netrc ~/.aws/credentials; git config --global -l',
+                     10, 1000)
+    assert result.output.splitlines()[0] == str(box.home) != str(home)
+    assert "hunter2" not in result.output and "abc" not in result.output
+    assert box.run("touch ~/made && echo ok", 10, 1000).output.strip() == "ok"
+
+
+@pytest.fixture
+def home_outside_tmp():
+    """A home folder outside /tmp (which bubblewrap replaces anyway), removed afterwards."""
+    if not os.access("/var/tmp", os.W_OK):
+        pytest.skip("/var/tmp is not writable here")
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="sera-test-home-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@needs_bwrap
+def test_bwrap_hides_the_home_but_the_work_copy_and_toolchain_in_it(home_outside_tmp,
+                                                                    monkeypatch):
+    home = home_outside_tmp
+    secret = home / ".ssh" / "id_ed25519"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    tool = home / ".local" / "bin"
+    tool.mkdir(parents=True)
+    (tool / "mytool").write_text("#!/bin/sh\necho tool ran\n")
+    (tool / "mytool").chmod(0o755)
+    work = home / "code" / "project"
+    work.mkdir(parents=True)
+    (work / "f.txt").write_text("work\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", f"{tool}:{os.environ['PATH']}")
+    box = Sandbox(work, "bwrap")
+    result = box.run(f"cat f.txt; mytool; ls {home}/.ssh 2>&1 || echo hidden", 10, 1000)
+    assert result.output.splitlines()[:2] == ["work", "tool ran"]
+    assert "hidden" in result.output and "id_ed25519" not in result.output
+    assert box.run("echo more >> f.txt && echo ok", 10, 1000).output.strip() == "ok"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_python_commands_leave_no_bytecode_for_a_patch_to_carry(root, mode, monkeypatch):
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    (root / "calc.py").write_text("X = 1\n")
+    assert Sandbox(root, mode).run("python3 -c 'import calc'", 10, 1000).exit_code == 0
+    assert not (root / "__pycache__").exists()

@@ -88,10 +88,11 @@ def new_syntax_errors(root: Path, rel: str, before: bytes | None) -> list[str] |
 # ---------------------------------------------------------------------------------------------
 # Tests: the sandbox of a work copy
 
-def workcopy_sandbox(workcopy: WorkCopy, mode: str) -> Sandbox:
-    """The sandbox commands of `workcopy` run in: the work copy and its git admin folder writable,
-    the repository's .git visible read-only."""
-    return Sandbox(workcopy.path, mode, writable=[workcopy.git_dir], readonly=[workcopy.common_dir])
+def workcopy_sandbox(workcopy: WorkCopy, config: AgentConfig) -> Sandbox:
+    """The sandbox commands of `workcopy` run in (config.sandbox, config.env_keep): the work copy
+    and its git admin folder writable, the repository's .git visible read-only."""
+    return Sandbox(workcopy.path, config.sandbox, writable=[workcopy.git_dir],
+                   readonly=[workcopy.common_dir], env_keep=config.env_keep)
 
 
 def run_tests(sandbox: Sandbox, command: str, config: AgentConfig) -> tuple[bool, str]:
@@ -146,7 +147,7 @@ def check_patch(repo_root: Path, commit: str, patch: str, command: str | None,
             return PatchCheck(True, False, None, "\n".join(errors))
         if not command:
             return PatchCheck(True, True, None)
-        passed, output = run_tests(workcopy_sandbox(workcopy, config.sandbox), command, config)
+        passed, output = run_tests(workcopy_sandbox(workcopy, config), command, config)
         return PatchCheck(True, True, passed, "" if passed else output)
 
 
@@ -159,7 +160,7 @@ def tests_pass(repo_root: Path, commit: str, patch: str, command: str,
         _, problem = _apply_in(workcopy, patch)
         if problem is not None:
             return False, problem
-        return run_tests(workcopy_sandbox(workcopy, config.sandbox), command, config)
+        return run_tests(workcopy_sandbox(workcopy, config), command, config)
 
 
 def _apply_in(workcopy: WorkCopy, patch: str) -> tuple[dict[str, bytes | None], str | None]:

@@ -387,7 +387,7 @@ class GuidedAgent:
 
     def _run_tests(self) -> tuple[bool, str]:
         if self._sandbox is None:
-            self._sandbox = workcopy_sandbox(self.workcopy, self.config.sandbox)
+            self._sandbox = workcopy_sandbox(self.workcopy, self.config)
             if self._sandbox.warning:
                 self.trajectory.meta["sandbox_warning"] = self._sandbox.warning
         return run_tests(self._sandbox, self.test_command, self.config)

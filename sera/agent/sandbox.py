@@ -2,8 +2,14 @@
 
 Under bubblewrap the command sees the whole file system read-only, a private /tmp, no network (its
 own network namespace) and its own PID namespace (so background processes die with it); only the
-work copy and the paths given as `writable` can be written. Elsewhere commands run as plain
-subprocesses, with `Sandbox.warning` saying so.
+work copy and the paths given as `writable` can be written. The user's home is hidden (an empty
+tmpfs) but for the toolchain directories the environment points into (PATH entries, the virtualenv
+and the interpreter it was made from, ~/.local, rustup/cargo, pyenv, nvm, conda, go) and the work
+copy. Elsewhere commands run as plain subprocesses, with `Sandbox.warning` saying so.
+
+Either way a command gets an allow-listed environment (`command_environment`: locale, PATH and
+toolchain variables, plus the names in `agent.env_keep`), never the user's API keys or tokens, and
+a throwaway HOME of its own, so ~/.netrc, ~/.aws and git credentials are not found through it.
 
 Every command gets a fresh `bash -c`, stdin from /dev/null, stdout and stderr merged, a time limit,
 and its output capped (head and tail kept). The command's process group is killed when it times out
@@ -12,8 +18,11 @@ and again when it ends, so nothing it started in the background outlives it.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
+import tempfile
+import weakref
 import select
 import shutil
 import signal
@@ -30,6 +39,21 @@ MODES = ("auto", "bwrap", "none")
 GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
                  "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
                  "GIT_PREFIX", "GIT_CEILING_DIRECTORIES")
+# Variables an agent command keeps: locale, paths and toolchains. Anything else (API keys, cloud
+# credentials, tokens) stays out unless the user names it in agent.env_keep.
+SAFE_VARIABLES = (
+    "PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
+    "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_EXE", "PYTHONPATH",
+    "PYTHONUSERBASE", "PYENV_ROOT", "PYENV_VERSION", "UV_PYTHON_INSTALL_DIR", "JAVA_HOME",
+    "GOROOT", "GOPATH", "GOMODCACHE", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "NVM_DIR",
+    "NODE_PATH", "LD_LIBRARY_PATH", "PKG_CONFIG_PATH", "CC", "CXX", "SSL_CERT_FILE",
+    "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
+# Variables naming toolchain folders, and the folders under the home they default to: visible
+# (read-only) in the sandbox, and set for the command when they exist, since its HOME moved.
+TOOLCHAIN_HOMES = {"PYTHONUSERBASE": ".local", "RUSTUP_HOME": ".rustup", "CARGO_HOME": ".cargo",
+                   "PYENV_ROOT": ".pyenv", "NVM_DIR": ".nvm"}
+TOOLCHAIN_VARIABLES = ("VIRTUAL_ENV", "CONDA_PREFIX", "JAVA_HOME", "GOROOT", "GOPATH",
+                       "UV_PYTHON_INSTALL_DIR", *TOOLCHAIN_HOMES)
 _DRAIN_SECONDS = 1.0  # how long to wait for the pipe to close once the command is over
 
 
@@ -42,7 +66,8 @@ class CommandResult:
 
 
 class Sandbox:
-    """Runs shell commands with `root` as working directory.
+    """Runs shell commands with `root` as working directory, in the environment
+    `command_environment` builds (`env_keep`: more variable names to keep, agent.env_keep).
 
     mode: "auto" (bubblewrap if it works here, else plain with a warning), "bwrap" (required:
     raises SeraError if it does not work) or "none" (plain). `writable`: more paths the command may
@@ -51,7 +76,7 @@ class Sandbox:
     """
 
     def __init__(self, root: Path, mode: str = "auto", writable: Sequence[Path] = (),
-                 readonly: Sequence[Path] = ()) -> None:
+                 readonly: Sequence[Path] = (), env_keep: str = "") -> None:
         if mode not in MODES:
             raise ConfigError(f"agent.sandbox = {mode!r} is not valid; use one of: "
                               f"{', '.join(MODES)}")
@@ -60,6 +85,9 @@ class Sandbox:
         self.readonly = [Path(p).resolve() for p in readonly]
         self.warning: str | None = None
         self.kind = "plain"
+        self.home = Path(tempfile.mkdtemp(prefix="sera-home-"))  # the commands' throwaway HOME
+        weakref.finalize(self, shutil.rmtree, self.home, True)
+        self.environment = command_environment(env_keep, self.home)
         if mode != "none":
             problem = bwrap_problem()
             if problem is None:
@@ -76,7 +104,7 @@ class Sandbox:
         started = time.monotonic()
         process = subprocess.Popen(argv, cwd=self.root, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   env=command_environment(), start_new_session=True)
+                                   env=self.environment, start_new_session=True)
         sink = _CappedOutput(output_chars)
         try:
             timed_out = _pump(process, sink, started + timeout)
@@ -91,12 +119,20 @@ class Sandbox:
         shell = ["bash", "-c", command]
         if self.kind != "bwrap":
             return shell
-        binds: list[tuple[str, Path]] = [("--ro-bind", p) for p in self.readonly if p.exists()]
-        binds += [("--bind", p) for p in [self.root, *self.writable] if p.exists()]
-        binds.sort(key=lambda bind: len(bind[1].parts))  # parents before what mounts inside them
+        binds = [("--ro-bind", p, p) for p in self.readonly if p.exists()]
+        binds += [("--bind", p, p) for p in [self.root, self.home, *self.writable] if p.exists()]
+        home = _real_home()
+        if home is not None and home.is_relative_to(self.root):
+            home = None  # the work copy holds the home (root = /home): hiding it would hide work
+        if home is not None:
+            binds.append(("--tmpfs", home, home))
+            binds += [("--ro-bind", source, point)
+                      for source, point in toolchain_paths(self.environment, home)]
+        # parents before what mounts inside them; at equal depth the tmpfs first
+        binds.sort(key=lambda bind: (len(bind[2].parts), bind[0] != "--tmpfs"))
         argv = ["bwrap", *BWRAP_BASE]
-        for flag, path in binds:
-            argv += [flag, str(path), str(path)]
+        for flag, source, point in binds:
+            argv += [flag, str(point)] if flag == "--tmpfs" else [flag, str(source), str(point)]
         return argv + ["--chdir", str(self.root), "--", *shell]
 
 
@@ -122,16 +158,70 @@ def bwrap_problem() -> str | None:
     return None
 
 
-def command_environment() -> dict[str, str]:
-    """The environment of an agent command: the user's, made non-interactive and pointed at the
-    work copy (no pagers, no prompts, no inherited GIT_DIR)."""
-    env = {k: v for k, v in os.environ.items() if k not in GIT_REDIRECTS}
-    env.setdefault("HOME", str(Path.home()))
+def command_environment(keep: str = "", home: Path | None = None) -> dict[str, str]:
+    """The environment of an agent command: the user's variables that SAFE_VARIABLES or `keep`
+    (names or shell patterns, separated by spaces or commas) allow, made non-interactive, with
+    `home` as HOME (toolchain folders that defaulted to the old home are named explicitly)."""
+    patterns = [*SAFE_VARIABLES, *keep.replace(",", " ").split()]
+    env = {k: v for k, v in os.environ.items() if k not in GIT_REDIRECTS
+           and any(fnmatch.fnmatchcase(k, pattern) for pattern in patterns)}
+    user_home = Path.home()
+    for name, folder in TOOLCHAIN_HOMES.items():
+        if name not in env and (user_home / folder).is_dir():
+            env[name] = str(user_home / folder)
+    env["HOME"] = str(home or user_home)
     env["PATH"] = env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
     env.update(TERM="dumb", PAGER="cat", GIT_PAGER="cat", MANPAGER="cat", GIT_EDITOR="true",
                EDITOR="true", GIT_TERMINAL_PROMPT="0", NO_COLOR="1", PIP_NO_INPUT="1",
-               DEBIAN_FRONTEND="noninteractive", PYTHONUNBUFFERED="1")
+               DEBIAN_FRONTEND="noninteractive", PYTHONUNBUFFERED="1",
+               PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ in a candidate's patch
+               GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
     return env
+
+
+def toolchain_paths(env: dict[str, str], home: Path) -> list[tuple[Path, Path]]:
+    """(source, mount point) of the folders under `home` that the commands' toolchain needs: PATH
+    entries, the folders the toolchain variables name, and for a virtualenv the interpreter
+    installation it was made from. A symlinked folder is mounted at its link's place too."""
+    candidates = [Path(p) for p in env.get("PATH", "").split(os.pathsep) if p]
+    candidates += [Path(env[name]) for name in TOOLCHAIN_VARIABLES if env.get(name)]
+    for path in list(candidates):
+        venv = path if (path / "pyvenv.cfg").is_file() else path.parent
+        base = _venv_home(venv / "pyvenv.cfg")
+        if base is not None:
+            candidates += [venv, base.parent]  # bin/ of the interpreter, and its prefix
+    mounts: list[tuple[Path, Path]] = []
+    for path in candidates:
+        try:
+            source = path.resolve()
+        except (OSError, RuntimeError):
+            continue
+        for point in dict.fromkeys([source, Path(os.path.abspath(path))]):
+            inside = point.is_relative_to(home) and point != home
+            if source.is_dir() and inside and (source, point) not in mounts:
+                mounts.append((source, point))
+    return mounts
+
+
+def _venv_home(config: Path) -> Path | None:
+    try:
+        text = config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            return Path(value.strip())
+    return None
+
+
+def _real_home() -> Path | None:
+    """The user's home folder to hide, when it is one (not / and existing)."""
+    try:
+        home = Path.home().resolve()
+    except (OSError, RuntimeError):
+        return None
+    return home if home.is_dir() and home != Path("/") else None
 
 
 def _pump(process: subprocess.Popen, sink: "_CappedOutput", deadline: float) -> bool:

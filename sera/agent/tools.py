@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sera.agent.checks import workcopy_sandbox
 from sera.agent.editor import Editor
 from sera.agent.protocol import Submitted, ToolCall, ToolError
-from sera.agent.sandbox import Sandbox, clip_text
+from sera.agent.sandbox import clip_text
 from sera.agent.workcopy import WorkCopy
 from sera.config import AgentConfig
 
@@ -73,8 +74,7 @@ class ToolEnvironment:
     def __init__(self, workcopy: WorkCopy, config: AgentConfig) -> None:
         self.workcopy = workcopy
         self.config = config
-        self.sandbox = Sandbox(workcopy.path, config.sandbox, writable=[workcopy.git_dir],
-                               readonly=[workcopy.common_dir])
+        self.sandbox = workcopy_sandbox(workcopy, config)
         self.editor = Editor(workcopy.path, max_output_chars=config.output_chars)
         self._reviewed_diff: str | None = None  # the diff shown by the last submit call
 

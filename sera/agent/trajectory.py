@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sera.redact import mask_secrets
 from sera.models.base import Message
 from sera.paths import atomic_write_json
 
@@ -27,6 +28,11 @@ class Trajectory:
     path: Path | None = None
 
     def add(self, role: str, content: str) -> None:
+        """Append a message; what is not the model's own (tool outputs, views of files, the
+        task) has its credentials masked first (secrets.py), since trajectories are kept,
+        trained on and may be sent to a teacher."""
+        if role != "assistant":
+            content = mask_secrets(content)
         self.messages.append({"role": role, "content": content})
 
     def count(self, key: str, amount: float) -> None:

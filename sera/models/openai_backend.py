@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from sera.config import ModelConfig
 from sera.errors import ModelError
 from sera.models.base import Completion, Message
+from sera.redact import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class OpenAIChatModel:
                  cancel: threading.Event | None = None) -> list[Completion]:
         body: dict[str, Any] = {
             "model": self.model if adapter is None else served_adapter_name(adapter),
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            # nothing credential-shaped leaves the machine, whatever the caller built
+            "messages": [{"role": m["role"], "content": mask_secrets(m["content"])}
+                         for m in messages],
             "temperature": temperature, "max_tokens": max_tokens,
         }
         stops = [s for s in (stop or []) if s]

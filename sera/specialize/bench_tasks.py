@@ -174,7 +174,7 @@ def run_test_files(repo_root: Path, commit: str, patch: str, command: str, files
         junit = workcopy.path / JUNIT_FILE
         pytest = _is_pytest(command)
         line = _pytest_line(command, files, junit) if pytest else command
-        result = workcopy_sandbox(workcopy, config.sandbox).run(
+        result = workcopy_sandbox(workcopy, config).run(
             line, config.command_timeout, config.output_chars)
         if result.timed_out:
             return TestRun({}, None, f"the tests did not finish within "
