@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sera.agent.repostate import unsafe_state
 from sera.agent.runs import find_run
 from sera.agent.workcopy import run_git
 from sera.errors import ApplyError
@@ -161,6 +162,7 @@ def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
     """Apply `patch` to the working tree of `repo`; remember how to undo it."""
     if not patch.strip():
         raise ApplyError(f"{label} changes nothing; pick another candidate (`sera runs` lists them)")
+    _refuse_unsafe_state(repo, f"apply {label}")
     paths = touched_paths(repo, patch)
     before = {p: _read(repo / p) for p in paths}
     modes = {p: _mode(repo / p) for p in paths}
@@ -194,6 +196,7 @@ def undo_last(repo: Path) -> AppliedPatch:
     if not stack:
         raise ApplyError("nothing to undo: no patch applied by sera is on record for this repository")
     entry = stack[-1]
+    _refuse_unsafe_state(repo, f"undo {entry['label']}")
     folder = _undo_dir(repo) / entry["id"]
     patch = (folder / "patch.diff").read_bytes().decode("utf-8", "surrogateescape")
     untouched = [f for f in entry["files"] if _sha(_read(repo / f["path"])) == f["after"]]
@@ -211,6 +214,12 @@ def undo_last(repo: Path) -> AppliedPatch:
     _save_stack(repo, stack[:-1])
     shutil.rmtree(folder, ignore_errors=True)
     return AppliedPatch(entry["label"], [f["path"] for f in entry["files"]], three_way=bool(edited))
+
+
+def _refuse_unsafe_state(repo: Path, what: str) -> None:
+    problem = unsafe_state(repo)
+    if problem:
+        raise ApplyError(f"cannot {what}: {problem}; nothing was changed")
 
 
 def apply_candidate(repo: Path, target: str | None = None) -> AppliedPatch:

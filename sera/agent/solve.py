@@ -16,11 +16,12 @@ from typing import Callable
 
 from sera.agent.loop import StepEvent
 from sera.agent.ranking import Ranking, rank_candidates
+from sera.agent.repostate import unsafe_state
 from sera.agent.rollout import choose_scaffold, rollout
 from sera.agent.runs import new_run_id, write_manifest
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings
-from sera.errors import SeraError
+from sera.errors import RepositoryError, SeraError
 from sera.models.base import ChatModel, Reranker
 from sera.models.adapters import resolve_adapter
 from sera.paths import runs_dir
@@ -62,13 +63,18 @@ class SolveResult:
 ProgressFn = Callable[[int, StepEvent], None]  # (candidate index, step event)
 
 
-def check_request(repo_root: Path, task: str, settings: Settings) -> tuple[str, str | None]:
-    """The cleaned task and the adapter path; raises before anything is loaded or written."""
+def check_request(repo_root: Path, task: str, settings: Settings,
+                  working_tree: bool = True) -> tuple[str, str | None]:
+    """The cleaned task and the adapter path; raises before anything is loaded or written, also
+    when the working tree (which the run will snapshot, `working_tree`) is mid-merge or conflicted."""
     task = task.strip()
     if not task:
         raise SeraError('the task is empty; describe what to change, e.g. sera solve "fix the crash in parse()"')
     if settings.solve.candidates < 1:
         raise SeraError(f"candidates must be at least 1 (got {settings.solve.candidates})")
+    problem = unsafe_state(repo_root) if working_tree else None
+    if problem:
+        raise RepositoryError(problem)
     adapter = resolve_adapter(repo_root, settings.model.adapter, settings.model.spec)
     choose_scaffold(settings.agent.scaffold, settings.model.spec, adapter)  # a bad name fails here
     return task, adapter
@@ -85,7 +91,7 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
     `at`: start from this commit instead of a snapshot of the working tree (`sera bench`: a task
     of the repository's past; "applies" is then checked against it); `run_dir`: where the run is
     saved (default: a new run in .sera/runs)."""
-    task, adapter = check_request(repo_root, task, settings)
+    task, adapter = check_request(repo_root, task, settings, working_tree=at is None)
     ensure_state_dir(repo_root)
     cleanup_stale(repo_root)  # work copies left by a crashed or killed earlier run
     commit = at or snapshot_commit(repo_root)
