@@ -12,6 +12,8 @@ refuses and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -22,9 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sera.agent.merge import merge_lines
 from sera.agent.repostate import unsafe_state
 from sera.agent.runs import find_run
-from sera.agent.workcopy import run_git
+from sera.agent.workcopy import git_path, run_git
 from sera.errors import ApplyError
 from sera.paths import atomic_write_bytes, atomic_write_json, state_dir
 
@@ -159,21 +162,47 @@ def _mode(path: Path) -> int | None:
 
 
 def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
-    """Apply `patch` to the working tree of `repo`; remember how to undo it."""
+    """Apply `patch` to the working tree of `repo`; remember how to undo it. One apply or undo at
+    a time per repository (other sera processes wait)."""
     if not patch.strip():
         raise ApplyError(f"{label} changes nothing; pick another candidate (`sera runs` lists them)")
-    _refuse_unsafe_state(repo, f"apply {label}")
-    paths = touched_paths(repo, patch)
-    before = {p: _read(repo / p) for p in paths}
-    modes = {p: _mode(repo / p) for p in paths}
-    try:
-        three_way = _apply_or_roll_back(repo, patch, paths, [])
-    except _Conflict as conflict:
-        raise ApplyError(f"{label} does not apply to your working tree ({conflict}); nothing was "
-                         f"changed. Commit or stash your edits to {', '.join(paths)} and apply again, "
-                         f"or run sera solve again on the current code") from None
-    _push_undo_entry(repo, label, patch, paths, before, modes)
+    with _apply_lock(repo):
+        _refuse_unsafe_state(repo, f"apply {label}")
+        paths = touched_paths(repo, patch)
+        if _already_applied(repo, patch):
+            raise ApplyError(f"{label} is already applied to your working tree; nothing was "
+                             f"changed (sera undo reverts the last apply)")
+        before = {p: _read(repo / p) for p in paths}
+        modes = {p: _mode(repo / p) for p in paths}
+        try:
+            three_way = _apply_or_roll_back(repo, patch, paths, [])
+        except _Conflict as conflict:
+            raise ApplyError(f"{label} does not apply to your working tree ({conflict}); nothing "
+                             f"was changed. Commit or stash your edits to {', '.join(paths)} and "
+                             f"apply again, or run sera solve again on the current code") from None
+        _push_undo_entry(repo, label, patch, paths, before, modes)
     return AppliedPatch(label, paths, three_way)
+
+
+def _already_applied(repo: Path, patch: str) -> bool:
+    """The patch does not apply forward but its reverse does: its changes are there already."""
+    args = ["apply", "--check", "--whitespace=nowarn"]
+    return (_git(repo, *args, stdin=patch).returncode != 0
+            and _git(repo, *args, "-R", stdin=patch).returncode == 0)
+
+
+@contextlib.contextmanager
+def _apply_lock(repo: Path):
+    """flock on sera-apply.lock in this checkout's git folder (not in the working tree, where git
+    status would show it): excludes other threads and processes alike, and is released by the
+    kernel when a holder is killed."""
+    lock_file = git_path(repo, "sera-apply.lock")
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _push_undo_entry(repo, label, patch, paths, before, modes) -> None:
@@ -185,35 +214,70 @@ def _push_undo_entry(repo, label, patch, paths, before, modes) -> None:
         if before[p] is not None:
             saved = f"{n}.before"
             atomic_write_bytes(folder / saved, before[p])
-        files.append({"path": p, "before": saved, "mode": modes[p], "after": _sha(_read(repo / p))})
+        after = _read(repo / p)
+        if after is not None:  # the file as the apply left it: the base of undo's merge
+            atomic_write_bytes(folder / f"{n}.after", after)
+        files.append({"path": p, "before": saved, "mode": modes[p], "after": _sha(after),
+                      "after_file": f"{n}.after" if after is not None else None})
     atomic_write_bytes(folder / "patch.diff", patch.encode("utf-8", "surrogateescape"))
     _save_stack(repo, _load_stack(repo) + [{"id": entry_id, "label": label, "files": files}])
 
 
 def undo_last(repo: Path) -> AppliedPatch:
-    """Revert the newest apply; refuse, changing nothing, when the user's later edits prevent it."""
-    stack = _load_stack(repo)
-    if not stack:
-        raise ApplyError("nothing to undo: no patch applied by sera is on record for this repository")
-    entry = stack[-1]
-    _refuse_unsafe_state(repo, f"undo {entry['label']}")
-    folder = _undo_dir(repo) / entry["id"]
-    patch = (folder / "patch.diff").read_bytes().decode("utf-8", "surrogateescape")
-    untouched = [f for f in entry["files"] if _sha(_read(repo / f["path"])) == f["after"]]
-    edited = [f["path"] for f in entry["files"] if f not in untouched]
-    if edited:  # reverse-patch only these, merging with the user's later edits
-        try:
-            _apply_or_roll_back(repo, patch, edited, ["-R", *(f"--include={p}" for p in edited)])
-        except _Conflict:
-            raise ApplyError(f"cannot undo {entry['label']}: you changed {', '.join(edited)} since, "
-                             f"in the lines the patch touched; nothing was changed. Revert by hand "
-                             f"(the patch is {folder / 'patch.diff'})") from None
-    for f in untouched:
-        content = (folder / f["before"]).read_bytes() if f["before"] else None
-        _restore(repo, f["path"], content, f["mode"])
-    _save_stack(repo, stack[:-1])
-    shutil.rmtree(folder, ignore_errors=True)
+    """Revert the newest apply, keeping the user's later edits to other lines (even the lines
+    next to the patched ones); refuse, changing nothing, when they rewrote a patched line."""
+    with _apply_lock(repo):
+        stack = _load_stack(repo)
+        if not stack:
+            raise ApplyError("nothing to undo: no patch applied by sera is on record for this "
+                             "repository")
+        entry = stack[-1]
+        _refuse_unsafe_state(repo, f"undo {entry['label']}")
+        folder = _undo_dir(repo) / entry["id"]
+        edited = [f["path"] for f in entry["files"] if _sha(_read(repo / f["path"])) != f["after"]]
+        if any(not f.get("after_file") for f in entry["files"] if f["path"] in edited):
+            _undo_by_reverse_patch(repo, folder, entry, edited)  # a record of an older sera
+        else:
+            restored = {f["path"]: _undone_content(repo, folder, entry, f) for f in entry["files"]}
+            for f in entry["files"]:
+                _restore(repo, f["path"], restored[f["path"]], f["mode"])
+        _save_stack(repo, stack[:-1])
+        shutil.rmtree(folder, ignore_errors=True)
     return AppliedPatch(entry["label"], [f["path"] for f in entry["files"]], three_way=bool(edited))
+
+
+def _undone_content(repo: Path, folder: Path, entry: dict, f: dict) -> bytes | None:
+    """What file `f` of the undo record `entry` becomes: its content before the apply, with the
+    user's edits since the apply merged in line by line (merge.py)."""
+    before = (folder / f["before"]).read_bytes() if f["before"] else None
+    current = _read(repo / f["path"])
+    if _sha(current) == f["after"]:
+        return before
+    merged = None
+    if current is not None and before is not None:
+        merged = merge_lines(base=(folder / f["after_file"]).read_bytes(), ours=current,
+                             theirs=before)
+    if merged is None:
+        raise ApplyError(f"cannot undo {entry['label']}: you changed {f['path']} since, in the "
+                         f"lines the patch touched; nothing was changed. Revert by hand (the "
+                         f"patch is {folder / 'patch.diff'})")
+    return merged
+
+
+def _undo_by_reverse_patch(repo: Path, folder: Path, entry: dict, edited: list[str]) -> None:
+    """Undo of a record that kept no copy of the files as applied: reverse-apply the patch to
+    the edited files (git's merge), restore the others."""
+    patch = (folder / "patch.diff").read_bytes().decode("utf-8", "surrogateescape")
+    try:
+        _apply_or_roll_back(repo, patch, edited, ["-R", *(f"--include={p}" for p in edited)])
+    except _Conflict:
+        raise ApplyError(f"cannot undo {entry['label']}: you changed {', '.join(edited)} since, "
+                         f"in the lines the patch touched; nothing was changed. Revert by hand "
+                         f"(the patch is {folder / 'patch.diff'})") from None
+    for f in entry["files"]:
+        if f["path"] not in edited:
+            content = (folder / f["before"]).read_bytes() if f["before"] else None
+            _restore(repo, f["path"], content, f["mode"])
 
 
 def _refuse_unsafe_state(repo: Path, what: str) -> None:
