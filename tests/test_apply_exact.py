@@ -4,6 +4,10 @@ applied patch is not applied twice, and concurrent applies serialize."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -100,3 +104,53 @@ def test_merge_lines_keeps_line_endings():
 ])
 def test_merge_lines_refuses_overlapping_edits(ours, theirs):
     assert merge_lines(b"a\nb\nc\n", ours, theirs) is None
+
+
+def two_file_patch(repo) -> str:
+    """A patch of calc.py and staged.txt (whose index matches the working tree)."""
+    calc, staged = repo / "calc.py", repo / "staged.txt"
+    texts = calc.read_text(), staged.read_text()
+    calc.write_text(texts[0].replace("return a - b", "return a + b"))
+    staged.write_text(texts[1] + "fixed add\n")
+    patch = git(repo, "diff", "calc.py", "staged.txt")
+    calc.write_text(texts[0])
+    staged.write_text(texts[1])
+    return patch
+
+
+def killed_at(repo, fault: str, call: str, patch: str = "") -> None:
+    """Run `call` (apply or undo) in a child process that SIGKILLs itself at `fault`."""
+    code = ("import sys; from pathlib import Path; from sera.agent.apply import apply_patch, undo_last\n"
+            "repo = Path(sys.argv[1])\n"
+            + ("apply_patch(repo, sys.stdin.read(), 'the fix')" if call == "apply" else "undo_last(repo)"))
+    done = subprocess.run([sys.executable, "-c", code, str(repo)], input=patch, text=True,
+                          capture_output=True, env={**os.environ, "SERA_FAULT": fault})
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+@pytest.mark.parametrize("fault", ["apply-recorded", "apply-written"])
+def test_an_apply_killed_midway_is_settled_by_the_next_call(repo, fault):
+    patch = two_file_patch(repo)
+    before = user_state(repo)
+    killed_at(repo, fault, "apply", patch)
+    if fault == "apply-recorded":  # killed before any file was written: the entry is dropped
+        assert user_state(repo) == before
+        apply_patch(repo, patch, "the fix")
+    else:  # killed after writing: the entry is completed, and undo restores every file
+        with pytest.raises(ApplyError, match="already applied"):
+            apply_patch(repo, patch, "the fix")
+    assert "return a + b" in (repo / "calc.py").read_text()
+    undo_last(repo)
+    assert user_state(repo) == before
+    with pytest.raises(ApplyError, match="nothing to undo"):
+        undo_last(repo)
+
+
+def test_an_undo_killed_after_its_first_file_is_finished_by_the_next_undo(repo):
+    patch = two_file_patch(repo)
+    before = user_state(repo)
+    apply_patch(repo, patch, "the fix")
+    killed_at(repo, "undo-restoring", "undo")
+    assert user_state(repo) != before  # one file restored, the other not
+    undo_last(repo)
+    assert user_state(repo) == before

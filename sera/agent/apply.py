@@ -27,8 +27,9 @@ from pathlib import Path
 from sera.agent.merge import merge_lines
 from sera.agent.repostate import unsafe_state
 from sera.agent.runs import find_run
-from sera.agent.workcopy import git_path, run_git
+from sera.agent.workcopy import ensure_state_dir, git_path, run_git
 from sera.errors import ApplyError
+from sera.faults import fault_point
 from sera.paths import atomic_write_bytes, atomic_write_json, state_dir
 
 
@@ -166,7 +167,9 @@ def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
     a time per repository (other sera processes wait)."""
     if not patch.strip():
         raise ApplyError(f"{label} changes nothing; pick another candidate (`sera runs` lists them)")
+    ensure_state_dir(repo)  # .sera/ kept out of git status
     with _apply_lock(repo):
+        _settle_pending(repo)
         _refuse_unsafe_state(repo, f"apply {label}")
         paths = touched_paths(repo, patch)
         if _already_applied(repo, patch):
@@ -174,13 +177,19 @@ def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
                              f"changed (sera undo reverts the last apply)")
         before = {p: _read(repo / p) for p in paths}
         modes = {p: _mode(repo / p) for p in paths}
+        # the record comes first: a process killed mid-apply leaves a pending entry that the
+        # next apply or undo completes or drops (_settle_pending), never files without a record
+        entry = _begin_undo_entry(repo, label, patch, paths, before, modes)
+        fault_point("apply-recorded")
         try:
             three_way = _apply_or_roll_back(repo, patch, paths, [])
         except _Conflict as conflict:
+            _drop_last_entry(repo)
             raise ApplyError(f"{label} does not apply to your working tree ({conflict}); nothing "
                              f"was changed. Commit or stash your edits to {', '.join(paths)} and "
                              f"apply again, or run sera solve again on the current code") from None
-        _push_undo_entry(repo, label, patch, paths, before, modes)
+        fault_point("apply-written")
+        _finish_last_entry(repo)
     return AppliedPatch(label, paths, three_way)
 
 
@@ -205,8 +214,10 @@ def _apply_lock(repo: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _push_undo_entry(repo, label, patch, paths, before, modes) -> None:
-    entry_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{len(_load_stack(repo))}"
+def _begin_undo_entry(repo, label, patch, paths, before, modes) -> dict:
+    """Save the files as they are and the patch, and push a pending undo entry for them."""
+    stack = _load_stack(repo)
+    entry_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{len(stack)}"
     folder = _undo_dir(repo) / entry_id
     files = []
     for n, p in enumerate(paths):
@@ -214,19 +225,51 @@ def _push_undo_entry(repo, label, patch, paths, before, modes) -> None:
         if before[p] is not None:
             saved = f"{n}.before"
             atomic_write_bytes(folder / saved, before[p])
-        after = _read(repo / p)
-        if after is not None:  # the file as the apply left it: the base of undo's merge
-            atomic_write_bytes(folder / f"{n}.after", after)
-        files.append({"path": p, "before": saved, "mode": modes[p], "after": _sha(after),
-                      "after_file": f"{n}.after" if after is not None else None})
+        files.append({"path": p, "before": saved, "mode": modes[p], "before_sha": _sha(before[p])})
     atomic_write_bytes(folder / "patch.diff", patch.encode("utf-8", "surrogateescape"))
-    _save_stack(repo, _load_stack(repo) + [{"id": entry_id, "label": label, "files": files}])
+    entry = {"id": entry_id, "label": label, "files": files, "pending": True}
+    _save_stack(repo, stack + [entry])
+    return entry
+
+
+def _finish_last_entry(repo: Path, note: str = "") -> None:
+    """Keep the files as the apply left them (the base of undo's merge); the entry is complete."""
+    stack = _load_stack(repo)
+    entry = stack[-1]
+    folder = _undo_dir(repo) / entry["id"]
+    for n, f in enumerate(entry["files"]):
+        after = _read(repo / f["path"])
+        if after is not None:
+            atomic_write_bytes(folder / f"{n}.after", after)
+        f.update(after=_sha(after), after_file=f"{n}.after" if after is not None else None)
+    entry["label"] += note
+    entry.pop("pending", None)
+    _save_stack(repo, stack)
+
+
+def _drop_last_entry(repo: Path) -> None:
+    stack = _load_stack(repo)
+    _save_stack(repo, stack[:-1])
+    shutil.rmtree(_undo_dir(repo) / stack[-1]["id"], ignore_errors=True)
+
+
+def _settle_pending(repo: Path) -> None:
+    """An entry left pending by a process killed while applying: dropped when no file changed,
+    else completed as it stands, so `sera undo` restores the files as they were."""
+    stack = _load_stack(repo)
+    if not stack or not stack[-1].get("pending"):
+        return
+    if all(_sha(_read(repo / f["path"])) == f["before_sha"] for f in stack[-1]["files"]):
+        _drop_last_entry(repo)
+    else:
+        _finish_last_entry(repo, " (interrupted while applying: check it, or sera undo)")
 
 
 def undo_last(repo: Path) -> AppliedPatch:
     """Revert the newest apply, keeping the user's later edits to other lines (even the lines
     next to the patched ones); refuse, changing nothing, when they rewrote a patched line."""
     with _apply_lock(repo):
+        _settle_pending(repo)
         stack = _load_stack(repo)
         if not stack:
             raise ApplyError("nothing to undo: no patch applied by sera is on record for this "
@@ -235,12 +278,13 @@ def undo_last(repo: Path) -> AppliedPatch:
         _refuse_unsafe_state(repo, f"undo {entry['label']}")
         folder = _undo_dir(repo) / entry["id"]
         edited = [f["path"] for f in entry["files"] if _sha(_read(repo / f["path"])) != f["after"]]
-        if any(not f.get("after_file") for f in entry["files"] if f["path"] in edited):
+        if any("after_file" not in f for f in entry["files"] if f["path"] in edited):
             _undo_by_reverse_patch(repo, folder, entry, edited)  # a record of an older sera
         else:
             restored = {f["path"]: _undone_content(repo, folder, entry, f) for f in entry["files"]}
             for f in entry["files"]:
                 _restore(repo, f["path"], restored[f["path"]], f["mode"])
+                fault_point("undo-restoring")
         _save_stack(repo, stack[:-1])
         shutil.rmtree(folder, ignore_errors=True)
     return AppliedPatch(entry["label"], [f["path"] for f in entry["files"]], three_way=bool(edited))
@@ -251,10 +295,10 @@ def _undone_content(repo: Path, folder: Path, entry: dict, f: dict) -> bytes | N
     user's edits since the apply merged in line by line (merge.py)."""
     before = (folder / f["before"]).read_bytes() if f["before"] else None
     current = _read(repo / f["path"])
-    if _sha(current) == f["after"]:
+    if _sha(current) in (f["after"], _sha(before)):  # as applied, or undone by a killed undo
         return before
     merged = None
-    if current is not None and before is not None:
+    if current is not None and before is not None and f["after_file"]:
         merged = merge_lines(base=(folder / f["after_file"]).read_bytes(), ours=current,
                              theirs=before)
     if merged is None:

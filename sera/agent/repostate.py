@@ -31,7 +31,9 @@ def unsafe_state(repo_root: Path) -> str | None:
     for name, what, leave in OPERATIONS:
         if git_path(repo_root, name).exists():
             return f"{what} is in progress in {repo_root}; finish it first ({leave})"
-    unmerged = _lines(git(["diff", "--name-only", "--diff-filter=U"], repo_root))
+    # plumbing only (ls-files, diff-index): porcelain diff would rewrite the user's index
+    unmerged = list(dict.fromkeys(line.split("\t", 1)[-1] for line in
+                                  _lines(git(["ls-files", "--unmerged"], repo_root))))
     if unmerged:
         return (f"{_names(unmerged)} {'has' if len(unmerged) == 1 else 'have'} unresolved "
                 f"conflicts; resolve them (edit, then git add) before running sera")
@@ -43,10 +45,10 @@ def unsafe_state(repo_root: Path) -> str | None:
 
 
 def _files_with_markers(repo_root: Path) -> list[str]:
-    """Tracked files whose uncommitted changes add conflict markers (git diff --check)."""
+    """Tracked files whose uncommitted changes add conflict markers (git diff-index --check)."""
     # --check exits 2 when it finds problems, so its status is not read
     done = run_git(["-c", "core.whitespace=-blank-at-eol,-space-before-tab,-blank-at-eof",
-                    "diff", "HEAD", "--check"], repo_root)
+                    "diff-index", "--check", "HEAD"], repo_root)
     report = done.stdout.decode("utf-8", "replace")
     files = [line.split(":", 1)[0] for line in report.splitlines() if MARKER_WARNING in line]
     return list(dict.fromkeys(files))

@@ -43,7 +43,8 @@ def run_git(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     """git with the user's redirecting variables (GIT_DIR, ...) removed and bytes in and out (text
     mode would turn the \r\n of CRLF files into \n and break patches). Does not check the status."""
     full_env = {k: v for k, v in os.environ.items() if k not in GIT_REDIRECTS}
-    full_env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", **(env or {}))
+    # GIT_OPTIONAL_LOCKS=0: status and diff never rewrite the user's index to refresh it
+    full_env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_OPTIONAL_LOCKS="0", **(env or {}))
     try:
         return subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True,
                               input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
