@@ -266,3 +266,42 @@ def test_markers_with_a_path_instead_of_their_words_are_read(root):
     assert [(e.search, e.replace) for e in edits] == [
         (("    return a - b",), ("    return a + b",)),
         (("def add(a, b):",), ("def add(a, b):  # sum",))]
+
+
+KEY_PART = '''def parse_key_part(src, pos):
+    try:
+        char: str | None = src[pos]
+    except IndexError:
+        char = None
+    if char == "'":
+        return parse_literal_str(src, pos)
+    raise ValueError("bad key")
+'''
+
+
+def test_a_line_copied_with_a_slip_but_kept_unchanged_is_taken_from_the_file(tmp_path):
+    """The embedded 1.5B on tomli: the annotation dropped from a line it keeps, and every line
+    indented four spaces too deep."""
+    (tmp_path / "p.py").write_text(KEY_PART)
+    body = ["        char = src[pos]", "    except IndexError:", "        char = None",
+            "    if char == \"'\":", "        return parse_literal_str(src, pos)"]
+    search = ["    " + line for line in body]
+    replace = search[:3] + ["        if char is None:", "            return pos, ''"] + search[3:]
+    apply_edits(tmp_path, [Edit("p.py", tuple(search), tuple(replace))], None)
+    assert (tmp_path / "p.py").read_text() == KEY_PART.replace(
+        "        char = None\n", "        char = None\n    if char is None:\n        return pos, ''\n")
+
+
+def test_a_slip_on_a_line_the_reply_changes_or_in_a_short_search_is_a_miss(tmp_path):
+    (tmp_path / "p.py").write_text(KEY_PART)
+    changed = Edit("p.py", ("    try:", "        char = src[pos]", "    except IndexError:",
+                            "        char = None"),
+                   ("    try:", "        char = src[pos + 1]", "    except IndexError:",
+                    "        char = None"))
+    with pytest.raises(EditError, match="not found"):
+        apply_edits(tmp_path, [changed], None)
+    short = Edit("p.py", ("        char = src[pos]", "    except IndexError:"),
+                 ("        char = src[pos]", "    except LookupError:"))
+    with pytest.raises(EditError, match="not found"):
+        apply_edits(tmp_path, [short], None)
+    assert (tmp_path / "p.py").read_text() == KEY_PART

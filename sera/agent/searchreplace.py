@@ -17,7 +17,10 @@ path, else the caller's default (when only one file is in play).
 
 Applying tries, per block: the exact lines; then the lines ignoring trailing whitespace; then the
 lines ignoring a uniform indentation offset (the replacement is re-indented by the same offset);
-then the same with line-number prefixes ("  12 | ") the model copied from the prompt removed. An
+then lines off by indentation line by line; then, for SEARCH parts of four lines or more, copying
+slips (a line in five that differs from the file but comes back unchanged in REPLACE is taken as
+the file has it); then the same with line-number prefixes ("  12 | ") the model copied from the
+prompt removed. An
 empty SEARCH creates a missing file (or appends to an existing one). All blocks apply or none:
 a miss or an ambiguous match raises EditError, whose message goes back to the model and says what
 was not found, the closest lines with their numbers, and how to fix the block.
@@ -292,7 +295,7 @@ def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
                         f"change an existing file, use its exact path as shown")
     lines = _split(content)
     newline = "\r\n" if content.count("\r\n") * 2 > content.count("\n") else "\n"
-    for strategy in (_exact, _trailing, _indented, _reindented):
+    for strategy in (_exact, _trailing, _indented, _reindented, _near):
         found = _find(lines, search, replace, strategy)
         if found is None:
             continue
@@ -440,6 +443,32 @@ def _reindented(window, search, replace):
         kept = file_indent[:max(0, len(file_indent) + shift)]
         out.append((file_indent + " " * shift if shift >= 0 else kept) + line.lstrip())
     return out
+
+
+NEAR_MIN_LINES = 4   # a shorter SEARCH with a wrong line could as well be another place
+NEAR_SHARE = 5       # at most one line in five may be a copying slip
+
+
+def _near(window, search, replace):
+    """Copying slips: a few SEARCH lines differ from the file (the 1.5B drops an annotation,
+    `char: str | None = src[pos]` -> `char = src[pos]`) but come back unchanged in REPLACE, so
+    the model did not mean to change them: they are taken as the file has them, and the rest
+    is matched as `_reindented` does."""
+    if len(search) < NEAR_MIN_LINES:
+        return None
+    slips = [k for k, (w, s) in enumerate(zip(window, search)) if w.strip() != s.strip()]
+    if not slips or len(slips) > max(1, len(search) // NEAR_SHARE):
+        return None
+    search, replace = list(search), list(replace)
+    for k in slips:
+        kept = [n for n, line in enumerate(replace) if line.strip() == search[k].strip()]
+        if not kept or not search[k].strip() or not window[k].strip():
+            return None  # a changed line, or a blank one missing: not a slip
+        n = min(kept, key=lambda n: abs(n - k))
+        file_line = _bare(window[k]).removesuffix("\r").strip()
+        search[k] = _indent(search[k]) + file_line
+        replace[n] = _indent(replace[n]) + file_line
+    return _reindented(window, search, replace)
 
 
 def _code_line_near(lines: list[str], index: int) -> int:
