@@ -188,3 +188,29 @@ def test_apply_says_so_when_no_candidate_changed_anything(repo, tmp_path):
     with pytest.raises(ApplyError, match="no candidate of run .* changed anything; solve again"):
         apply_candidate(repo)
     assert user_state(repo) == before
+
+
+@pytest.mark.parametrize("scaffold", ["agent", "guided"])
+def test_both_scaffolds_warn_when_commands_ran_without_a_sandbox(repo, tmp_path, monkeypatch,
+                                                                 scaffold):
+    import shutil
+    import sys
+    from sera.agent import sandbox
+    bin_dir = tmp_path / "bin-without-bwrap"
+    bin_dir.mkdir()
+    for tool in ("git", "bash", "sh", "env"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "python3").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    sandbox.bwrap_problem.cache_clear()
+    guided_fix = ("calc.py\n```python\n<<<<<<< SEARCH\n    return a - b\n=======\n"
+                  "    return a + b\n>>>>>>> REPLACE\n```")
+    try:
+        result = run_solve(repo, tmp_path, FIX_SCRIPT if scaffold == "agent" else [guided_fix],
+                           **{"agent.scaffold": scaffold, "agent.sandbox": "auto",
+                              "solve.candidates": 1, "agent.test_command":
+                              "python3 -c 'import calc; assert calc.add(2, 3) == 5'"})
+    finally:
+        sandbox.bwrap_problem.cache_clear()
+    assert result.candidates[0].status == "submitted", result.candidates[0].exit_message
+    assert "bubblewrap not found" in result.sandbox_warning

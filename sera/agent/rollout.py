@@ -33,7 +33,8 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
             GuidedAgent(model, workcopy, trajectory, settings.agent, settings.model, adapter=adapter,
                         on_step=on_step, cancel=cancel, test_command=tests,
                         candidate=int((meta or {}).get("candidate", 0))).run(task)
-            return trajectory, None
+            # set when the guided check ran a command without a sandbox
+            return trajectory, trajectory.meta.get("sandbox_warning")
         env = ToolEnvironment(workcopy, settings.agent)
         agent = Agent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
                       on_step=on_step, cancel=cancel)
