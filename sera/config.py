@@ -86,6 +86,10 @@ class SolveConfig:
     candidates: int = doc_field("candidate patches sampled per task, each in its own work copy", 3)
     parallel: int = doc_field("candidates run at once when the backend allows it (0 = one per candidate)",
                          0)
+    time_limit: float = doc_field("most seconds (wall clock) one solve may run: a candidate gets at "
+                             "most the time left (agent.time_limit caps each), one not started "
+                             "when it is spent ends as time_limit without running; 0 = no limit",
+                             1800.0)
 
 
 @dataclass
@@ -180,7 +184,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "agent.output_chars": (100, None), "agent.token_budget": (0, None),
     "agent.max_malformed": (0, None), "agent.time_limit": (0, None),
     "agent.code_tokens": (64, None),
-    "solve.candidates": (1, None), "solve.parallel": (0, None),
+    "solve.candidates": (1, None), "solve.parallel": (0, None), "solve.time_limit": (0, None),
     "rerank.max_tokens": (16, None), "rerank.rounds": (0, None), "rerank.samples": (1, None),
     "rerank.tasks": (1, None), "rerank.hard_negatives": (0, None), "rerank.min_gap": (0, None),
     "rerank.confidence": (0, 1), "rerank.policy_steps": (0, None),

@@ -156,6 +156,18 @@ def test_a_candidate_past_its_time_limit_ends_with_what_it_changed(repo, tmp_pat
         assert cand.status == "time_limit" and "agent.time_limit" in cand.exit_message
 
 
+def test_candidates_not_started_within_the_solves_time_limit_end_as_time_limit(repo, tmp_path):
+    """The first candidate sleeps 4 s of an 8 s solve: the second has under 5 s left and does not
+    start; its record says why."""
+    slow = [tool_call("bash", command="sleep 4"), *FIX_SCRIPT[2:]]
+    result = run_solve(repo, tmp_path, slow * 2, **{"solve.time_limit": 8, "solve.parallel": 1,
+                                                    "agent.scaffold": "agent"})
+    first, second = sorted(result.candidates, key=lambda c: c.index)
+    assert first.status == "submitted" and "return a + b" in first.patch
+    assert second.status == "time_limit" and "solve.time_limit" in second.exit_message
+    assert second.steps == 0 and Trajectory.load(second.trajectory).meta["status"] == "time_limit"
+
+
 def test_the_time_limit_cuts_a_reply_and_the_users_cancel_still_counts():
     import threading
     import time

@@ -20,11 +20,14 @@ from sera.agent.repostate import unsafe_state
 from sera.agent.rollout import choose_scaffold, rollout
 from sera.agent.runs import new_run_id, write_manifest
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
-from sera.config import Settings
+from sera.config import Settings, replace_section
 from sera.errors import RepositoryError, SeraError
 from sera.models.base import ChatModel, Reranker
 from sera.models.adapters import resolve_adapter
+from sera.agent.trajectory import Trajectory
 from sera.paths import runs_dir
+
+MIN_CANDIDATE_SECONDS = 5.0  # less than this left of solve.time_limit: a candidate is not started
 
 
 @dataclass
@@ -157,6 +160,8 @@ class _CandidateRunner:
         self.sandbox_warning: str | None = None
         self._lock = threading.Lock()
         self.cancel = threading.Event()
+        limit = settings.solve.time_limit
+        self.deadline = time.monotonic() + limit if limit > 0 else None
 
     def run_all(self, count: int) -> list[Candidate]:
         workers = self.settings.solve.parallel or count
@@ -177,6 +182,18 @@ class _CandidateRunner:
         pool.shutdown()
         return self.finished
 
+    def _within_deadline(self) -> Settings | None:
+        """The settings for the next candidate: agent.time_limit cut to the solve's time left;
+        None when none is left."""
+        if self.deadline is None:
+            return self.settings
+        left = self.deadline - time.monotonic()
+        if left < MIN_CANDIDATE_SECONDS:
+            return None
+        limit = self.settings.agent.time_limit
+        return replace_section(self.settings, "agent",
+                               time_limit=min(limit, left) if limit > 0 else left)
+
     def _record(self, candidate: Candidate) -> None:
         with self._lock:
             self.finished.append(candidate)
@@ -184,11 +201,18 @@ class _CandidateRunner:
     def run_one(self, index: int) -> Candidate:
         path = self.run_dir / "candidates" / f"{index}.json"
         on_step = (lambda event: self.on_step(index, event)) if self.on_step else None
-        trajectory, warning = rollout(
-            self.repo_root, self.commit, self.task, self.model, self.settings, path,
-            meta={"run": self.run_dir.name, "candidate": index}, adapter=self.adapter,
-            on_step=on_step, cancel=self.cancel)
-        self.sandbox_warning = self.sandbox_warning or warning
+        settings = self._within_deadline()
+        meta = {"run": self.run_dir.name, "candidate": index}
+        if settings is None:
+            trajectory = Trajectory(path=path, meta={**meta, "status": "time_limit", "exit_message": (
+                f"not started: the solve ran past its time limit of "
+                f"{self.settings.solve.time_limit:g} s (solve.time_limit)")})
+            trajectory.save()
+        else:
+            trajectory, warning = rollout(
+                self.repo_root, self.commit, self.task, self.model, settings, path, meta=meta,
+                adapter=self.adapter, on_step=on_step, cancel=self.cancel)
+            self.sandbox_warning = self.sandbox_warning or warning
         meta = trajectory.meta
         return Candidate(index=index, status=meta["status"], exit_message=meta.get("exit_message", ""),
                          patch=meta.get("patch", ""), steps=trajectory.steps,
