@@ -95,3 +95,12 @@ FIX_SCRIPT_REPLIES = [
     tool_call("submit"),
     tool_call("submit"),
 ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's figures, when it ran."""
+    import sys
+    faults = sys.modules.get("test_faults")
+    if faults is not None and faults.FIGURES["runs"]:
+        figures = ", ".join(f"{name} {value}" for name, value in faults.FIGURES.items())
+        terminalreporter.write_line(f"fault suite: {figures}")

@@ -173,8 +173,7 @@ def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
         _refuse_unsafe_state(repo, f"apply {label}")
         paths = touched_paths(repo, patch)
         if _already_applied(repo, patch):
-            raise ApplyError(f"{label} is already applied to your working tree; nothing was "
-                             f"changed (sera undo reverts the last apply)")
+            raise _already_applied_error(label)
         before = {p: _read(repo / p) for p in paths}
         modes = {p: _mode(repo / p) for p in paths}
         # the record comes first: a process killed mid-apply leaves a pending entry that the
@@ -189,8 +188,16 @@ def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
                              f"was changed. Commit or stash your edits to {', '.join(paths)} and "
                              f"apply again, or run sera solve again on the current code") from None
         fault_point("apply-written")
+        if all(_read(repo / p) == before[p] for p in paths):  # a 3-way merge found it there
+            _drop_last_entry(repo)
+            raise _already_applied_error(label)
         _finish_last_entry(repo)
     return AppliedPatch(label, paths, three_way)
+
+
+def _already_applied_error(label: str) -> ApplyError:
+    return ApplyError(f"{label} is already applied to your working tree; nothing was changed "
+                      f"(sera undo reverts the last apply)")
 
 
 def _already_applied(repo: Path, patch: str) -> bool:
