@@ -270,3 +270,54 @@ def test_a_running_solve_is_cancelled(repo, tmp_path, how):
         assert seen["cancel"] == {"cancelled": True} and "cancelling" in client.said()
     manifest = json.loads((repo / ".sera" / "runs" / result["run"] / "manifest.json").read_text())
     assert manifest["status"] == "cancelled"
+
+
+def fuzzed_arguments(seed: int) -> list[tuple[str, list]]:
+    """Commands with malformed arguments: wrong types, unknown keys, bad values for known
+    options, odd uris and targets; none of them a solve that would run."""
+    import random
+    rng = random.Random(seed)
+    junk = [None, 0, -1, 3.5, True, "", "  ", "x" * 300, [], [1, "a"], {}, {"a": {"b": []}},
+            "../../etc/passwd", "file:///nonexistent/deep/x.py", "not a uri", "run:0:1", ":"]
+    bad_options = {"candidates": ["many", -3, 0, None, [2]], "scaffold": [5, "magic", None],
+                   "temperature": ["hot", -1], "max_steps": [0, "ten"], "colour": ["red"],
+                   "uri": [5, [], "file:///nonexistent/x.py"], "model": [7, "nosuch:thing"]}
+    calls = []
+    for _ in range(40):
+        name = rng.choice(["sera.solve", "sera.preview", "sera.apply", "sera.undo"])
+        shape = rng.randrange(4)
+        if shape == 0:
+            arguments = [rng.choice(junk) for _ in range(rng.randrange(3))]
+        elif shape == 1:
+            arguments = [{rng.choice(["task", "target", "uri", "run", "x"]): rng.choice(junk)}]
+        elif name == "sera.solve":
+            key = rng.choice(list(bad_options))
+            arguments = [{"task": "fix add", key: rng.choice(bad_options[key])}]
+        else:
+            arguments = [{"target": rng.choice(junk), "uri": rng.choice(junk)}]
+        calls.append((name, arguments))
+    return calls
+
+
+def test_malformed_command_arguments_get_an_error_that_says_what_to_do(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    replies = []
+
+    async def body(client):
+        from pygls.exceptions import JsonRpcException
+        for name, arguments in fuzzed_arguments(seed=7):
+            try:
+                reply = await command(client, name, *arguments)
+            except JsonRpcException as error:  # an internal error: a crash the user cannot act on
+                reply = {"internal error": str(error)}
+            replies.append((name, arguments, reply))
+        replies.append(("sera.cancel", [], await command(client, "sera.cancel")))
+
+    asyncio.run(session(repo, script, [], body))
+    crashed = [(name, arguments, reply) for name, arguments, reply in replies[:-1]
+               if not (isinstance(reply, dict) and reply.get("error"))]
+    assert not crashed, "\n".join(map(repr, crashed))  # every malformed request is refused with a message
+    for name, arguments, reply in replies[:-1]:
+        assert "Traceback" not in reply["error"] and len(reply["error"]) < 1000
+    assert replies[-1][2] == {"cancelled": False}  # the server still answers
+    assert not (repo / ".sera" / "runs").exists() or not any((repo / ".sera" / "runs").iterdir())

@@ -52,6 +52,14 @@ def solve_request(args: tuple[Any, ...]) -> dict[str, Any]:
                     '{"task": "...", "uri": "file:///...", "scaffold": "guided", "candidates": 3}')
 
 
+def uri_argument(command: str, uri: Any) -> str | None:
+    """A command's "uri" option: a string (file:///...) or absent."""
+    if uri is None or isinstance(uri, str):
+        return uri
+    raise SeraError(f'{command}: "uri" must be a file URI string such as "file:///path/to/file.py", '
+                    f"not {type(uri).__name__} {str(uri)[:40]}")
+
+
 def target_argument(command: str, args: tuple[Any, ...]) -> tuple[str | None, str | None]:
     """(target, uri) of sera.preview / sera.apply: [] (the last run's top candidate),
     ["RUN:CANDIDATE"] or [{"target": "RUN:CANDIDATE", "uri": ...}]."""
@@ -59,7 +67,8 @@ def target_argument(command: str, args: tuple[Any, ...]) -> tuple[str | None, st
         return None, None
     if len(args) == 1 and isinstance(args[0], str):
         return args[0], None
-    if len(args) == 1 and isinstance(args[0], dict):
-        return args[0].get("target"), args[0].get("uri")
+    if len(args) == 1 and isinstance(args[0], dict) and \
+            isinstance(args[0].get("target"), (str, type(None))):
+        return args[0].get("target"), uri_argument(command, args[0].get("uri"))
     raise SeraError(f'{command} takes no argument (the last run\'s top candidate), "RUN:CANDIDATE", '
                     f'or {{"target": "RUN:CANDIDATE", "uri": "file:///..."}}')

@@ -40,7 +40,7 @@ from sera.agent.summary import (changed_files, distinct_patches, location_lines,
                                 rank_line, step_line)
 from sera.errors import SeraError
 from sera.server.actions import code_actions, relative
-from sera.server.options import settings_flags, solve_request, target_argument
+from sera.server.options import settings_flags, solve_request, target_argument, uri_argument
 
 COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel")
 
@@ -111,7 +111,7 @@ class SeraServer(LanguageServer):
         if self.cancel is not None:
             raise SeraError(f"sera is still solving {self.session.task!r}; wait for it, or stop "
                             f"it with the sera.cancel command")
-        repo = self.repo_for(request.get("uri"))
+        repo = self.repo_for(uri_argument("sera.solve", request.get("uri")))
         settings = self.settings_for(repo, request)
         unsaved = self.unsaved(repo)
         if unsaved:
@@ -313,7 +313,8 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
     @server.command("sera.undo")
     @guarded
     async def undo_command(ls: SeraServer, *args):
-        uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
+        uri = uri_argument("sera.undo", args[0].get("uri")) if args and isinstance(args[0], dict) \
+            else None
         return await ls.undo(ls.repo_for(uri))
 
     @server.command("sera.cancel")
