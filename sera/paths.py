@@ -7,6 +7,8 @@ repositories (the assembled embedded GGUF, dequantized caches) live in the user 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -38,6 +40,19 @@ def adapters_dir(repo_root: Path) -> Path:
 
 def rerankers_dir(repo_root: Path) -> Path:
     return state_dir(repo_root) / "reranker"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive flock on `path` (created if missing) for the `with` block. A fresh descriptor
+    each time, so it excludes other threads as well as other processes; the kernel releases it
+    when a holder is killed."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -12,8 +12,6 @@ refuses and changes nothing.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +28,7 @@ from sera.agent.runs import find_run
 from sera.agent.workcopy import ensure_state_dir, git_path, run_git
 from sera.errors import ApplyError
 from sera.faults import fault_point
-from sera.paths import atomic_write_bytes, atomic_write_json, state_dir
+from sera.paths import atomic_write_bytes, atomic_write_json, file_lock, state_dir
 
 
 @dataclass
@@ -207,18 +205,10 @@ def _already_applied(repo: Path, patch: str) -> bool:
             and _git(repo, *args, "-R", stdin=patch).returncode == 0)
 
 
-@contextlib.contextmanager
 def _apply_lock(repo: Path):
-    """flock on sera-apply.lock in this checkout's git folder (not in the working tree, where git
-    status would show it): excludes other threads and processes alike, and is released by the
-    kernel when a holder is killed."""
-    lock_file = git_path(repo, "sera-apply.lock")
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """One apply or undo at a time per checkout, whatever the process; the lock lives in the
+    checkout's git folder, not in the working tree, where git status would show it."""
+    return file_lock(git_path(repo, "sera-apply.lock"))
 
 
 def _begin_undo_entry(repo, label, patch, paths, before, modes) -> dict:

@@ -13,18 +13,16 @@ common .git directory, which the sandbox keeps read-only, so the agent cannot ch
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from sera.agent.sandbox import GIT_REDIRECTS
 from sera.errors import RepositoryError
-from sera.paths import STATE_DIR, state_dir
+from sera.paths import STATE_DIR, file_lock, state_dir
 
 # A fixed identity and date: snapshots work without a configured git identity, and the same state
 # always gives the same commit id.
@@ -185,19 +183,11 @@ class WorkCopy:
         self.remove()
 
 
-@contextmanager
 def _worktree_lock(repo_root: Path):
     """One `git worktree add/remove` at a time per repository: git reads every sibling's admin
-    folder while it adds one, and fails on a sibling that another thread or process is creating.
-    flock on a fresh descriptor excludes other threads and other processes alike."""
+    folder while it adds one, and fails on a sibling that another thread or process is creating."""
     common = Path(git(["rev-parse", "--git-common-dir"], repo_root).strip())
-    lock_file = (common if common.is_absolute() else repo_root / common) / "sera-worktree.lock"
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock((common if common.is_absolute() else repo_root / common) / "sera-worktree.lock")
 
 
 def _remove_worktree(repo_root: Path, path: Path, git_dir: Path | None = None) -> None:
