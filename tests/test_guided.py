@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import write_script
-from sera.agent.guided import GuidedAgent
+from sera.agent.example import without_examples
+from sera.agent.guided import PROMPTS, GuidedAgent
+from sera.agent.localize import Location
 from sera.agent.prompts import render
+from sera.agent.searchreplace import apply_edits
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, snapshot_commit
 from sera.config import AgentConfig, ModelConfig
@@ -57,8 +60,13 @@ def run_guided(repo, tmp_path, replies, test_command=None, locations=ADD, max_to
     return loaded, events
 
 
+def talk(traj):
+    """The conversation after the worked example every guided conversation opens with."""
+    return without_examples(traj.messages)
+
+
 def roles(traj):
-    return [m["role"] for m in traj.messages]
+    return [m["role"] for m in talk(traj)]
 
 
 def test_good_edit_is_submitted_with_the_patch(repo, tmp_path):
@@ -67,10 +75,10 @@ def test_good_edit_is_submitted_with_the_patch(repo, tmp_path):
     assert "-    return a - b\n+    return a + b" in traj.meta["patch"]
     assert "notes.txt" not in traj.meta["patch"]
     assert roles(traj) == ["system", "user", "assistant"]
-    prompt = traj.messages[1]["content"]
+    prompt = talk(traj)[1]["content"]
     assert "calc.add returns the wrong sum" in prompt and "   3 |     return a - b" in prompt
     assert "```python\n   1 | def add(a, b):" in prompt
-    assert "SEARCH" in traj.messages[0]["content"]
+    assert "SEARCH" in talk(traj)[0]["content"]
     assert traj.meta["locations"][0]["name"] == "add"
     assert traj.meta["locations"][0]["reasons"] == ["named in the task"]
     assert traj.meta["checks"][-1][-1]["name"] == "tests" and traj.meta["checks"][-1][-1]["ok"]
@@ -81,7 +89,7 @@ def test_good_edit_is_submitted_with_the_patch(repo, tmp_path):
 def test_the_code_view_rewritten_in_place_is_taken_as_the_edit(repo, tmp_path):
     """The embedded 1.5B sometimes echoes the numbered view with the fix instead of blocks."""
     (tmp_path / "probe").mkdir()
-    prompt_view = run_guided(repo, tmp_path / "probe", [GOOD])[0].messages[1]["content"]
+    prompt_view = run_guided(repo, tmp_path / "probe", [GOOD])[0].messages[3]["content"]
     view = prompt_view[prompt_view.index("calc.py (lines"):].split("```\n\n")[0] + "```"
     rewrite = "Here is the fix:\n\n" + view.replace("return a - b", "return a + b")
     traj, _ = run_guided(repo, tmp_path, [rewrite], test_command=TEST)
@@ -94,19 +102,26 @@ def test_miss_is_fed_back_and_the_retry_succeeds(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [MISS, GOOD])
     assert traj.meta["status"] == "submitted"
     assert roles(traj) == ["system", "user", "assistant", "user", "assistant"]
-    feedback = traj.messages[3]["content"]
+    feedback = talk(traj)[3]["content"]
     assert "was not found" in feedback and "   3 |     return a - b" in feedback
     assert "+    return a + b" in traj.meta["patch"]
 
 
-def test_the_instructions_example_copied_back_is_named_and_retried(repo, tmp_path):
-    """The embedded 1.5B answered the demo task with the system prompt's example block itself."""
-    system = render("guided_system")
-    example = system[system.index("path/to/file.py"):system.index("Rules:")].strip()
-    traj, _ = run_guided(repo, tmp_path, [example, GOOD])
+def test_the_worked_example_opens_the_conversation_and_a_copy_of_it_is_named_and_retried(
+        repo, tmp_path):
+    """The 1.5B answered with the instructions' placeholder block itself; the worked example that
+    replaced it may be copied back too, and is named as such."""
+    example_answer = render("guided_example_answer")
+    traj, _ = run_guided(repo, tmp_path, [example_answer, GOOD])
+    opening = traj.messages[:3]
+    assert [m["role"] for m in opening] == ["system", "user", "assistant"]
+    assert [bool(m.get("example")) for m in opening] == [False, True, True]
+    assert "shapes/rect.py (lines 6-14: Rect.area)" in opening[1]["content"]
+    assert "  11 |         return self.width * self.width" in opening[1]["content"]
+    assert opening[2]["content"] == example_answer and traj.steps == 2
     assert traj.meta["status"] == "submitted"
-    feedback = traj.messages[3]["content"]
-    assert "repeats the example of the instructions" in feedback and "real path" in feedback
+    feedback = talk(traj)[3]["content"]
+    assert "repeats the worked example (shapes/rect.py)" in feedback
 
 
 def test_the_quickstart_answer_with_the_def_line_indented_like_its_body(repo, tmp_path):
@@ -126,14 +141,14 @@ def test_a_reply_without_a_block_gets_a_ready_block_to_fix(repo, tmp_path):
     """The retry offers the located function as SEARCH and REPLACE; the model only edits it."""
     traj, _ = run_guided(repo, tmp_path, ["The bug is in add.", GOOD], test_command=TEST)
     assert traj.meta["status"] == "submitted" and traj.meta["skeleton"] == "add in calc.py"
-    offer = traj.messages[3]["content"]
+    offer = talk(traj)[3]["content"]
     body = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a - b'
     assert "no SEARCH/REPLACE block" in offer
     assert f"calc.py\n```python\n<<<<<<< SEARCH\n{body}\n=======\n{body}\n>>>>>>> REPLACE\n```" in offer
     # a function whose answer would not fit the reply limit gets the plain retry
     (tmp_path / "long").mkdir()
     traj, _ = run_guided(repo, tmp_path / "long", ["The bug is in add.", GOOD], max_tokens=80)
-    assert "skeleton" not in traj.meta and "Answer again with corrected" in traj.messages[3]["content"]
+    assert "skeleton" not in traj.meta and "Answer again with corrected" in talk(traj)[3]["content"]
 
 
 def test_a_reply_cut_at_the_length_limit_is_told_to_skip_the_explanation(repo, tmp_path):
@@ -141,7 +156,7 @@ def test_a_reply_cut_at_the_length_limit_is_told_to_skip_the_explanation(repo, t
     traj, _ = run_guided(repo, tmp_path, [rambling, GOOD], max_tokens=60)
     assert traj.meta["status"] == "submitted"
     assert "reached the length limit before the blocks were complete: answer with the blocks " \
-           "only" in traj.messages[3]["content"]
+           "only" in talk(traj)[3]["content"]
 
 
 def test_two_misses_end_as_edit_failed(repo, tmp_path):
@@ -154,7 +169,7 @@ def test_two_misses_end_as_edit_failed(repo, tmp_path):
 def test_syntax_error_is_repaired(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [BROKEN, block("    return (a + b", "    return a + b")])
     assert traj.meta["status"] == "submitted"
-    repair = traj.messages[3]["content"]
+    repair = talk(traj)[3]["content"]
     assert "calc.py no longer parses" in repair and "line 3" in repair
     assert "+    return (a + b" in repair  # the patch so far is shown
     assert traj.meta["checks"][0][1] == {"name": "parse calc.py", "ok": False,
@@ -166,7 +181,7 @@ def test_failing_tests_are_repaired(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [WRONG, block("    return a * b", "    return a + b")],
                          test_command=TEST)
     assert traj.meta["status"] == "submitted"
-    repair = traj.messages[3]["content"]
+    repair = talk(traj)[3]["content"]
     assert "failed" in repair and "AssertionError: 6" in repair
     assert "+    return a + b" in traj.meta["patch"]
 
@@ -302,15 +317,15 @@ def test_the_model_chooses_which_location_to_edit(repo, tmp_path):
                               choose_locations=True)
     assert traj.meta["status"] == "submitted"
     assert roles(traj) == ["system", "user", "assistant", "user", "assistant"]
-    request = traj.messages[1]["content"]
+    request = talk(traj)[1]["content"]
     assert "calc.add returns the wrong sum" in request
     assert "1. calc.py, lines 1-3: add\n   def add(a, b):" in request
     assert "2. calc.py, lines 6-7: scale\n   def scale(values, factor):" in request
-    assert traj.messages[2]["content"] == "2"
+    assert talk(traj)[2]["content"] == "2"
     assert traj.meta["location_choice"] == {"offered": ["calc.py:add", "calc.py:scale"],
                                             "chosen": [2], "fallback": None}
     assert [loc["name"] for loc in traj.meta["locations"]] == ["scale"]
-    edit = traj.messages[3]["content"]
+    edit = talk(traj)[3]["content"]
     assert "calc.py (lines 3-7: scale)" in edit and "   1 | def add" not in edit
     assert "<task>" not in edit  # the task was in the choice request already
     assert events[0].observation == "chose calc.py:scale"
@@ -329,8 +344,8 @@ def test_a_bad_choice_keeps_the_ranked_locations(repo, tmp_path, answer, reason)
     assert traj.meta["location_choice"]["chosen"] == []
     assert reason in traj.meta["location_choice"]["fallback"]
     assert [loc["name"] for loc in traj.meta["locations"]] == ["add", "scale"]
-    assert answer.startswith(traj.messages[2]["content"])  # cut to CHOICE_TOKENS
-    assert "add, scale" in traj.messages[3]["content"]
+    assert answer.startswith(talk(traj)[2]["content"])  # cut to CHOICE_TOKENS
+    assert "add, scale" in talk(traj)[3]["content"]
     assert events[0].observation.startswith("kept the ranked locations: ")
 
 
@@ -401,7 +416,7 @@ def test_a_function_written_back_is_swapped_in(repo, tmp_path):
     removed = [line for line in traj.meta["patch"].splitlines()
                if line.startswith("-") and not line.startswith("---")]
     assert removed == ["-    return a - b"]  # only the changed line, the rest kept
-    system, request = traj.messages[0]["content"], traj.messages[1]["content"]
+    system, request = talk(traj)[0]["content"], talk(traj)[1]["content"]
     assert "complete new code of each function" in system and "SEARCH" not in system
     assert "calc.py (function add)\n```python\ndef add(a, b):" in request
     assert "   3 |" not in request  # no line numbers to copy back
@@ -411,7 +426,7 @@ def test_an_unchanged_function_is_retried_and_blocks_are_read_too(repo, tmp_path
     traj, _ = run_guided(repo, tmp_path, [SAME_ADD, GOOD], test_command=TEST,
                          edit_format="functions")
     assert traj.meta["status"] == "submitted"
-    retry = traj.messages[3]["content"]
+    retry = talk(traj)[3]["content"]
     assert "(add) is unchanged" in retry and "complete code of each function" in retry
 
 
@@ -419,7 +434,7 @@ def test_a_function_that_was_not_shown_fails_the_edit(repo, tmp_path):
     other = "calc.py\n```python\ndef subtract(a, b):\n    return a - b\n```"
     traj, _ = run_guided(repo, tmp_path, [other, "I do not know."], edit_format="functions")
     assert traj.meta["status"] == "edit_failed"
-    assert "`subtract` is not one of the functions shown (add)" in traj.messages[3]["content"]
+    assert "`subtract` is not one of the functions shown (add)" in talk(traj)[3]["content"]
     assert "no function in a fenced code block" in traj.meta["exit_message"]
 
 
@@ -453,5 +468,24 @@ def test_functions_too_long_to_write_back_are_not_offered(repo, tmp_path):
     both = ADD + [Location("calc.py", "big", lines - 199, lines)]
     traj, _ = run_guided(repo, tmp_path, [FIXED_ADD], locations=both, max_tokens=400,
                          edit_format="functions")
-    assert "def add(a, b):" in traj.messages[1]["content"]
-    assert "def big():" not in traj.messages[1]["content"]
+    assert "def add(a, b):" in talk(traj)[1]["content"]
+    assert "def big():" not in talk(traj)[1]["content"]
+
+
+@pytest.mark.parametrize("edit_format", ["blocks", "functions"])
+def test_the_worked_examples_answer_fixes_the_example_as_the_format_reads_it(tmp_path, edit_format):
+    from sera.agent.example import EXAMPLE_PATH, example_messages
+    from sera.agent.rewrite import function_edits
+    from sera.agent.searchreplace import parse_edits
+    from sera.agent.views import view_lines
+    source = render("guided_example_source") + "\n"
+    (tmp_path / EXAMPLE_PATH).parent.mkdir(parents=True)
+    (tmp_path / EXAMPLE_PATH).write_text(source)
+    request, answer = example_messages(edit_format, PROMPTS[edit_format]["edit"])
+    shown = [Location(EXAMPLE_PATH, "Rect.area", 9, 11, 1.0, [])]
+    edits = function_edits(tmp_path, answer["content"], shown) if edit_format == "functions" \
+        else parse_edits(answer["content"])
+    apply_edits(tmp_path, edits, None)
+    assert (tmp_path / EXAMPLE_PATH).read_text() == source.replace(
+        "self.width * self.width", "self.width * self.height")
+    assert view_lines(source)[10] == "        return self.width * self.width"  # line 11

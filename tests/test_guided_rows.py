@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import git
-from sera.agent.guided import GuidedAgent
+from sera.agent.example import without_examples
+from sera.agent.guided import GuidedAgent, opening
 from sera.agent.localize import Location
 from sera.agent.prompts import render
 from sera.agent.searchreplace import apply_edits
@@ -86,8 +87,8 @@ def test_a_fix_becomes_the_request_solve_makes_answered_by_the_commit(history, e
     row = guided_history_trajectory(root, task, settings_for(root, edit_format))
     assert row is not None and row.meta["scaffold"] == "guided"
     assert row.meta["edit_format"] == edit_format and row.meta["commit"] == task.commit
-    system, request, answer = row.messages
-    assert [m["role"] for m in row.messages] == ["system", "user", "assistant"]
+    system, request, answer = without_examples(row.messages)
+    assert row.messages[:3] == opening(edit_format) and len(row.messages) == 5
     prompts = {"blocks": ("guided_system", "guided_edit"),
                "functions": ("guided_system_functions", "guided_edit_functions")}[edit_format]
     assert system["content"] == render(prompts[0])

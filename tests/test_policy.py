@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub
 import pytest
 
 from conftest import GIT_IDENTITY
+from sera.agent.guided import opening
 from sera.errors import SeraError
 from sera.models.testing import build_tiny_model
 from sera.specialize.history import mine_history
@@ -105,7 +106,9 @@ def test_new_files_are_not_shown_and_unreadable_tasks_are_skipped(project, task)
 
 
 def test_prompt_is_the_guided_edit_request_with_numbered_lines(task):
-    system, user = policy_prompt(task, PolicyConfig())
+    prompt = policy_prompt(task, PolicyConfig())
+    assert prompt[:3] == opening("blocks")  # as solve's guided conversations begin
+    system, user = prompt[0], prompt[-1]
     assert system["role"] == "system" and "SEARCH/REPLACE" in system["content"]
     assert user["role"] == "user" and MESSAGE in user["content"]
     assert "calc.py (lines 1-7)" in user["content"]

@@ -88,7 +88,8 @@ def test_a_function_cut_at_the_reply_limit_is_not_read(root):
 
 
 @pytest.mark.parametrize("reply, message", [
-    ("```python\ndef function_name(arguments):\n    pass\n```", "repeats the example"),
+    ("shapes/rect.py\n```python\n    def area(self):\n        return 1\n```",
+     "repeats the worked example"),
     ("```python\ndef subtract(a, b):\n    return a - b\n```", "`subtract` is not one of"),
     ('```python\n@functools.cache\ndef add(self, a, b):\n    """Sum."""\n    return a - b\n```',
      "is unchanged"),

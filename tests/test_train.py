@@ -107,6 +107,17 @@ def test_mask_handles_leading_newlines_and_empty_turns(tokenizer):
     assert labelled_runs(example, tokenizer) == ["\n\nindented\n<|im_end|>", "<|im_end|>"]
 
 
+def test_a_worked_examples_answer_is_shown_but_not_trained_on(tokenizer):
+    row = [{"role": "system", "content": "Answer with blocks."},
+           {"role": "user", "content": "example request", "example": True},
+           {"role": "assistant", "content": "example answer", "example": True},
+           {"role": "user", "content": "the task"},
+           {"role": "assistant", "content": "the answer"}]
+    example = encode_for_training(row, tokenizer, max_tokens=4096)
+    assert labelled_runs(example, tokenizer) == ["the answer<|im_end|>"]
+    assert "example answer" in tokenizer.decode(example.input_ids)
+
+
 def test_mask_is_cut_at_max_tokens(tokenizer):
     full = encode_for_training(ROWS[1], tokenizer, max_tokens=100_000)
     cut = encode_for_training(ROWS[1], tokenizer, max_tokens=50)

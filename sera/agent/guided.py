@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sera.agent.checks import language_name, new_syntax_errors, run_tests, workcopy_sandbox
+from sera.agent.example import COPIED, copies_the_example, example_messages
 from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
@@ -40,6 +41,7 @@ from sera.agent.rewrite import function_edits
 from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, apply_edits,
                                       numbered_rewrite_edits, parse_edits)
 from sera.agent.trajectory import Trajectory
+from sera.agent.views import function_block, render_code_view, view_lines
 from sera.agent.workcopy import WorkCopy
 from sera.config import AgentConfig, ModelConfig
 from sera.errors import SeraError
@@ -119,8 +121,7 @@ class GuidedAgent:
         traj.meta.update(task=task, model=self.model.spec, adapter=self.adapter, status="running",
                          started=time.time(), test_command=self.test_command,
                          edit_format=self.format)
-        traj.messages = []
-        traj.add("system", render(self.prompts["system"]))
+        traj.messages = opening(self.format)
         return run_recorded(traj, lambda: self._flow(task, locations), self._diff)
 
     def _flow(self, task: str, locations: Sequence[Any] | None) -> None:
@@ -207,7 +208,7 @@ class GuidedAgent:
         if not edits:
             raise NoBlock("the reply holds no SEARCH/REPLACE block; answer with at least "
                           "one block in the format shown")
-        _refuse_copied_example(edits)
+        _refuse_copied_example(self.root, edits)
         return edits
 
     def _retry_request(self, error: EditError) -> str:
@@ -331,7 +332,7 @@ class GuidedAgent:
             while first > 1 and lines[first - 2].lstrip().startswith("@"):
                 first -= 1  # decorators belong to the function written back
             body = "\n".join(lines[first - 1:loc.end_line])
-            block = f"{loc.path} (function {loc.name})\n```{language_name(loc.path)}\n{body}\n```"
+            block = function_block(loc.path, loc.name, body)
             too_long = len(body) // CHARS_PER_TOKEN + SKELETON_MARGIN_TOKENS > \
                 self.model_config.max_tokens
             if too_long or sum(len(p) + 2 for p in parts) + len(block) > budget:
@@ -403,51 +404,6 @@ class GuidedAgent:
         return self.workcopy.diff()
 
 
-def render_code_view(files: dict[str, list[str]], spans: dict[str, list[tuple[int, int, str]]],
-                     budget: int) -> str:
-    """THE numbered code view of an edit request, for solve and for training (the policy stage):
-    per file, each span (first line, last line, the names in it) as a header, "path (lines a-b:
-    names)", and a fence of "  12 | code" lines; clipped to `budget` characters (a span cut short
-    says how many lines it leaves out; '' when nothing fits)."""
-    parts: list[str] = []
-    for rel, file_spans in spans.items():
-        lines = files[rel]
-        for start, end, names in file_spans:
-            header = f"{rel} (lines {start}-{end}{': ' + names if names else ''})"
-            body = [f"{n:>4} | {lines[n - 1]}" for n in range(start, end + 1)]
-            block = _clipped_block(header, language_name(rel), body,
-                                   budget - sum(len(p) + 2 for p in parts))
-            if block is None:
-                break
-            parts.append(block)
-    return "\n\n".join(parts)
-
-
-def _clipped_block(header: str, language: str, body: list[str], room: int) -> str | None:
-    """The header and the fenced lines, as many as fit `room` characters (None: not one)."""
-    fence = "```" + language
-    kept: list[str] = []
-    used = len(header) + len(fence) + 60
-    for line in body:
-        if used + len(line) + 1 > room:
-            break
-        kept.append(line)
-        used += len(line) + 1
-    if body and not kept:
-        return None
-    if len(kept) < len(body):
-        kept.append(f"... ({len(body) - len(kept)} more lines not shown)")
-    return "\n".join([header, fence, *kept, "```"])
-
-
-def view_lines(text: str) -> list[str]:
-    """A file's lines as the code views number them (no empty last line after a final newline)."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 CHOICE_NUMBER = re.compile(r"(?<![\w.:/-])(\d{1,3})(?![\w:/-]|\.\d)")  # not 1-3, x.py:3, 2.5
 
 
@@ -488,18 +444,15 @@ def _merge(spans: list[tuple[int, int, str]], line_count: int) -> list[tuple[int
     return merged
 
 
-# The placeholder lines of guided_system.txt's example block. Small models sometimes answer with
-# that block itself; said plainly, the retry then quotes the real code.
-EXAMPLE_PATH = "path/to/file.py"
-EXAMPLE_LINES = ("lines copied exactly from the file", "the lines that replace them")
+def opening(edit_format: str) -> list[dict[str, Any]]:
+    """How every guided conversation in `edit_format` begins, in solve and in training rows: the
+    system prompt, then the worked example (example.py)."""
+    prompts = PROMPTS[edit_format]
+    return [{"role": "system", "content": render(prompts["system"])},
+            *example_messages(edit_format, prompts["edit"])]
 
 
-def _refuse_copied_example(edits: Sequence[Any]) -> None:
-    for edit in edits:
-        text = {line.strip() for line in (*edit.search, *edit.replace)}
-        if edit.path == EXAMPLE_PATH or text & set(EXAMPLE_LINES):
-            raise NoBlock(f"your block repeats the example of the instructions ({EXAMPLE_PATH}, "
-                            f"'{EXAMPLE_LINES[0]}'). Write a block for the code shown above: its "
-                            f"real path, then in SEARCH the lines to change copied from that code "
-                            f"without the line numbers, and in REPLACE the corrected lines")
+def _refuse_copied_example(root: Path, edits: Sequence[Any]) -> None:
+    if any(copies_the_example(root, edit.path) for edit in edits):
+        raise NoBlock(COPIED)
 

@@ -31,9 +31,9 @@ from typing import Any, Sequence
 
 from sera.agent.searchreplace import (FENCE, LINE_NUMBER, REPLACE_MARK, SEARCH_MARK, Edit,
                                       EditError, _clean_path)
+from sera.agent.example import COPIED, copies_the_example
 from sera.agent.sourcecode import functions_in_source
 
-EXAMPLE_FUNCTION = "function_name"  # the placeholder of guided_system_functions.txt
 QUALIFIED_DEF = re.compile(r"^(\s*(?:async\s+)?def\s+)(?:[A-Za-z_]\w*\.)+(?=\w+\s*\()")
 
 
@@ -50,12 +50,10 @@ def function_edits(root: Path, reply: str, shown: Sequence[Any]) -> list[Edit]:
     edits: list[Edit] = []
     written = []
     for block in _blocks(reply):
+        if copies_the_example(root, block.path):
+            raise EditError(COPIED)
         for name, body in _functions(block, shown):
             written.append(name)
-            if name == EXAMPLE_FUNCTION:
-                raise EditError(f"your answer repeats the example of the instructions "
-                                f"(`def {EXAMPLE_FUNCTION}`): write out the real function shown "
-                                f"above, changed so that it resolves the task")
             path, start, end = _target(root, name, block.path, shown)
             edit = _edit(root, path, start, end, body)
             if edit is not None and all(e.path != edit.path or e.search != edit.search

@@ -41,7 +41,8 @@ class Trajectory:
 
     @property
     def steps(self) -> int:
-        return sum(1 for m in self.messages if m["role"] == "assistant")
+        """The model's replies (the worked example's answer is not one)."""
+        return sum(1 for m in self.messages if m["role"] == "assistant" and not m.get("example"))
 
     @property
     def status(self) -> str:

@@ -98,7 +98,8 @@ class LlamaCppModel:
             if self._server is None:
                 raise ModelError(f"{self.spec} was closed; load the model again")
             lora = self._lora_scales(adapter)
-            request = {"messages": [dict(m) for m in messages], "max_tokens": max_tokens,
+            request = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+                       "max_tokens": max_tokens,
                        "temperature": max(temperature, 0.0), "stop": list(stop or []),
                        "cache_prompt": True, "lora": lora}
             completions: list[Completion] = []

@@ -1,11 +1,13 @@
 """A deterministic fake model that replays assistant replies from a JSON file (tests and demos).
 
 `scripted:<file.json>`, the file holding a list of reply strings, or `{"replies": [...]}`.
-The reply to a conversation is `replies[k]`, k = the number of assistant messages already in it,
+The reply to a conversation is `replies[k]`, k = the number of assistant messages already in it
+(a worked example's answer, message["example"], is not one),
 so every candidate and every replayed conversation starts again from the first reply.
 
 One script can play several roles (an agent, a reviewer, an issue writer) with conversations
-picked by a substring of the conversation's first user message; `replies` is the fallback:
+picked by a substring of the conversation's first user message (not a worked example); `replies`
+is the fallback:
 
     {"conversations": [{"when": "Answer yes or no", "replies": ["yes"]}, ...], "replies": [...]}
 
@@ -100,7 +102,8 @@ class ScriptedChatModel:
 
     def replies_for(self, messages: Sequence[Message]) -> list[str]:
         """The replies of the first conversation whose `when` is in the first user message."""
-        first_user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
+        first_user = next((m.get("content") or "" for m in messages
+                           if m.get("role") == "user" and not m.get("example")), "")
         return next((replies for when, replies in self.conversations if when in first_user),
                     self.replies)
 
@@ -113,7 +116,7 @@ class ScriptedChatModel:
                  stop: Sequence[str] | None = None,
                  cancel: threading.Event | None = None) -> list[Completion]:
         start = time.perf_counter()
-        turn = sum(1 for m in messages if m.get("role") == "assistant")
+        turn = sum(1 for m in messages if m.get("role") == "assistant" and not m.get("example"))
         replies = self.replies_for(messages)
         if turn >= len(replies):
             raise ModelError(f"the script {self.spec} has only {len(replies)} replies and "

@@ -130,7 +130,8 @@ class TransformersChatModel:
                              f"(its tokenizer_config.json or chat_template.jinja carries one)")
         # tokenize=False gives the text; encoding it ourselves avoids the dict that
         # apply_chat_template(tokenize=True) returns in transformers 5.
-        text = self._tokenizer.apply_chat_template(list(messages), tokenize=False,
+        text = self._tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False,
                                                    add_generation_prompt=True)
         return self._tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 

@@ -54,7 +54,8 @@ class Example:
 
 def encode_for_training(messages: Sequence[dict[str, Any]], tokenizer: Any,
                         max_tokens: int) -> Example:
-    """Token ids of the rendered conversation, labelled on the assistant turns only.
+    """Token ids of the rendered conversation, labelled on the assistant turns only (not on a
+    worked example's answer, which every guided row repeats: message["example"]).
 
     Cut at `max_tokens` as a guard; cutting a trajectory at a turn boundary is the caller's job.
     """
@@ -71,7 +72,8 @@ def encode_for_training(messages: Sequence[dict[str, Any]], tokenizer: Any,
 
 def assistant_spans(messages: Sequence[dict[str, Any]],
                     tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the (start, end) character span of each assistant turn."""
+    """The rendered conversation and the (start, end) character span of each assistant turn that
+    is trained on (worked examples are not)."""
     messages = [dict(m) for m in messages]
     if messages and messages[0].get("role") == "assistant":
         raise SeraError("a training row must start with a system or user message, not an "
@@ -79,7 +81,7 @@ def assistant_spans(messages: Sequence[dict[str, Any]],
     full = _render(tokenizer, messages, add_generation_prompt=False)
     spans = []
     for k, message in enumerate(messages):
-        if message.get("role") != "assistant":
+        if message.get("role") != "assistant" or message.get("example"):
             continue
         before = _render(tokenizer, messages[:k], add_generation_prompt=True)
         through = _render(tokenizer, messages[:k + 1], add_generation_prompt=False)

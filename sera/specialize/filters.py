@@ -33,7 +33,8 @@ def too_many_changed_lines(patch: str, limit: int = MAX_CHANGED_LINES) -> bool:
 
 def tool_outputs(messages: Sequence[Message]) -> list[str]:
     """The tool results of a trajectory: the user messages after the first (the task), unwrapped."""
-    user_turns = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    user_turns = [m.get("content") or "" for m in messages
+                  if m.get("role") == "user" and not m.get("example")]
     return [_unwrap(text) for text in user_turns[1:]]
 
 
@@ -57,7 +58,8 @@ def truncate_to_context(messages: Sequence[Message], max_tokens: int, count_toke
 
     A trajectory that fits comes back whole (ratio 1.0). Otherwise it is cut right after an
     assistant message, so the kept part never ends on a tool output the model would be trained to
-    expect an answer to; the system prompt and the task are always part of the prefix. When not
+    expect an answer to; the system prompt, a worked example and the task are always part of the
+    prefix. When not
     even the first assistant turn fits, nothing is kept: ([], 0.0).
     """
     messages = list(messages)
@@ -66,7 +68,8 @@ def truncate_to_context(messages: Sequence[Message], max_tokens: int, count_toke
     costs = [count_tokens(m.get("content") or "") + per_message_tokens for m in messages]
     if sum(costs) <= max_tokens:
         return messages, 1.0
-    task_index = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
+    task_index = next((i for i, m in enumerate(messages)
+                       if m.get("role") == "user" and not m.get("example")), None)
     if task_index is None:
         return [], 0.0
     kept, used = 0, sum(costs[:task_index + 1])
@@ -74,7 +77,7 @@ def truncate_to_context(messages: Sequence[Message], max_tokens: int, count_toke
         used += costs[index]
         if used > max_tokens:
             break
-        if messages[index].get("role") == "assistant":
+        if messages[index].get("role") == "assistant" and not messages[index].get("example"):
             kept = index + 1
     if kept == 0:
         return [], 0.0

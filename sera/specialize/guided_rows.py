@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from sera.agent.checks import language_name
-from sera.agent.guided import LOCATIONS, GuidedAgent, _location_meta
+from sera.agent.guided import LOCATIONS, GuidedAgent, _location_meta, opening
 from sera.agent.localize import Location, candidate_view
 from sera.agent.prompts import render
 from sera.agent.rollout import choose_scaffold
@@ -68,7 +68,7 @@ def guided_history_trajectory(repo_root: Path, task: HistoryTask,
 
 def _exchange(agent: GuidedAgent, task: str, shown: list[Location], answer: str) -> list[dict]:
     view = agent.function_view(shown) if agent.format == "functions" else agent.code_view(shown)
-    return [{"role": "system", "content": render(agent.prompts["system"])},
+    return [*opening(agent.format),
             {"role": "user", "content": render(agent.prompts["edit"], task=task, code=view)},
             {"role": "assistant", "content": answer}]
 

@@ -53,9 +53,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from sera.config import doc_field
-from sera.agent.guided import render_code_view, view_lines
+from sera.agent.guided import opening
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
+from sera.agent.views import render_code_view, view_lines
 from sera.agent.workcopy import git, git_bytes
 from sera.errors import RepositoryError, SeraError
 from sera.specialize.history import HistoryTask, _unquote
@@ -255,15 +256,16 @@ def _patch_path(name: str) -> str | None:
 # --- the prompt -----------------------------------------------------------------------------
 
 def policy_prompt(task: PolicyTask, config: PolicyConfig) -> list[dict[str, str]]:
-    """The guided scaffold's edit request for the task, as chat messages."""
-    return [{"role": "system", "content": render("guided_system")},
+    """The guided scaffold's edit request for the task, as chat messages (after the opening that
+    solve's guided conversations have)."""
+    return [*opening("blocks"),
             {"role": "user", "content": render("guided_edit", task=task.task,
                                                 code=code_view(task, config))}]
 
 
 def code_view(task: PolicyTask, config: PolicyConfig) -> str:
     """The task's files with line numbers, as the guided scaffold renders code
-    (guided.render_code_view): whole when they fit `code_tokens`, else windows of
+    (views.render_code_view): whole when they fit `code_tokens`, else windows of
     `context_lines` around the reference's changes; clipped to the room either way."""
     budget = config.code_tokens * CHARS_PER_TOKEN
     hunks = {old: ranges for old, ranges in _file_hunks(task.reference).values()}

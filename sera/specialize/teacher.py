@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from sera.agent.example import without_examples
 from sera.agent.parse import parse_reply
 from sera.agent.prompts import render_from
 from sera.agent.protocol import FormatError
@@ -40,7 +41,7 @@ def rollout1_request(function: str, path: str, rng: random.Random) -> str:
 def summarize_steps(messages: list[dict]) -> str:
     """The agent's actions and clipped observations, one block per step, for the teacher to read."""
     lines = []
-    for message in messages[2:]:
+    for message in without_examples(messages)[2:]:
         text = message["content"]
         if message["role"] == "assistant":
             try:
