@@ -50,14 +50,15 @@ def mask_secrets(text: str) -> str:
 
 def _mask_assignment(match: re.Match[str]) -> str:
     value, quote = match.group("value"), match.group("quote")
-    if value.startswith("[sera:") or (not quote and _looks_like_code(value)):
+    if value.startswith("[sera:") or _looks_like_code(value):
         return match.group(0)
     return f"{match.group('name')}{quote}{MASK.format('secret')}{quote}"
 
 
 def _looks_like_code(value: str) -> bool:
-    """An expression, not a literal: `token = self.next_token()`, `password=os.environ[...]`,
-    `secret = default_secret`; a literal has digits or capitals among its letters."""
+    """Not a credential: an expression (`token = self.next_token()`, `password=os.environ[...]`,
+    `secret = default_secret`) or a word without digits (`api_key_header = "X-API-Key"`, a
+    pattern); credentials mix letters and digits."""
     if re.search(r"[()\[\]{}]", value):
         return True
-    return re.fullmatch(r"[a-z_][a-z_.]*", value) is not None
+    return not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value))

@@ -50,6 +50,8 @@ def test_assigned_and_embedded_passwords_are_masked(text, hidden):
     "if token_count >= max_tokens:",
     "The password is wrong; try again.",
     "sk = key[:4]",
+    'api_key_header = "X-API-Key"',
+    'token_pattern = "[A-Za-z_]+"',
 ])
 def test_ordinary_code_is_left_alone(code):
     assert mask_secrets(code) == code

@@ -215,3 +215,20 @@ def test_python_commands_leave_no_bytecode_for_a_patch_to_carry(root, mode, monk
     (root / "calc.py").write_text("X = 1\n")
     assert Sandbox(root, mode).run("python3 -c 'import calc'", 10, 1000).exit_code == 0
     assert not (root / "__pycache__").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_git_in_a_command_knows_the_users_name_but_not_their_credentials(root, mode, monkeypatch,
+                                                                          tmp_path):
+    home = tmp_path / "home-with-git"
+    home.mkdir()
+    (home / ".gitconfig").write_text('[user]\n\tname = Ada Lovelace\n\temail = ada@example.com\n'
+                                     '[credential]\n\thelper = store\n')
+    monkeypatch.setenv("HOME", str(home))
+    sandbox_module._git_identity.cache_clear()
+    try:
+        output = Sandbox(root, mode).run("git config --global -l", 10, 1000).output
+    finally:
+        sandbox_module._git_identity.cache_clear()
+    assert "user.name=Ada Lovelace" in output and "user.email=ada@example.com" in output
+    assert "credential" not in output

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import os
 import tempfile
 import weakref
@@ -87,6 +88,7 @@ class Sandbox:
         self.kind = "plain"
         self.home = Path(tempfile.mkdtemp(prefix="sera-home-"))  # the commands' throwaway HOME
         weakref.finalize(self, shutil.rmtree, self.home, True)
+        (self.home / ".gitconfig").write_text(_git_identity(), encoding="utf-8")
         self.environment = command_environment(env_keep, self.home)
         if mode != "none":
             problem = bwrap_problem()
@@ -175,8 +177,26 @@ def command_environment(keep: str = "", home: Path | None = None) -> dict[str, s
                EDITOR="true", GIT_TERMINAL_PROMPT="0", NO_COLOR="1", PIP_NO_INPUT="1",
                DEBIAN_FRONTEND="noninteractive", PYTHONUNBUFFERED="1",
                PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ in a candidate's patch
-               GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
+               GIT_CONFIG_NOSYSTEM="1")  # git's global config is the throwaway home's
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def _git_identity() -> str:
+    """The user's git name and email as a config file for the throwaway home (tests that commit
+    need them); nothing else of the user's git configuration, whose credential helpers and
+    tokens stay out."""
+    lines = []
+    for key in ("user.name", "user.email"):
+        try:
+            done = subprocess.run(["git", "config", "--global", "--get", key], text=True,
+                                  capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        value = done.stdout.strip()
+        if done.returncode == 0 and value and "\n" not in value:
+            lines.append(f"\t{key.split('.')[1]} = {json.dumps(value, ensure_ascii=False)}")
+    return "[user]\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def toolchain_paths(env: dict[str, str], home: Path) -> list[tuple[Path, Path]]:
