@@ -134,3 +134,27 @@ def test_killed_applies_and_undos_are_settled_without_loss(soak_repo, fault, cal
         assert "nothing to undo" in str(error)
     FIGURES["states checked"] += 1
     assert user_state(root) == before
+
+
+def test_a_solve_killed_with_a_work_copy_on_disk_leaves_the_user_as_they_were(repo, tmp_path):
+    """kill -9 while a candidate's work copy exists: the user's state is untouched, and the next
+    solve removes the orphaned work copy before it runs."""
+    from conftest import FIX_SCRIPT_REPLIES, write_script
+    script = write_script(tmp_path / "fix.json", FIX_SCRIPT_REPLIES)
+    before = user_state(repo)
+
+    def sera_solve(**env):
+        return subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), "solve", "--model",
+                               script, "-n", "1", "fix add"], capture_output=True, text=True,
+                              env={**os.environ, **env})
+
+    killed = sera_solve(SERA_FAULT="solve-candidate")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    FIGURES["faults injected"] += 1
+    assert user_state(repo) == before
+    assert git(repo, "worktree", "list").count("\n") == 2  # the killed candidate's work copy
+    done = sera_solve()
+    assert done.returncode == 0, done.stderr
+    assert git(repo, "worktree", "list").count("\n") == 1  # the orphan is gone, and the new one
+    FIGURES["states checked"] += 1
+    assert user_state(repo) == before

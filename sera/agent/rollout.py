@@ -15,6 +15,7 @@ from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import Settings
 from sera.errors import SeraError
+from sera.faults import fault_point
 from sera.models.base import ChatModel
 
 
@@ -27,6 +28,7 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
     scaffold = choose_scaffold(settings.agent.scaffold, model.spec, adapter)
     trajectory = Trajectory(path=path, meta={**(meta or {}), "scaffold": scaffold})
     with WorkCopy.create(repo_root, commit) as workcopy:
+        fault_point("solve-candidate")  # the fault suite's kill -9 with a work copy on disk
         if scaffold == "guided":
             from sera.agent.guided import GuidedAgent
             tests = resolve_test_command(repo_root, settings.agent.test_command)
