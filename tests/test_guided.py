@@ -116,12 +116,21 @@ def test_the_worked_example_opens_the_conversation_and_a_copy_of_it_is_named_and
     opening = traj.messages[:3]
     assert [m["role"] for m in opening] == ["system", "user", "assistant"]
     assert [bool(m.get("example")) for m in opening] == [False, True, True]
-    assert "shapes/rect.py (lines 6-14: Rect.area)" in opening[1]["content"]
-    assert "  11 |         return self.width * self.width" in opening[1]["content"]
+    assert "shapes/rect.py (lines 6-13: Rect.area)" in opening[1]["content"]
+    assert "  10 |         return self.width * self.width" in opening[1]["content"]
     assert opening[2]["content"] == example_answer and traj.steps == 2
     assert traj.meta["status"] == "submitted"
     feedback = talk(traj)[3]["content"]
     assert "repeats the worked example (shapes/rect.py)" in feedback
+
+
+def test_the_examples_code_quoted_in_a_block_for_a_real_file_is_named_too(repo, tmp_path):
+    """The 1.5B put the example's first SEARCH line in blocks for its own files."""
+    copied = ("calc.py\n```python\n<<<<<<< SEARCH\n        return self.width * self.width\n"
+              "=======\n        return a + b\n>>>>>>> REPLACE\n```")
+    traj, _ = run_guided(repo, tmp_path, [copied, GOOD])
+    assert traj.meta["status"] == "submitted"
+    assert "repeats the worked example" in talk(traj)[3]["content"]
 
 
 def test_the_quickstart_answer_with_the_def_line_indented_like_its_body(repo, tmp_path):
@@ -482,10 +491,10 @@ def test_the_worked_examples_answer_fixes_the_example_as_the_format_reads_it(tmp
     (tmp_path / EXAMPLE_PATH).parent.mkdir(parents=True)
     (tmp_path / EXAMPLE_PATH).write_text(source)
     request, answer = example_messages(edit_format, PROMPTS[edit_format]["edit"])
-    shown = [Location(EXAMPLE_PATH, "Rect.area", 9, 11, 1.0, [])]
+    shown = [Location(EXAMPLE_PATH, "Rect.area", 9, 10, 1.0, [])]
     edits = function_edits(tmp_path, answer["content"], shown) if edit_format == "functions" \
         else parse_edits(answer["content"])
     apply_edits(tmp_path, edits, None)
     assert (tmp_path / EXAMPLE_PATH).read_text() == source.replace(
         "self.width * self.width", "self.width * self.height")
-    assert view_lines(source)[10] == "        return self.width * self.width"  # line 11
+    assert view_lines(source)[9] == "        return self.width * self.width"  # line 10

@@ -453,6 +453,6 @@ def opening(edit_format: str) -> list[dict[str, Any]]:
 
 
 def _refuse_copied_example(root: Path, edits: Sequence[Any]) -> None:
-    if any(copies_the_example(root, edit.path) for edit in edits):
+    if any(copies_the_example(root, edit.path, edit.search) for edit in edits):
         raise NoBlock(COPIED)
 
