@@ -176,7 +176,7 @@ def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
         modes = {p: _mode(repo / p) for p in paths}
         # the record comes first: a process killed mid-apply leaves a pending entry that the
         # next apply or undo completes or drops (_settle_pending), never files without a record
-        entry = _begin_undo_entry(repo, label, patch, paths, before, modes)
+        _begin_undo_entry(repo, label, patch, paths, before, modes)
         fault_point("apply-recorded")
         try:
             three_way = _apply_or_roll_back(repo, patch, paths, [])
@@ -211,7 +211,7 @@ def _apply_lock(repo: Path):
     return file_lock(git_path(repo, "sera-apply.lock"))
 
 
-def _begin_undo_entry(repo, label, patch, paths, before, modes) -> dict:
+def _begin_undo_entry(repo, label, patch, paths, before, modes) -> None:
     """Save the files as they are and the patch, and push a pending undo entry for them."""
     stack = _load_stack(repo)
     entry_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{len(stack)}"
@@ -224,9 +224,7 @@ def _begin_undo_entry(repo, label, patch, paths, before, modes) -> dict:
             atomic_write_bytes(folder / saved, before[p])
         files.append({"path": p, "before": saved, "mode": modes[p], "before_sha": _sha(before[p])})
     atomic_write_bytes(folder / "patch.diff", patch.encode("utf-8", "surrogateescape"))
-    entry = {"id": entry_id, "label": label, "files": files, "pending": True}
-    _save_stack(repo, stack + [entry])
-    return entry
+    _save_stack(repo, stack + [{"id": entry_id, "label": label, "files": files, "pending": True}])
 
 
 def _finish_last_entry(repo: Path, note: str = "") -> None:
