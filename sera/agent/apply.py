@@ -288,7 +288,7 @@ def undo_last(repo: Path) -> AppliedPatch:
 def _undone_content(repo: Path, folder: Path, entry: dict, f: dict) -> bytes | None:
     """What file `f` of the undo record `entry` becomes: its content before the apply, with the
     user's edits since the apply merged in line by line (merge.py)."""
-    before = (folder / f["before"]).read_bytes() if f["before"] else None
+    before = _saved_before(folder, f)
     current = _read(repo / f["path"])
     if _sha(current) in (f["after"], _sha(before)):  # as applied, or undone by a killed undo
         return before
@@ -297,9 +297,7 @@ def _undone_content(repo: Path, folder: Path, entry: dict, f: dict) -> bytes | N
         merged = merge_lines(base=(folder / f["after_file"]).read_bytes(), ours=current,
                              theirs=before)
     if merged is None:
-        raise ApplyError(f"cannot undo {entry['label']}: you changed {f['path']} since, in the "
-                         f"lines the patch touched; nothing was changed. Revert by hand (the "
-                         f"patch is {folder / 'patch.diff'})")
+        raise _cannot_undo(entry, folder, [f["path"]])
     return merged
 
 
@@ -310,13 +308,21 @@ def _undo_by_reverse_patch(repo: Path, folder: Path, entry: dict, edited: list[s
     try:
         _apply_or_roll_back(repo, patch, edited, ["-R", *(f"--include={p}" for p in edited)])
     except _Conflict:
-        raise ApplyError(f"cannot undo {entry['label']}: you changed {', '.join(edited)} since, "
-                         f"in the lines the patch touched; nothing was changed. Revert by hand "
-                         f"(the patch is {folder / 'patch.diff'})") from None
+        raise _cannot_undo(entry, folder, edited) from None
     for f in entry["files"]:
         if f["path"] not in edited:
-            content = (folder / f["before"]).read_bytes() if f["before"] else None
-            _restore(repo, f["path"], content, f["mode"])
+            _restore(repo, f["path"], _saved_before(folder, f), f["mode"])
+
+
+def _saved_before(folder: Path, f: dict) -> bytes | None:
+    """File `f` of an undo record as it was before the apply (None: the apply created it)."""
+    return (folder / f["before"]).read_bytes() if f["before"] else None
+
+
+def _cannot_undo(entry: dict, folder: Path, paths: list[str]) -> ApplyError:
+    return ApplyError(f"cannot undo {entry['label']}: you changed {', '.join(paths)} since, in "
+                      f"the lines the patch touched; nothing was changed. Revert by hand (the "
+                      f"patch is {folder / 'patch.diff'})")
 
 
 def _refuse_unsafe_state(repo: Path, what: str) -> None:

@@ -4,9 +4,10 @@ Told the edit format with a placeholder block ("path/to/file.py", "lines copied 
 file"), the embedded 1.5B answered with that block itself in 15 of 16 first replies to real tasks
 (tomli, humanize, tenacity); shown one worked exchange instead (a request in the format solve
 sends and its answer, on a small file of another project), 7 of 16 first replies applied and none
-answered with the example's block (some quoted its lines in blocks for their own files: named too). The exchange follows the system prompt as a user and an assistant message, both
-marked `"example": True`: the model sees them; training never learns from them (the loss mask
-skips them), `Trajectory.steps` does not count them, and backends send only role and content.
+answered with the example's block (some quoted its lines in blocks for their own files: named
+too). The exchange follows the system prompt as a user and an assistant message, both marked
+`"example": True`: the model sees them; training never learns from them (the loss mask skips
+them), `Trajectory.steps` does not count them, and backends send only role and content.
 """
 
 from __future__ import annotations

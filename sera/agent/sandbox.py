@@ -123,19 +123,23 @@ class Sandbox:
             return shell
         binds = [("--ro-bind", p, p) for p in self.readonly if p.exists()]
         binds += [("--bind", p, p) for p in [self.root, self.home, *self.writable] if p.exists()]
-        home = _real_home()
-        if home is not None and home.is_relative_to(self.root):
-            home = None  # the work copy holds the home (root = /home): hiding it would hide work
-        if home is not None:
-            binds.append(("--tmpfs", home, home))
-            binds += [("--ro-bind", source, point)
-                      for source, point in toolchain_paths(self.environment, home)]
+        binds += self._home_mounts
         # parents before what mounts inside them; at equal depth the tmpfs first
         binds.sort(key=lambda bind: (len(bind[2].parts), bind[0] != "--tmpfs"))
         argv = ["bwrap", *BWRAP_BASE]
         for flag, source, point in binds:
             argv += [flag, str(point)] if flag == "--tmpfs" else [flag, str(source), str(point)]
         return argv + ["--chdir", str(self.root), "--", *shell]
+
+    @functools.cached_property
+    def _home_mounts(self) -> list[tuple[str, Path, Path]]:
+        """The user's home as an empty tmpfs, and the toolchain folders in it mounted back; found
+        once per sandbox (the environment is fixed), not per command."""
+        home = _real_home()
+        if home is None or home.is_relative_to(self.root):
+            return []  # no home, or the work copy holds it (root = /home): hiding it hides work
+        return [("--tmpfs", home, home)] + [("--ro-bind", source, point) for source, point
+                                            in toolchain_paths(self.environment, home)]
 
 
 BWRAP_BASE = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
