@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 
 from sera import __version__
-from sera.errors import SeraError
+from sera.errors import SeraError, disk_error
 
-# Failures to write that the user fixes outside sera: read-only disk, full disk, permissions.
-DISK_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
 def _settings(args, flags: dict):
@@ -401,12 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("sera: interrupted; work copies were removed and finished work saved")
         return 130
-    except OSError as error:
-        if error.errno not in DISK_ERRORS:
+    except OSError as error:  # a write outside the entry points that report it themselves
+        converted = disk_error(error)
+        if converted is None:
             raise
-        _err(f"sera: error: cannot write {error.filename or ''}: {error.strerror}; free some space or "
-             f"make the repository's .sera folder writable, then run the command again "
-             f"(finished work is kept)")
+        _err(f"sera: error: {converted}")
         return 1
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from sera.errors import SeraError
 
 STATE_DIR = ".sera"
 
@@ -55,20 +58,76 @@ def file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class RunInUse(SeraError):
+    """Another sera process is working on the same run."""
+
+
+def claim_run(folder: Path, what: str) -> IO[str]:
+    """An exclusive flock on `folder`/.lock, held until the returned handle is closed (or the
+    process dies: the kernel releases it, so a killed run can be resumed at once). Raises RunInUse
+    when another process holds it: two processes on one run would redo and overwrite its work."""
+    handle = open(folder / ".lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunInUse(f"{what} {folder.name} is running in another sera process; wait for it to "
+                   f"finish, or stop it and resume") from None
+    return handle
+
+
+def claimed(folder: Path) -> bool:
+    """Whether another process holds `folder`'s run lock now."""
+    try:
+        claim_run(folder, "run").close()
+    except RunInUse:
+        return True
+    return False
+
+
+def probe_writable(folder: Path) -> None:
+    """Raise now the OSError that writing into `folder` would raise later (read-only, no space
+    for a file, no permission): before minutes of work whose results must be saved there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:  # name the folder, not the probe's random file name
+        raise OSError(error.errno, error.strerror, str(folder)) from error
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:  # a failed write() names no file; the user needs to know which
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_prefix(path: Path) -> str:
+    """The name atomic_write_bytes' temporary file for `path` starts with (beside it, for an
+    atomic rename)."""
+    return f".{path.name}.sera-"
+
+
+def remove_temp_files(path: Path) -> None:
+    """Remove the temporary files a killed atomic_write_bytes left beside `path`; call it only
+    while no write to `path` can be under way (under the lock that serializes them)."""
+    for stray in path.parent.glob(f"{glob.escape(temp_prefix(path))}*.tmp"):
+        stray.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

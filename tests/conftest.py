@@ -59,11 +59,14 @@ def repo(tmp_path, monkeypatch) -> Path:
 def user_state(root: Path) -> dict:
     """Everything of the user's that sera must not change: files, index, stash, branches, HEAD."""
     files = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if rel.parts[0] in (".git", ".sera") or not path.is_file():
-            continue
-        files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for folder, subfolders, names in os.walk(root):
+        if Path(folder) == root:  # not into .git: a killed sera's git child may still change it
+            subfolders[:] = [s for s in subfolders if s not in (".git", ".sera")]
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file():
+                files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    files = dict(sorted(files.items()))
     git_dir = root / ".git"
     return {
         "files": files,

@@ -12,6 +12,7 @@ import pytest
 from conftest import git, tool_call, user_state
 from sera.cli import main
 from sera.config import load_settings
+from sera.paths import RunInUse, claim_run
 from sera.errors import SeraError
 from sera.specialize.bench import (bootstrap_interval, find_bench, format_report, new_bench,
                                    parse_config, read_scores, run_bench, training_snapshot)
@@ -160,6 +161,18 @@ def test_bench_resumes_without_scoring_a_pair_again(project, tmp_path):
     assert len(read_scores(folder)) == 2  # the broken task is not solved
     assert report["configs"]["base"]["resolved"] == 1.0
     assert find_bench(project, None) == folder
+
+
+def test_a_bench_another_process_is_running_is_refused_untouched(project, tmp_path):
+    options = flags(tmp_path)
+    folder = new_bench(project, load_settings(project, options), options, None, lambda _: None)
+    held = claim_run(folder, "bench")  # as the other process holds it
+    with pytest.raises(RunInUse, match="running in another sera process; wait for it"):
+        run_bench(project, folder, lambda _: None)
+    assert not (folder / "results.jsonl").exists()
+    held.close()  # the other process ended (or was killed): the bench runs
+    run_bench(project, folder, lambda _: None)
+    assert read_scores(folder)
 
 
 def test_cli_runs_the_bench_and_resumes_it(project, tmp_path, capsys):

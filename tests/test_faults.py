@@ -5,16 +5,20 @@ checked, bytes lost) are printed at the end of the test session."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import GIT_IDENTITY, git, user_state
 from sera.agent.apply import apply_patch, undo_last
+from sera.agent.sandbox import bwrap_problem
 from sera.errors import ApplyError
 
 pytestmark = pytest.mark.faults
@@ -158,3 +162,269 @@ def test_a_solve_killed_with_a_work_copy_on_disk_leaves_the_user_as_they_were(re
     assert git(repo, "worktree", "list").count("\n") == 1  # the orphan is gone, and the new one
     FIGURES["states checked"] += 1
     assert user_state(repo) == before
+
+
+# Runs inside bubblewrap: a copy of the repository on a small tmpfs (a full disk) or the repository
+# with a read-only .sera; each step is a sera command or "fill"/"free" (the disk), and after each
+# the user's state fingerprint is taken there, since the tmpfs is gone when bubblewrap exits.
+DISK_STEPS = r'''
+import hashlib, json, shutil, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from conftest import user_state
+repo, disk, steps = Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+if disk:
+    repo = Path(shutil.copytree(repo, Path(disk) / repo.name, symlinks=True))
+filler = repo.parent / "filler"
+
+def fill():
+    with open(filler, "ab", buffering=0) as f:
+        for chunk in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+
+def fingerprint():
+    return hashlib.sha256(repr(sorted(user_state(repo).items())).encode()).hexdigest()
+
+results = [{"step": "start", "state": fingerprint()}]
+for step in steps:
+    if step == ["fill"]:
+        fill()
+        continue
+    if step == ["free"]:
+        filler.unlink()
+        continue
+    done = subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), *step],
+                          capture_output=True, text=True)
+    results.append({"step": step[0], "rc": done.returncode, "stderr": done.stderr,
+                    "state": fingerprint()})
+print(json.dumps(results))
+'''
+
+
+def run_in_bwrap(mounts: list[str], repo, disk: str, steps: list[list[str]]) -> list[dict]:
+    from pathlib import Path
+    tests = str(Path(__file__).parent)
+    done = subprocess.run(["bwrap", "--dev-bind", "/", "/", *mounts, sys.executable, "-c",
+                           DISK_STEPS, tests, str(repo), disk, json.dumps(steps)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def solved(repo, tmp_path) -> tuple[str, list[str]]:
+    """A run with a fix of calc.py in `repo`; its id and the argv that solves it again."""
+    from conftest import FIX_SCRIPT_REPLIES, write_script
+    script = write_script(tmp_path / "fix.json", FIX_SCRIPT_REPLIES)
+    solve = ["solve", "--model", script, "-n", "1", "--scaffold", "agent", "fix add"]
+    done = subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), *solve],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return solve
+
+
+needs_bwrap = pytest.mark.skipif(bwrap_problem() is not None or shutil.which("bwrap") is None,
+                                 reason=f"bubblewrap does not work here: {bwrap_problem()}")
+
+
+@needs_bwrap
+def test_a_full_disk_refuses_apply_undo_and_solve_and_loses_nothing(repo, tmp_path):
+    solve = solved(repo, tmp_path)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    results = run_in_bwrap(["--size", str(8 << 20), "--tmpfs", str(disk)], repo, str(disk), [
+        ["fill"], ["apply"], solve, ["undo"],
+        ["free"], ["apply"],
+        ["fill"], ["undo"],
+        ["free"], ["undo"]])
+    start, apply_full, solve_full, undo_nothing, applied, undo_full, undone = results
+    FIGURES["faults injected"] += 3
+    for refused in (apply_full, solve_full, undo_full):
+        FIGURES["states checked"] += 1
+        assert refused["rc"] == 1 and "free some space" in refused["stderr"], refused
+        assert "Traceback" not in refused["stderr"]
+    assert apply_full["state"] == solve_full["state"] == undo_nothing["state"] == start["state"]
+    assert "nothing to undo" in undo_nothing["stderr"]  # the refused apply left no record
+    assert applied["rc"] == 0 and applied["state"] != start["state"]
+    assert undo_full["state"] == applied["state"]      # a refused undo keeps the patch applied
+    assert undone["rc"] == 0, undone["stderr"]
+    assert undone["state"] == start["state"]
+
+
+@needs_bwrap
+def test_a_read_only_sera_folder_refuses_before_anything_is_loaded_or_written(repo, tmp_path):
+    solve = solved(repo, tmp_path)
+    sera_dir = str(repo / ".sera")
+    read_only = ["--ro-bind", sera_dir, sera_dir]
+    start, apply_ro, solve_ro = run_in_bwrap(read_only, repo, "", [["apply"], solve])
+    for refused in (apply_ro, solve_ro):
+        FIGURES["faults injected"] += 1
+        FIGURES["states checked"] += 1
+        assert refused["rc"] == 1 and "make it writable" in refused["stderr"], refused
+        assert refused["state"] == start["state"]
+    assert "loading model" not in solve_ro["stderr"]  # refused before the slow load
+    before = user_state(repo)
+    sera_cli = [sys.executable, "-m", "sera", "-C", str(repo)]
+    assert subprocess.run([*sera_cli, "apply"], capture_output=True).returncode == 0
+    _, undo_ro = run_in_bwrap(read_only, repo, "", [["undo"]])
+    assert undo_ro["rc"] == 1 and "make it writable" in undo_ro["stderr"], undo_ro
+    assert subprocess.run([*sera_cli, "undo"], capture_output=True).returncode == 0
+    assert user_state(repo) == before
+
+
+# Imports first and says so, then works: the kill's random moment falls in the work, not in
+# Python's start-up. With "time" it reports how long the work took instead (the calibration).
+KILLABLE = r'''
+import sys, time
+from pathlib import Path
+from sera.agent.apply import apply_patch, undo_last
+repo, call = Path(sys.argv[1]), sys.argv[2]
+patch = sys.stdin.read()
+print("ready", flush=True)
+started = time.perf_counter()
+apply_patch(repo, patch, "two files") if call == "apply" else undo_last(repo)
+print(time.perf_counter() - started, flush=True)
+'''
+KILLS = 12
+
+
+def killed_at(root, patch: str, call: str, delay: float | None) -> float:
+    """Run `call` in a process and kill it `delay` seconds into its work (None: let it finish);
+    the seconds the work took, or the delay."""
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, str(root), call],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process.stdin.write(patch)
+    process.stdin.close()
+    assert process.stdout.readline() == "ready\n"
+    if delay is None:
+        seconds = float(process.stdout.readline())
+        assert process.wait() == 0
+        return seconds
+    time.sleep(delay)
+    process.kill()
+    process.wait()
+    return delay
+
+
+@pytest.mark.parametrize("call", ["apply", "undo"])
+def test_applies_and_undos_killed_at_random_moments_are_settled_without_loss(soak_repo, call):
+    """kill -9 at a random moment of the work (not at a named point): whatever it left, the next
+    undo brings the user's state back exactly, and the undo record stays consistent."""
+    root, patches = soak_repo
+    two = patches[0] + patches[1]
+    (root / "f2.txt").write_text("user edit\n" + (root / "f2.txt").read_text())
+    before = user_state(root)
+    if call == "undo":
+        apply_patch(root, two, "two files")
+    took = killed_at(root, two, call, None)  # calibration: how long the work takes unkilled
+    if call == "apply":
+        undo_last(root)
+    assert user_state(root) == before
+    rng = random.Random(call)
+    for _ in range(KILLS):
+        if call == "undo":
+            apply_patch(root, two, "two files")
+        killed_at(root, two, call, rng.uniform(0, 1.2 * took))
+        FIGURES["faults injected"] += 1
+        try:
+            undo_last(root)
+        except ApplyError as error:
+            assert "nothing to undo" in str(error)
+        FIGURES["states checked"] += 1
+        assert user_state(root) == before
+        with pytest.raises(ApplyError, match="nothing to undo"):
+            undo_last(root)  # and no entry is left behind
+
+
+def test_solves_killed_at_random_moments_leave_the_user_as_they_were(repo, tmp_path):
+    """kill -9 at random moments of a whole `sera solve` (snapshot, work copy, agent commands,
+    ranking, saving): the user's state is untouched each time, and the next solve cleans up."""
+    from conftest import FIX_SCRIPT_REPLIES, write_script
+    script = write_script(tmp_path / "fix.json", FIX_SCRIPT_REPLIES)
+    argv = [sys.executable, "-m", "sera", "-C", str(repo), "solve", "--model", script, "-n", "2",
+            "--scaffold", "agent", "fix add"]
+    before = user_state(repo)
+    started = time.perf_counter()
+    assert subprocess.run(argv, capture_output=True).returncode == 0
+    took = time.perf_counter() - started
+    rng = random.Random(7)
+    for _ in range(4):
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2 * took, took))
+        process.kill()
+        process.wait()
+        FIGURES["faults injected"] += 1
+        FIGURES["states checked"] += 1
+        assert user_state(repo) == before
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert git(repo, "worktree", "list").count("\n") == 1  # every killed solve's copy is gone
+    assert user_state(repo) == before
+
+
+def test_a_specialize_killed_at_a_random_moment_resumes_to_the_end(tmp_path, monkeypatch):
+    """kill -9 at a random moment of a whole `sera specialize` (rollouts, dataset, training):
+    `--resume` finishes the run with an adapter, and the user's state never changed."""
+    from test_specialize_pipeline import commit, teacher_script
+    from sera.models.testing import build_tiny_model
+    monkeypatch.setenv("SERA_CACHE_DIR", str(tmp_path / "cache"))
+    projects = []
+    for name in ("calibration", "killed"):
+        root = tmp_path / name
+        root.mkdir()
+        git(root, "init", "-q", "-b", "main")
+        (root / "calc.py").write_text("def add(a, b):\n    return a - b\n\n\n"
+                                      "def scale(values, factor):\n    return [v * factor for v in values]\n")
+        git(root, "add", "-A")
+        commit(root, "calc: add and scale", day=1)
+        projects.append(root)
+    args = ["--model", f"transformers:{build_tiny_model(tmp_path / 'tiny')}",
+            "--teacher", teacher_script(tmp_path / "teacher.json"), "--functions", "2",
+            "--concurrency", "1", "--max-steps", "7", "--epochs", "1", "--no-reranker"]
+    env = {**os.environ, **GIT_IDENTITY, "SERA_SPECIALIZE_HISTORY_TASKS": "0"}
+
+    def specialize(root, *extra):
+        return [sys.executable, "-m", "sera", "specialize", str(root), *args, *extra]
+
+    def started(root, known: set) -> float:
+        """Seconds until a new run's manifest appears under `root` (the run has begun)."""
+        begin = time.perf_counter()
+        while not set((root / ".sera" / "runs").glob("*/manifest.json")) - known:
+            assert time.perf_counter() - begin < 120, "specialize began no run in 2 minutes"
+            time.sleep(0.02)
+        return time.perf_counter() - begin
+
+    log = tmp_path / "calibration.log"
+    with open(log, "w") as sink:
+        calibration = subprocess.Popen(specialize(projects[0]), env=env, stderr=sink)
+        begin = time.perf_counter() + started(projects[0], set())
+        assert calibration.wait() == 0, log.read_text()
+    took = time.perf_counter() - begin  # from the manifest to the end
+    root = projects[1]
+    before = user_state(root)
+    delay = random.Random(3).uniform(0, 0.8 * took)
+    while True:  # a run that finished before its kill was no fault: again, killed sooner
+        known = set((root / ".sera" / "runs").glob("*/manifest.json"))
+        process = subprocess.Popen(specialize(root), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        started(root, known)
+        time.sleep(delay)
+        if process.poll() is None:
+            break
+        assert process.returncode == 0
+        delay /= 2
+    process.kill()
+    process.wait()
+    FIGURES["faults injected"] += 1
+    assert user_state(root) == before
+    done = subprocess.run(specialize(root, "--resume"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    FIGURES["states checked"] += 1
+    assert user_state(root) == before
+    for run in (root / ".sera" / "runs").iterdir():
+        assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+    assert list((root / ".sera" / "adapters").glob("*/card.json"))
+    assert git(root, "worktree", "list").count("\n") == 1

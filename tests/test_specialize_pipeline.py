@@ -16,7 +16,8 @@ from conftest import GIT_IDENTITY, git, tool_call
 from sera.agent.workcopy import snapshot_commit
 from sera.config import load_settings
 from sera.models.testing import build_tiny_model
-from sera.specialize.run import new_run, run_stages
+from sera.paths import RunInUse
+from sera.specialize.run import new_run, resume_run, run_stages
 
 CALC = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a - b\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n'
 
@@ -202,6 +203,18 @@ def test_a_run_that_keeps_nothing_ends_with_the_reason_and_no_adapter(project, t
     assert "no adapter was trained" in run.stage("train")["stats"]["skipped"]
     assert run.manifest["status"] == "done"
     assert not (project / ".sera" / "adapters").exists()
+
+
+def test_a_run_another_process_is_running_is_not_resumed_twice(project, tmp_path):
+    run = start(project, tmp_path)  # holds the run, as the process running it does
+    with pytest.raises(RunInUse, match=f"specialize run {run.id} is running in another sera"):
+        resume_run(project, run.id)
+    with pytest.raises(RunInUse):
+        resume_run(project, None)  # the newest unfinished run is that one
+    run.close()  # it ended (or was killed: the kernel releases the lock)
+    resumed = resume_run(project, None)
+    assert resumed.id == run.id
+    resumed.close()
 
 
 def test_functions_that_failed_are_tried_again_on_resume(project, tmp_path):

@@ -26,9 +26,10 @@ from sera.agent.merge import merge_lines
 from sera.agent.repostate import unsafe_state
 from sera.agent.runs import find_run
 from sera.agent.workcopy import ensure_state_dir, git_path, run_git
-from sera.errors import ApplyError
+from sera.errors import ApplyError, reports_disk_errors
 from sera.faults import fault_point
-from sera.paths import atomic_write_bytes, atomic_write_json, file_lock, state_dir
+from sera.paths import (atomic_write_bytes, atomic_write_json, file_lock, remove_temp_files,
+                        state_dir)
 
 
 @dataclass
@@ -160,6 +161,7 @@ def _mode(path: Path) -> int | None:
     return path.stat().st_mode & 0o777 if path.is_file() else None
 
 
+@reports_disk_errors
 def apply_patch(repo: Path, patch: str, label: str) -> AppliedPatch:
     """Apply `patch` to the working tree of `repo`; remember how to undo it. One apply or undo at
     a time per repository (other sera processes wait)."""
@@ -242,6 +244,13 @@ def _finish_last_entry(repo: Path, note: str = "") -> None:
     _save_stack(repo, stack)
 
 
+def _remove_temp_files(repo: Path, entry: dict) -> None:
+    """The user's tree keeps no temporary file of a write that a kill interrupted."""
+    for f in entry["files"]:
+        if (repo / f["path"]).parent.is_dir():
+            remove_temp_files(repo / f["path"])
+
+
 def _drop_last_entry(repo: Path) -> None:
     stack = _load_stack(repo)
     _save_stack(repo, stack[:-1])
@@ -254,12 +263,14 @@ def _settle_pending(repo: Path) -> None:
     stack = _load_stack(repo)
     if not stack or not stack[-1].get("pending"):
         return
+    _remove_temp_files(repo, stack[-1])
     if all(_sha(_read(repo / f["path"])) == f["before_sha"] for f in stack[-1]["files"]):
         _drop_last_entry(repo)
     else:
         _finish_last_entry(repo, " (interrupted while applying: check it, or sera undo)")
 
 
+@reports_disk_errors
 def undo_last(repo: Path) -> AppliedPatch:
     """Revert the newest apply, keeping the user's later edits to other lines (even the lines
     next to the patched ones); refuse, changing nothing, when they rewrote a patched line."""
@@ -271,6 +282,7 @@ def undo_last(repo: Path) -> AppliedPatch:
                              "repository")
         entry = stack[-1]
         _refuse_unsafe_state(repo, f"undo {entry['label']}")
+        _remove_temp_files(repo, entry)  # a killed undo's half-written copies
         folder = _undo_dir(repo) / entry["id"]
         edited = [f["path"] for f in entry["files"] if _sha(_read(repo / f["path"])) != f["after"]]
         if any("after_file" not in f for f in entry["files"] if f["path"] in edited):

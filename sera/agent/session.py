@@ -15,8 +15,9 @@ from urllib.parse import urlparse
 
 from sera.agent.solve import ProgressFn, SolveResult, check_request, solve
 from sera.config import Settings
-from sera.errors import SeraError
+from sera.errors import SeraError, reports_disk_errors
 from sera.models.base import ChatModel, Reranker
+from sera.paths import probe_writable, runs_dir
 
 NoteFn = Callable[[str], None]
 
@@ -34,6 +35,7 @@ class Session:
         self._lock = threading.Lock()
         self.task: str | None = None  # the task being solved, while one is
 
+    @reports_disk_errors
     def solve(self, repo_root: Path, task: str, settings: Settings,
               on_step: ProgressFn | None = None, on_note: NoteFn | None = None,
               cancel: threading.Event | None = None) -> SolveResult:
@@ -44,6 +46,7 @@ class Session:
         try:
             self.task = task.strip()
             _, adapter = check_request(repo_root, task, settings)  # fails before any slow load
+            probe_writable(runs_dir(repo_root))  # a run that cannot be saved fails before too
             model, reranker = self.load(repo_root, settings, note)
             if adapter:
                 note(f"adapter: {adapter}")

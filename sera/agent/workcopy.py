@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from sera.agent.sandbox import GIT_REDIRECTS
-from sera.errors import RepositoryError
+from sera.errors import DiskError, RepositoryError
 from sera.paths import STATE_DIR, file_lock, state_dir
 
 # A fixed identity and date: snapshots work without a configured git identity, and the same state
@@ -59,6 +59,10 @@ def git_bytes(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         message = stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
         subcommand = next((a for a, before in zip(args, ["", *args]) if not a.startswith("-")
                            and before != "-c"), "")
+        if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
+            raise DiskError(f"git {subcommand} in {cwd} ran out of disk space ({message[0]}); "
+                            f"nothing was half-written: free some space, then run the command "
+                            f"again (finished work is kept)")
         raise RepositoryError(f"git {subcommand} failed in {cwd}: {message[0]}")
     return done.stdout
 

@@ -39,7 +39,7 @@ from sera.config import Settings, load_settings
 from sera.errors import SeraError
 from sera.models.adapters import resolve_adapter
 from sera.models.reranker import resolve_reranker
-from sera.paths import atomic_write_json, state_dir
+from sera.paths import atomic_write_json, claim_run, state_dir
 from sera.specialize.bench_tasks import BenchTask, bench_tasks, bench_test_command, resolves
 from sera.specialize.recall import line_recall
 
@@ -200,24 +200,26 @@ def _is_ancestor(repo_root: Path, commit: str, snapshot: str) -> bool:
 def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None = None) -> dict:
     """Score every (configuration, task) not yet in results.jsonl; returns the report."""
     spec = json.loads((folder / "bench.json").read_text("utf-8"))
-    tasks = [BenchTask.from_dict(task) for task in spec["tasks"]]
-    done = {(s.config, s.task) for s in read_scores(folder)}
-    own_session = session is None
-    session = session or Session()
-    tasks = [task for task in tasks if task.kind != "broken"]  # reported, not solved or counted
-    todo = [(name, task) for name in spec["configs"] for task in tasks
-            if (name, task.id) not in done]
+    tasks = [task for task in map(BenchTask.from_dict, spec["tasks"])
+             if task.kind != "broken"]  # reported, not solved or counted
     settings_of = {name: load_settings(repo_root, {**spec["flags"], **config_flags})
                    for name, config_flags in spec["configs"].items()}
-    started = time.monotonic()
+    own_session = session is None
+    lock = claim_run(folder, "bench")  # two processes would score the same tasks twice
     try:
+        session = session or Session()
+        done = {(s.config, s.task) for s in read_scores(folder)}
+        todo = [(name, task) for name in spec["configs"] for task in tasks
+                if (name, task.id) not in done]
+        started = time.monotonic()
         for finished, (name, task) in enumerate(todo, 1):
             score = score_task(repo_root, folder, task, name, settings_of[name], session,
                                spec["test_command"], note)
             _append(folder / "results.jsonl", asdict(score))
             note(_progress_line(score, finished, len(todo), time.monotonic() - started))
     finally:
-        if own_session:
+        lock.close()
+        if own_session and session is not None:
             session.close()
     resamples = load_settings(repo_root, spec["flags"]).bench.resamples
     report = build_report(spec, read_scores(folder), resamples)

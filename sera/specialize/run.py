@@ -12,13 +12,13 @@ import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from sera.agent.runs import find_run, new_run_id, read_manifest, write_manifest
 from sera.agent.workcopy import cleanup_stale
 from sera.config import Settings, load_settings
 from sera.errors import SeraError
-from sera.paths import runs_dir
+from sera.paths import claim_run, claimed, runs_dir
 
 STAGES = ["functions", "history", "rollouts", "dataset", "train", "reranker", "policy", "report"]
 
@@ -47,6 +47,7 @@ class SpecializeRun:
     say: Callable[[str], None] = print           # one-line progress messages
     progress: Any = None                          # a rich Progress, or None
     models: dict[str, Any] = field(default_factory=dict)  # loaded once, shared by stages
+    lock: IO[str] | None = None                   # this process's claim on the run (claim_run)
 
     @property
     def id(self) -> str:
@@ -78,6 +79,9 @@ class SpecializeRun:
         for model in self.models.values():
             model.close()
         self.models.clear()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def new_run(repo_root: Path, settings: Settings, commit: str, options: dict[str, Any]) -> SpecializeRun:
@@ -87,6 +91,7 @@ def new_run(repo_root: Path, settings: Settings, commit: str, options: dict[str,
                 "stages": {name: {"status": "pending"} for name in STAGES}}
     run = SpecializeRun(repo_root, runs_dir(repo_root) / run_id, settings, manifest)
     run.save()
+    run.lock = claim_run(run.dir, "specialize run")
     return run
 
 
@@ -98,13 +103,19 @@ def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
         unfinished = [m for m in _specialize_runs(repo_root) if m.get("status") != "done"]
         if not unfinished:
             raise SeraError("no unfinished specialize run to resume; start one with: sera specialize .")
-        manifest = unfinished[0]
+        # the newest one no other process is running (a run in use is named by claim_run below)
+        manifest = next((m for m in unfinished if not claimed(Path(m["dir"]))), unfinished[0])
     run_dir = Path(manifest.pop("dir"))
-    settings = load_settings(None, manifest["settings"])  # as the run started, whatever changed since
-    manifest = read_manifest(run_dir)
+    lock = claim_run(run_dir, "specialize run")
+    try:
+        settings = load_settings(None, manifest["settings"])  # as the run started, whatever changed since
+        manifest = read_manifest(run_dir)
+    except BaseException:
+        lock.close()
+        raise
     for name in STAGES:  # a run from before a stage was added
         manifest["stages"].setdefault(name, {"status": "pending"})
-    return SpecializeRun(repo_root, run_dir, settings, manifest)
+    return SpecializeRun(repo_root, run_dir, settings, manifest, lock=lock)
 
 
 def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...] = ()) -> None:
