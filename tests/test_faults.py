@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import GIT_IDENTITY, git, user_state
+from test_specialize_pipeline import project  # noqa: F401 (a fixture)
 from sera.agent.apply import apply_patch, undo_last
 from sera.agent.sandbox import bwrap_problem
 from sera.errors import ApplyError
@@ -428,3 +429,102 @@ def test_a_specialize_killed_at_a_random_moment_resumes_to_the_end(tmp_path, mon
         assert json.loads((run / "manifest.json").read_text())["status"] == "done"
     assert list((root / ".sera" / "adapters").glob("*/card.json"))
     assert git(root, "worktree", "list").count("\n") == 1
+
+
+class FlakyTeacher:
+    """An OpenAI-compatible teacher that answers as the scripted teacher of `script` does, except
+    at the requests `faults` names: 'drop' (the connection closes unanswered), 'busy' (HTTP 503),
+    'garbage' (an HTML page with status 200), 'empty' (JSON without choices)."""
+
+    def __init__(self, script: str, faults: dict[int, str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from sera.config import ModelConfig
+        from sera.models import scripted
+        self.model = scripted.load(script.removeprefix("scripted:"), ModelConfig())
+        self.faults, self.requests, self.served = dict(faults), 0, {}
+        teacher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send(200, json.dumps({"data": [{"id": "teacher"}]}).encode())
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                teacher.requests += 1
+                fault = teacher.faults.pop(teacher.requests, None)
+                if fault:
+                    teacher.served[fault] = teacher.served.get(fault, 0) + 1
+                if fault == "drop":
+                    self.close_connection = True
+                    return
+                if fault in ("busy", "garbage", "empty"):
+                    status, data = {"busy": (503, b'{"error": {"message": "overloaded"}}'),
+                                    "garbage": (200, b"<html>502 Bad Gateway</html>"),
+                                    "empty": (200, b'{"choices": []}')}[fault]
+                    return self.send(status, data)
+                [done] = teacher.model.complete(body["messages"])
+                self.send(200, json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+                          "message": {"role": "assistant", "content": done.text}}],
+                          "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode())
+
+            def send(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        import threading
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.handle_error = lambda request, address: None
+        self.spec = f"openai:http://127.0.0.1:{self.httpd.server_address[1]}/v1#teacher"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_teacher_that_drops_connections_and_answers_garbage_costs_no_work(project, tmp_path):
+    """Dropped connections and 503s are retried; garbage and empty answers fail that function's
+    rollout as a record with the reason (not the run); --resume with the teacher well again
+    finishes it; the user's state never changes and no work copy is left."""
+    from test_specialize_pipeline import teacher_script
+    teacher = FlakyTeacher(teacher_script(tmp_path / "teacher.json"),
+                           {1: "drop", 2: "busy", 4: "garbage", 9: "empty"})
+    before = user_state(project)
+    env = {**os.environ, **GIT_IDENTITY, "SERA_SPECIALIZE_HISTORY_TASKS": "0"}
+    from sera.models.testing import build_tiny_model
+    argv = [sys.executable, "-m", "sera", "specialize", str(project), "--teacher", teacher.spec,
+            "--model", f"transformers:{build_tiny_model(tmp_path / 'tiny')}", "--functions", "2",
+            "--concurrency", "1", "--max-steps", "7", "--no-train"]
+    try:
+        first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert teacher.served == {"drop": 1, "busy": 1, "garbage": 1, "empty": 1}
+        FIGURES["faults injected"] += 4
+        assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr
+        [run] = (project / ".sera" / "runs").iterdir()
+        records = [json.loads(p.read_text()) for p in sorted((run / "rollouts").glob("*.json"))]
+        failed = [r for r in records if r["status"] == "failed"]
+        assert failed and all("JSON" in r["reason"] or "choices" in r["reason"] for r in failed)
+        said = " ".join(first.stdout.split())  # the console wraps long lines
+        assert f"warning: {len(failed)} rollouts failed (the first: the teacher" in said
+        assert f"sera specialize --resume {run.name} tries them again" in said
+        FIGURES["states checked"] += 1
+        assert user_state(project) == before
+        told = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True)
+        assert f"finished with {len(failed)} failed rollouts" in told.stderr
+        resumed = subprocess.run([*argv, "--resume", run.name], env=env, capture_output=True,
+                                 text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr
+    finally:
+        teacher.close()
+    records = [json.loads(p.read_text()) for p in sorted((run / "rollouts").glob("*.json"))]
+    assert not [r for r in records if r["status"] == "failed"]
+    again = subprocess.run([*argv, "--resume", run.name], env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "none of its rollouts failed: nothing to resume" in again.stderr
+    FIGURES["states checked"] += 1
+    assert user_state(project) == before
+    assert git(project, "worktree", "list").count("\n") == 1

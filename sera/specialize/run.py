@@ -9,6 +9,7 @@ running, and the rollouts stage skips every function that already has its record
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,14 @@ def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
     if run_id:
         manifest = find_run(repo_root, run_id, kind="specialize")
     else:
-        unfinished = [m for m in _specialize_runs(repo_root) if m.get("status") != "done"]
+        runs = _specialize_runs(repo_root)
+        unfinished = [m for m in runs if m.get("status") != "done"]
         if not unfinished:
-            raise SeraError("no unfinished specialize run to resume; start one with: sera specialize .")
+            failed = failed_rollouts(Path(runs[0]["dir"])) if runs else 0
+            retry = (f"; run {runs[0]['id']} finished with {failed} failed rollouts: sera "
+                     f"specialize --resume {runs[0]['id']} tries them again" if failed else "")
+            raise SeraError(f"no unfinished specialize run to resume{retry}; start one with: "
+                            f"sera specialize .")
         # the newest one no other process is running (a run in use is named by claim_run below)
         manifest = next((m for m in unfinished if not claimed(Path(m["dir"]))), unfinished[0])
     run_dir = Path(manifest.pop("dir"))
@@ -115,7 +121,33 @@ def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
         raise
     for name in STAGES:  # a run from before a stage was added
         manifest["stages"].setdefault(name, {"status": "pending"})
+    if manifest["status"] == "done":
+        _reopen_failed_rollouts(run_dir, manifest, lock)
     return SpecializeRun(repo_root, run_dir, settings, manifest, lock=lock)
+
+
+def failed_rollouts(run_dir: Path) -> int:
+    """Rollouts of the run that failed (an unreachable or broken teacher): the ones a resume
+    tries again."""
+    count = 0
+    for path in (run_dir / "rollouts").glob("*.json"):
+        try:
+            count += json.loads(path.read_text("utf-8")).get("status") == "failed"
+        except (OSError, ValueError):
+            continue
+    return count
+
+
+def _reopen_failed_rollouts(run_dir: Path, manifest: dict[str, Any], lock: IO[str]) -> None:
+    """A finished run is resumed only to try its failed rollouts again: the rollouts stage and
+    every stage after it run again (the data changes), the rest is kept."""
+    if not failed_rollouts(run_dir):
+        lock.close()
+        raise SeraError(f"specialize run {manifest['id']} is finished and none of its rollouts "
+                        f"failed: nothing to resume; start a new one with: sera specialize .")
+    for name in STAGES[STAGES.index("rollouts"):]:
+        manifest["stages"][name] = {"status": "pending"}
+    manifest["status"] = "running"
 
 
 def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...] = ()) -> None:

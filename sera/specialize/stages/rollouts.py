@@ -42,4 +42,8 @@ def run(run) -> dict:
     stats["records"] = len(records)
     stats["skipped_for_time"] = len(functions) - len(records)
     run.say("rollouts: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        run.say(f"warning: {len(failed)} rollouts failed (the first: {failed[0]['reason']}); "
+                f"once that is fixed, sera specialize --resume {run.id} tries them again")
     return stats
