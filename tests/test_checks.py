@@ -84,3 +84,27 @@ def test_tests_pass_in_a_fresh_work_copy(repo):
     slow = checks.tests_pass(repo, commit, wrong, "sleep 5", AgentConfig(command_timeout=0.5))
     assert slow[0] is False and "did not finish within 0.5 seconds" in slow[1]
     assert user_state(repo) == before
+
+
+def test_a_file_broken_before_the_patch_parses_only_as_before_and_says_so(repo):
+    """A patch that leaves an already broken file no worse passes the parse filter, but the
+    candidate's line says the file did not parse before either ("parses yes" would mislead)."""
+    from conftest import git
+    from sera.agent.ranking import rank_candidates
+    from sera.agent.solve import Candidate
+    from sera.agent.summary import rank_line
+    from sera.config import load_settings
+    (repo / "calc.py").write_text(CALC.replace("def scale(values, factor):",
+                                               "def scale(values, factor:"))
+    git(repo, "commit", "-qam", "a broken scale")
+    commit = snapshot_commit(repo)
+    patch = make_patch(repo, commit, "return a - b", "return a + b")
+    checked = check_patch(repo, commit, patch, None, CONFIG)
+    assert (checked.parses, checked.broken_before) == (True, ("calc.py",))
+    clean = make_patch(repo, commit, "# project", "# the project", path="README.md")
+    assert check_patch(repo, commit, clean, None, CONFIG).broken_before == ()
+    candidate = Candidate(0, "submitted", "", patch, 1, 0, 0, 0.0, "")
+    settings = load_settings(repo, {"agent.test_command": ""})
+    [ranked] = rank_candidates(repo, commit, "fix add", [candidate], None, settings).entries
+    candidate.rank, candidate.filters = ranked.rank, ranked.filters
+    assert "parses yes (as before: calc.py did not parse already)" in rank_line(candidate)

@@ -84,3 +84,31 @@ def test_solve_apply_and_undo_refuse_during_a_merge_and_change_nothing(repo, tmp
     with pytest.raises(ApplyError, match="cannot undo a fix: a merge is in progress"):
         undo_last(repo)
     assert user_state(repo) == before and not (repo / ".sera" / "runs").exists()
+
+
+def test_a_detached_head_is_worked_on_and_left_detached(repo, tmp_path, capsys):
+    """A detached HEAD (a checked-out tag or commit) is an ordinary state: solve, apply and undo
+    work, and HEAD stays detached at the same commit."""
+    git(repo, "checkout", "-q", "--detach")
+    head = (repo / ".git" / "HEAD").read_text()
+    spec = write_script(tmp_path / "s.json", FIX_SCRIPT_REPLIES)
+    assert main(["-C", str(repo), "solve", "--model", spec, "-n", "1", "--scaffold", "agent",
+                 "fix add"]) == 0
+    before = user_state(repo)
+    assert main(["-C", str(repo), "apply"]) == 0
+    assert "return a + b" in (repo / "calc.py").read_text()
+    assert main(["-C", str(repo), "undo"]) == 0
+    assert user_state(repo) == before and (repo / ".git" / "HEAD").read_text() == head
+
+
+def test_a_repository_without_commits_is_told_to_commit_once(tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q", "-b", "main")
+    (fresh / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    spec = write_script(tmp_path / "s.json", FIX_SCRIPT_REPLIES)
+    for argv in (["solve", "--model", spec, "fix add"], ["apply"], ["undo"], ["bench"],
+                 ["specialize", "--no-train"]):
+        assert main(["-C", str(fresh), *argv]) == 1
+        assert "no commits yet; commit once (git add -A && git commit" in capsys.readouterr().err
+    assert sorted(p.name for p in fresh.iterdir()) == [".git", "calc.py"]

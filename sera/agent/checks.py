@@ -124,6 +124,7 @@ class PatchCheck:
     parses: bool         # no changed file gained syntax errors (files without a grammar pass)
     tests: bool | None   # the test command passed; None when there is none or it was not run
     detail: str = ""     # what failed, for people: the parse errors or the test output
+    broken_before: tuple[str, ...] = ()  # changed files that had syntax errors before the patch
 
     @property
     def ok(self) -> bool:
@@ -143,12 +144,20 @@ def check_patch(repo_root: Path, commit: str, patch: str, command: str | None,
             found = new_syntax_errors(workcopy.path, rel, content)
             if found:
                 errors.append(f"{rel} no longer parses:\n" + "\n".join(found))
+        broken = tuple(rel for rel, content in before.items() if had_syntax_errors(rel, content))
         if errors:
-            return PatchCheck(True, False, None, "\n".join(errors))
+            return PatchCheck(True, False, None, "\n".join(errors), broken)
         if not command:
-            return PatchCheck(True, True, None)
+            return PatchCheck(True, True, None, broken_before=broken)
         passed, output = run_tests(workcopy_sandbox(workcopy, config), command, config)
-        return PatchCheck(True, True, passed, "" if passed else output)
+        return PatchCheck(True, True, passed, "" if passed else output, broken)
+
+
+def had_syntax_errors(rel: str, content: bytes | None) -> bool:
+    """Whether `content` of `rel` did not parse (a conflicted file, a broken one): a patch that
+    leaves it no worse "parses" only as before, and the user should hear that."""
+    parser = parser_for(rel)
+    return parser is not None and content is not None and bool(syntax_errors(parser, content))
 
 
 def tests_pass(repo_root: Path, commit: str, patch: str, command: str,

@@ -45,7 +45,8 @@ class RankedCandidate:
     index: int
     rank: int                    # 1 = best
     votes: int                   # candidates that produced the same normalised patch (0: empty)
-    filters: dict[str, Any]      # applies: bool, parses: bool, tests: bool | None (no command)
+    filters: dict[str, Any]      # applies: bool, parses: bool, tests: bool | None (no command),
+                                 # broken_before: files that did not parse before the patch either
     score: float | None = None   # the reranker's, for patches that passed the filters
     duplicate_of: int | None = None  # the candidate whose identical patch was checked and scored
     detail: str = ""             # what failed: why it does not apply, parse errors, test output
@@ -137,10 +138,13 @@ def _filters(repo_root: Path, commit: str, candidate: CandidatePatch, command: s
     checked = check_patch(repo_root, commit, candidate.patch, None if own else command,
                           settings.agent)
     if own is not None and checked.parses:
-        checked = PatchCheck(checked.applies, True, own[0], "" if own[0] else own[1])
+        checked = PatchCheck(checked.applies, True, own[0], "" if own[0] else own[1],
+                             checked.broken_before)
     applies = applies and checked.applies
     filters = {"applies": applies, "parses": checked.applies and checked.parses,
                "tests": checked.tests}
+    if checked.broken_before:
+        filters["broken_before"] = list(checked.broken_before)
     detail = "\n".join(d for d in (
         f"does not apply to your working tree: {why_not}" if not applies else "",
         checked.detail[-DETAIL_CHARS:]) if d)

@@ -19,8 +19,11 @@ def rank_line(c: Candidate) -> str:
         return "-" if value is None else (yes if value else no)
     score = "-" if c.score is None else f"{c.score:.3f}"
     f = c.filters
+    parses = said(f.get("parses"))
+    if f.get("broken_before"):  # "yes" would hide that the file was broken to begin with
+        parses = f"{parses} (as before: {', '.join(f['broken_before'])} did not parse already)"
     line = (f"rank {c.rank}: score {score}, {c.votes} vote{'s' if c.votes != 1 else ''}; "
-            f"applies {said(f.get('applies'))}, parses {said(f.get('parses'))}, "
+            f"applies {said(f.get('applies'))}, parses {parses}, "
             f"tests {said(f.get('tests'), 'passed', 'FAILED')}")
     problem = (c.check_detail.strip().splitlines() or [""])[0] if c.patch.strip() else ""
     return f"{line} ({problem[:120]})" if problem else line
