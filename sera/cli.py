@@ -369,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     apply = command("apply", help="apply a candidate to your working tree")
-    apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last run's "
-                       "top-ranked candidate)")
+    apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last finished "
+                       "run's top-ranked candidate)")
     apply.set_defaults(func=cmd_apply)
     command("undo", help="revert the last apply").set_defaults(func=cmd_undo)
     command("runs", help="list past runs").set_defaults(func=cmd_runs)

@@ -528,3 +528,32 @@ def test_a_teacher_that_drops_connections_and_answers_garbage_costs_no_work(proj
     FIGURES["states checked"] += 1
     assert user_state(project) == before
     assert git(project, "worktree", "list").count("\n") == 1
+
+
+def test_two_solves_and_an_apply_at_once_corrupt_nothing(repo, tmp_path):
+    """Two `sera solve` processes and an apply/undo loop in one repository at the same time: each
+    solve saves a whole run, the applies serialize, and the user's index and files come back."""
+    from conftest import FIX_SCRIPT_REPLIES, write_script
+    from sera.agent.runs import list_runs
+    script = write_script(tmp_path / "fix.json", FIX_SCRIPT_REPLIES)
+    solve = [sys.executable, "-m", "sera", "-C", str(repo), "solve", "--model", script, "-n", "2",
+             "--scaffold", "agent", "fix add"]
+    assert subprocess.run(solve, capture_output=True).returncode == 0
+    before = user_state(repo)
+    solves = [subprocess.Popen(solve, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    applies = 0
+    while any(p.poll() is None for p in solves):
+        done = subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), "apply"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), "undo"], check=True,
+                       capture_output=True)
+        applies += 1
+    for process in solves:
+        assert process.wait() == 0, process.stderr.read()
+    FIGURES["states checked"] += 1
+    assert applies and user_state(repo) == before
+    runs = list_runs(repo)
+    assert len(runs) == 3 and all(len(m["candidates"]) == 2 for m in runs)
+    assert git(repo, "worktree", "list").count("\n") == 1

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sera.agent.merge import merge_lines
 from sera.agent.repostate import unsafe_state
-from sera.agent.runs import find_run
+from sera.agent.runs import find_run, list_runs
 from sera.agent.workcopy import ensure_state_dir, git_path, run_git
 from sera.errors import ApplyError, reports_disk_errors
 from sera.faults import fault_point
@@ -357,8 +357,16 @@ def apply_found(repo: Path, manifest: dict, candidate: dict) -> AppliedPatch:
 def find_candidate(repo: Path, target: str | None = None) -> tuple[dict, dict]:
     """(run manifest, candidate) for `target` = "RUN[:CANDIDATE]" (None: the last run's top one)."""
     run_id, _, cand = (target or "").partition(":")
-    manifest = find_run(repo, run_id or None)
+    manifest = find_run(repo, run_id) if run_id else _last_finished_run(repo)
     return manifest, pick_candidate(manifest, cand)
+
+
+def _last_finished_run(repo: Path) -> dict:
+    """The newest solve run that is not being solved now (another sera process may be solving:
+    "the last run" is the last one the user saw finish); the newest run when none is."""
+    finished = [m for m in list_runs(repo) if m.get("kind") == "solve"
+                and m.get("status") not in ("running", "ranking")]
+    return finished[0] if finished else find_run(repo, None)
 
 
 def pick_candidate(manifest: dict, index: str = "") -> dict:
