@@ -160,6 +160,22 @@ def test_a_reply_without_a_block_gets_a_ready_block_to_fix(repo, tmp_path):
     assert "skeleton" not in traj.meta and "Answer again with corrected" in talk(traj)[3]["content"]
 
 
+def test_a_search_not_in_the_file_gets_a_ready_block_of_the_closest_lines(repo, tmp_path):
+    """The retry offers the file's lines closest to the invented SEARCH, exactly, as SEARCH and
+    REPLACE of a block; the model only changes its REPLACE part."""
+    invented = block('    """Return a plus b."""\n    return a - b', '    return a + b')
+    traj, _ = run_guided(repo, tmp_path, [invented, GOOD], test_command=TEST)
+    assert traj.meta["status"] == "submitted" and traj.meta["closest_block"] == ["calc.py"]
+    offer = talk(traj)[3]["content"]
+    real = '    """Return the sum of a and b."""\n    return a - b'
+    assert "was not found in the file" in offer
+    assert f"calc.py\n```python\n<<<<<<< SEARCH\n{real}\n=======\n{real}\n>>>>>>> REPLACE" in offer
+    # lines whose block would not fit the reply limit get the plain retry
+    (tmp_path / "short").mkdir()
+    traj, _ = run_guided(repo, tmp_path / "short", [invented, GOOD], max_tokens=40)
+    assert "closest_block" not in traj.meta and "Answer again with corrected" in talk(traj)[3]["content"]
+
+
 def test_a_reply_cut_at_the_length_limit_is_told_to_skip_the_explanation(repo, tmp_path):
     rambling = "Let me explain the function in detail first. " * 20 + GOOD
     traj, _ = run_guided(repo, tmp_path, [rambling, GOOD], max_tokens=60)

@@ -38,7 +38,7 @@ from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.sandbox import Sandbox, clip_text
 from sera.agent.rewrite import function_edits
-from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, apply_edits,
+from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound, apply_edits,
                                       numbered_rewrite_edits, parse_edits)
 from sera.agent.trajectory import Trajectory
 from sera.agent.views import function_block, render_code_view, view_lines
@@ -212,11 +212,25 @@ class GuidedAgent:
         return edits
 
     def _retry_request(self, error: EditError) -> str:
+        """The retry's request: a reply without a block gets a ready block of the first located
+        function, a SEARCH part not in the file a ready block of the file's closest lines (small
+        models copy a given block far more reliably than they copy code from the view); other
+        errors are shown as they are."""
         if isinstance(error, NoBlock) and self.skeleton is not None:
             name, block = self.skeleton
             self.trajectory.meta["skeleton"] = name
             return render("guided_skeleton", error=str(error), function=name, block=block)
+        if (isinstance(error, SearchNotFound) and error.closest and self.format == "blocks"
+                and self._fits_reply(error.closest)):
+            self.trajectory.meta.setdefault("closest_block", []).append(error.path)
+            block = Edit(error.path, error.closest, error.closest).render(language_name(error.path))
+            return render("guided_closest", error=str(error), path=error.path, block=block)
         return render(self.prompts["retry"], error=str(error))
+
+    def _fits_reply(self, lines: Sequence[str]) -> bool:
+        """Whether a block repeating `lines` twice (SEARCH and REPLACE) fits the reply limit."""
+        tokens = sum(len(line) + 1 for line in lines) // CHARS_PER_TOKEN
+        return 2 * tokens + SKELETON_MARGIN_TOKENS <= self.model_config.max_tokens
 
     def prepare_skeleton(self, locations: Sequence[Any]) -> None:
         """The retry's ready block for the first located function; None when answering it (the
@@ -230,9 +244,7 @@ class GuidedAgent:
         except (OSError, UnicodeDecodeError):
             return
         body = tuple(lines[loc.start_line - 1:loc.end_line])
-        # the answer repeats the function in REPLACE: it has to fit the reply limit with room
-        tokens = sum(len(line) + 1 for line in body) // CHARS_PER_TOKEN
-        if not body or 2 * tokens + SKELETON_MARGIN_TOKENS > self.model_config.max_tokens:
+        if not body or not self._fits_reply(body):  # the answer repeats it in REPLACE
             return
         self.skeleton = (f"{loc.name} in {loc.path}",
                          Edit(loc.path, body, body).render(language_name(loc.path)))

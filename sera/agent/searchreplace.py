@@ -57,6 +57,15 @@ class EditError(Exception):
     wrong and how to fix the block. No file was changed."""
 
 
+class SearchNotFound(EditError):
+    """A block's SEARCH part is not in its file; `closest` holds the file's lines nearest to it
+    (exact, as a ready SEARCH part for a retry), or None when no lines are near."""
+
+    def __init__(self, message: str, path: str, closest: tuple[str, ...] | None) -> None:
+        super().__init__(message)
+        self.path, self.closest = path, closest
+
+
 @dataclass(frozen=True)
 class Edit:
     """One block: replace the lines `search` by `replace` in `path` (lines without line ends)."""
@@ -317,7 +326,10 @@ def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
         unnumbered = Edit(edit.path, tuple(stripped),
                           tuple(LINE_NUMBER.sub("", line, count=1) for line in replace))
         return _apply_one(content, unnumbered, rel)
-    raise EditError(_miss_message(rel, lines, search))
+    closest = _closest(lines, search)
+    raise SearchNotFound(_miss_message(rel, lines, search, closest), rel,
+                         None if closest is None else tuple(
+                             _bare(line).removesuffix("\r") for line in lines[slice(*closest)]))
 
 
 def _trim_blank_ends(search: list[str], replace: list[str]):
@@ -480,10 +492,10 @@ def _indent(line: str) -> str:
     return line[:len(line) - len(line.lstrip())]
 
 
-def _miss_message(rel: str, lines: list[str], search: list[str]) -> str:
+def _miss_message(rel: str, lines: list[str], search: list[str],
+                  closest: tuple[int, int] | None) -> str:
     shown = "\n".join(search[:12]) + ("\n..." if len(search) > 12 else "")
     message = [f"the SEARCH part of a block for {rel} was not found in the file:", shown]
-    closest = _closest(lines, search)
     if closest is not None:
         start, end = closest
         message.append(f"The closest lines in {rel} are (line numbers on the left are not part "
