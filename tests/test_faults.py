@@ -18,7 +18,7 @@ import pytest
 
 from conftest import GIT_IDENTITY, git, user_state
 from test_specialize_pipeline import project  # noqa: F401 (a fixture)
-from sera.agent.apply import apply_patch, undo_last
+from sera.agent.apply import apply_candidate, apply_patch, undo_last
 from sera.agent.sandbox import bwrap_problem
 from sera.errors import ApplyError
 
@@ -58,13 +58,15 @@ def soak_repo(tmp_path, monkeypatch):
 class Soak:
     """One random sequence, with what must hold after each step."""
 
-    def __init__(self, root, patches, rng):
-        self.root, self.patches, self.rng = root, patches, rng
+    def __init__(self, root, patches, rng, solver):
+        self.root, self.patches, self.rng, self.solver = root, patches, rng, solver
         self.markers: dict[str, str] = {}   # line the user inserted -> file
         self.applied: list[int] = []        # patches applied, in order
+        self.solved: list[tuple[str, int]] = []  # (run, file) of solves whose candidate changed it
 
     def step(self) -> None:
-        kind = self.rng.choice(["edit", "edit", "apply", "apply", "undo"])
+        kind = self.rng.choice(["edit", "edit", "edit", "apply", "apply", "apply", "undo",
+                                "undo", "solve"])
         before = user_state(self.root)
         try:
             getattr(self, kind)()
@@ -82,9 +84,23 @@ class Soak:
         self.markers[marker] = name
 
     def apply(self) -> None:
-        i = self.rng.randrange(FILES)
-        apply_patch(self.root, self.patches[i], f"patch {i}")
+        if self.solved and self.rng.random() < 0.5:  # a candidate of an earlier solve
+            run, i = self.rng.choice(self.solved)
+            apply_candidate(self.root, f"{run}:0")
+        else:
+            i = self.rng.randrange(FILES)
+            apply_patch(self.root, self.patches[i], f"patch {i}")
         self.applied.append(i)
+
+    def solve(self) -> None:
+        """A solve of the tree as it is (user edits, applies and all): it changes nothing of the
+        user's; its candidate patches line 5 of one file, unless that line is patched already."""
+        i = self.rng.randrange(FILES)
+        before = user_state(self.root)
+        result = self.solver(i)
+        assert user_state(self.root) == before, "a solve changed the user's state"
+        if result.candidates[0].patch.strip():
+            self.solved.append((result.run_id, i))
 
     def undo(self) -> None:
         undo_last(self.root)
@@ -102,10 +118,29 @@ class Soak:
             assert patched == (i in self.applied), f"f{i}.txt does not match the applies on record"
 
 
-def test_random_edits_applies_and_undos_never_lose_the_users_lines(soak_repo):
+def soak_solver(root, tmp_path):
+    """solve(i): a real solve of the working tree by a scripted agent that patches f<i>."""
+    from conftest import tool_call, write_script
+    from sera.agent.solve import solve
+    from sera.config import load_settings
+    from sera.models.registry import load_model
+    models = []
+    for i in range(FILES):
+        spec = write_script(tmp_path / f"patch{i}.json", [
+            tool_call("str_replace_editor", command="str_replace", path=f"f{i}.txt",
+                      old_str=f"f{i} line 5\n", new_str=f"f{i} line 5 PATCHED\n"),
+            tool_call("submit"), tool_call("submit")])
+        settings = load_settings(root, {"model.spec": spec, "agent.scaffold": "agent",
+                                        "solve.candidates": 1, "agent.test_command": ""})
+        models.append((load_model(spec, settings.model), settings))
+    return lambda i: solve(root, f"patch f{i}", models[i][1], models[i][0])
+
+
+def test_random_edits_solves_applies_and_undos_never_lose_the_users_lines(soak_repo, tmp_path):
     root, patches = soak_repo
+    solver = soak_solver(root, tmp_path)
     for seed in range(SEQUENCES):
-        soak = Soak(root, patches, random.Random(seed))
+        soak = Soak(root, patches, random.Random(seed), solver)
         for _ in range(OPERATIONS):
             soak.step()
         while soak.applied:  # wind back: every apply of the sequence undoes
@@ -281,7 +316,7 @@ def test_a_read_only_sera_folder_refuses_before_anything_is_loaded_or_written(re
 KILLABLE = r'''
 import sys, time
 from pathlib import Path
-from sera.agent.apply import apply_patch, undo_last
+from sera.agent.apply import apply_candidate, apply_patch, undo_last
 repo, call = Path(sys.argv[1]), sys.argv[2]
 patch = sys.stdin.read()
 print("ready", flush=True)
