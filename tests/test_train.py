@@ -280,3 +280,14 @@ def test_a_time_budget_stops_training_early_and_still_saves(tiny_dir, tmp_path):
     result = train_lora(tiny_dir, ROWS, tmp_path / "quick", config)
     assert result.steps == len(result.losses) == 1
     assert (tmp_path / "quick" / "adapter_model.safetensors").is_file()
+
+
+def test_progress_is_reported_within_a_step_too(tiny_dir, tmp_path):
+    """A step of several micro-batches takes many minutes of a CPU with a real model: progress
+    comes after each micro-batch (a fractional step), not only after the optimizer step."""
+    events = []
+    config = TrainConfig(device="cpu", epochs=1, batch_size=1, grad_accum=2, seed=0)
+    train_lora(tiny_dir, ROWS, tmp_path / "a", config, progress=events.append)
+    assert [e["step"] for e in events] == [0.5, 1, 1.5, 2]
+    assert events[0]["loss"] is None and events[2]["loss"] == events[1]["loss"]
+    assert "tokens_per_second" in events[1] and "tokens_per_second" not in events[0]

@@ -39,12 +39,17 @@ def run(run) -> dict:
                                  max_tokens=run.settings.specialize.context_tokens,
                                  **run.manifest["options"].get("train", {}))
     out_dir = adapters_dir(run.repo_root) / run.id
-    nll_before = mean_nll(folder, heldout, None, config.max_tokens) if heldout else None
+    nll_before = _heldout_nll(run, "held-out", folder, heldout, None, config.max_tokens)
     advance = run.bar("training", 1)
-    result = train_lora(folder, rows, out_dir, config, progress=lambda info: advance(
-        0, total=info["steps"], completed=info["step"],
-        info=f"loss {info['loss']:.3f}, {info['tokens_per_second']:.0f} tok/s"))
-    nll_after = mean_nll(folder, heldout, out_dir, config.max_tokens) if heldout else None
+
+    def show(info: dict) -> None:
+        said = [f"loss {info['loss']:.3f}" if info["loss"] is not None else "first step"]
+        if "tokens_per_second" in info:
+            said.append(f"{info['tokens_per_second']:.0f} tok/s")
+        advance(0, total=info["steps"], completed=info["step"], info=", ".join(said))
+
+    result = train_lora(folder, rows, out_dir, config, progress=show)
+    nll_after = _heldout_nll(run, "held-out", folder, heldout, out_dir, config.max_tokens)
     stats = {"rows": len(rows), "examples": result.examples, "steps": result.steps,
              "first_loss": result.losses[0], "last_loss": result.losses[-1],
              "tokens_per_second": round(result.tokens_per_second, 1),
@@ -60,6 +65,17 @@ def run(run) -> dict:
                 heldout={"rows": len(heldout), "nll_base": nll_before, "nll_adapter": nll_after})
     run.say("train: " + json.dumps(stats))
     return stats
+
+
+def _heldout_nll(run, label: str, folder: Path, heldout: list, adapter: Path | None,
+                 max_tokens: int) -> float | None:
+    """mean_nll of the held-out rows (None without any), with a bar: on a CPU it takes minutes."""
+    if not heldout:
+        return None
+    advance = run.bar(label, 1)
+    return mean_nll(folder, heldout, adapter, max_tokens, progress=lambda done, total: advance(
+        0, total=total, completed=done, info="loss before training" if adapter is None
+        else "loss with the adapter"))
 
 
 def _scaffolds(meta_file: Path) -> dict:
