@@ -151,15 +151,22 @@ def test_random_edits_solves_applies_and_undos_never_lose_the_users_lines(soak_r
     assert FIGURES["bytes lost"] == 0
 
 
-@pytest.mark.parametrize("fault, call", [("apply-recorded", "apply"), ("apply-written", "apply"),
-                                         ("undo-restoring", "undo")])
-def test_killed_applies_and_undos_are_settled_without_loss(soak_repo, fault, call):
+def two_file_setup(soak_repo, call: str):
+    """(root, a patch of two files, the user's state before it) with a user edit in a third
+    file; for an undo, the patch is applied first."""
     root, patches = soak_repo
     two = patches[0] + patches[1]
     (root / "f2.txt").write_text("user edit\n" + (root / "f2.txt").read_text())
     before = user_state(root)
     if call == "undo":
         apply_patch(root, two, "two files")
+    return root, two, before
+
+
+@pytest.mark.parametrize("fault, call", [("apply-recorded", "apply"), ("apply-written", "apply"),
+                                         ("undo-restoring", "undo")])
+def test_killed_applies_and_undos_are_settled_without_loss(soak_repo, fault, call):
+    root, two, before = two_file_setup(soak_repo, call)
     code = ("import sys; from pathlib import Path; from sera.agent.apply import apply_patch, "
             "undo_last\nrepo = Path(sys.argv[1])\n"
             + ("apply_patch(repo, sys.stdin.read(), 'two files')" if call == "apply"
@@ -349,12 +356,7 @@ def killed_at(root, patch: str, call: str, delay: float | None) -> float:
 def test_applies_and_undos_killed_at_random_moments_are_settled_without_loss(soak_repo, call):
     """kill -9 at a random moment of the work (not at a named point): whatever it left, the next
     undo brings the user's state back exactly, and the undo record stays consistent."""
-    root, patches = soak_repo
-    two = patches[0] + patches[1]
-    (root / "f2.txt").write_text("user edit\n" + (root / "f2.txt").read_text())
-    before = user_state(root)
-    if call == "undo":
-        apply_patch(root, two, "two files")
+    root, two, before = two_file_setup(soak_repo, call)
     took = killed_at(root, two, call, None)  # calibration: how long the work takes unkilled
     if call == "apply":
         undo_last(root)
