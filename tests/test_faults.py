@@ -569,23 +569,31 @@ def test_a_teacher_that_drops_connections_and_answers_garbage_costs_no_work(proj
 
 def test_two_solves_and_an_apply_at_once_corrupt_nothing(repo, tmp_path):
     """Two `sera solve` processes and an apply/undo loop in one repository at the same time: each
-    solve saves a whole run, the applies serialize, and the user's index and files come back."""
-    from conftest import FIX_SCRIPT_REPLIES, write_script
+    solve saves a whole run, the applies serialize, a bare `sera apply` takes the newest finished
+    run (never one still being solved), and the user's index and files come back."""
+    from conftest import FIX_SCRIPT_REPLIES, tool_call, write_script
     from sera.agent.runs import list_runs
-    script = write_script(tmp_path / "fix.json", FIX_SCRIPT_REPLIES)
-    solve = [sys.executable, "-m", "sera", "-C", str(repo), "solve", "--model", script, "-n", "2",
-             "--scaffold", "agent", "fix add"]
-    assert subprocess.run(solve, capture_output=True).returncode == 0
+    quick = write_script(tmp_path / "fix.json", FIX_SCRIPT_REPLIES)
+    slow = write_script(tmp_path / "slow.json", [tool_call("bash", command="sleep 2"),
+                                                  *FIX_SCRIPT_REPLIES])
+    sera = [sys.executable, "-m", "sera", "-C", str(repo)]
+
+    def solve(script):
+        return [*sera, "solve", "--model", script, "-n", "2", "--scaffold", "agent", "fix add"]
+
+    assert subprocess.run(solve(quick), capture_output=True).returncode == 0
     before = user_state(repo)
-    solves = [subprocess.Popen(solve, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    solves = [subprocess.Popen(solve(slow), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True) for _ in range(2)]
+    deadline = time.time() + 60
+    while len(list_runs(repo)) < 3:  # both have snapshotted the tree (before any apply below)
+        assert time.time() < deadline, "the solves did not start"
+        time.sleep(0.05)
     applies = 0
     while any(p.poll() is None for p in solves):
-        done = subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), "apply"],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        subprocess.run([sys.executable, "-m", "sera", "-C", str(repo), "undo"], check=True,
-                       capture_output=True)
+        for command in ("apply", "undo"):
+            done = subprocess.run([*sera, command], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
         applies += 1
     for process in solves:
         assert process.wait() == 0, process.stderr.read()
