@@ -13,6 +13,7 @@ common .git directory, which the sandbox keeps read-only, so the agent cannot ch
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from sera.agent.sandbox import GIT_REDIRECTS
-from sera.errors import DiskError, RepositoryError
+from sera.errors import RepositoryError, disk_error
 from sera.paths import STATE_DIR, file_lock, state_dir
 
 # A fixed identity and date: snapshots work without a configured git identity, and the same state
@@ -60,9 +61,8 @@ def git_bytes(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         subcommand = next((a for a, before in zip(args, ["", *args]) if not a.startswith("-")
                            and before != "-c"), "")
         if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
-            raise DiskError(f"git {subcommand} in {cwd} ran out of disk space ({message[0]}); "
-                            f"nothing was half-written: free some space, then run the command "
-                            f"again (finished work is kept)")
+            raise disk_error(OSError(errno.ENOSPC, f"git {subcommand} ran out of disk space "
+                                     f"({message[0]})", str(cwd)))
         raise RepositoryError(f"git {subcommand} failed in {cwd}: {message[0]}")
     return done.stdout
 
