@@ -554,6 +554,57 @@ def test_known_tasks_hit_rate(tmp_path, capsys, sources, tasks, top1_misses):
     assert top1 >= len(tasks) - top1_misses
 
 
+RETRY_SOURCES = {
+    "waits.py": '''import math
+
+
+class wait_fixed:
+    def __init__(self, wait):
+        self.wait = wait
+
+    def __call__(self, attempt):
+        return self.wait
+
+
+class wait_exponential:
+    def __init__(self, multiplier, maximum):
+        self.multiplier = multiplier
+        self.maximum = maximum
+
+    def __call__(self, attempt):
+        return min(self.multiplier * 2 ** attempt, self.maximum)
+
+
+class wait_chain:
+    def __init__(self, *strategies):
+        self.strategies = strategies
+
+    def __call__(self, attempt):
+        return self.strategies[min(attempt, len(self.strategies)) - 1](attempt)
+
+
+def threshold(value, base):
+    return math.log(value, base)
+''',
+}
+
+
+@pytest.mark.parametrize("task, expected", [
+    # The methods' own bodies never say "exponential": their class's name does.
+    ("Fix exponential wait underflow for a large attempt",
+     ["wait_exponential.__call__", "wait_exponential.__init__"]),
+    # The task names the class and the method (`__init__`, common to every class).
+    ("wait_chain: reject an empty strategy list in __init__ with ValueError",
+     ["wait_chain.__init__"]),
+])
+def test_methods_are_found_by_their_class(tmp_path, task, expected):
+    clear_cache()
+    root = make_repo(tmp_path / "retry", RETRY_SOURCES)
+    found = localize(root, task, limit=3)
+    assert sorted(loc.name for loc in found[:len(expected)]) == sorted(expected), \
+        [(loc.name, loc.reasons) for loc in found]
+
+
 def test_reasons_are_filled_and_say_why(shop):
     found = localize(shop, TASKS[0][0])
     assert found and all(loc.reasons for loc in found)

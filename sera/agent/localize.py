@@ -49,6 +49,7 @@ W_TRACEBACK = 8.0         # other frames of a traceback
 W_NAMED_QUALIFIED = 9.0   # Class.method in the task
 W_NAMED = 6.0             # a code identifier in the task equal to the function's name
 W_NAMED_WORD = 1.5        # a plain word of the task equal to the function's name
+W_NAMED_CLASS = 3.0       # a code identifier in the task equal to the method's class
 W_ERROR_TEXT = 5.0        # the task's quoted/error text appears in the body
 W_FILE_NAMED = 2.0        # the function's file is named in the task
 W_USES_IDENT = 1.5        # per code identifier of the task used in the body (capped)
@@ -112,7 +113,8 @@ class Location:
 class _FunctionIndex:
     function: Function
     terms: Counter            # sub-words of the identifiers in the body (name included)
-    name_terms: frozenset     # sub-words of the function's own name
+    name_terms: frozenset     # sub-words of the function's own name and of its class's
+    scopes: frozenset         # names of the enclosing classes (and functions)
     identifiers: frozenset    # whole identifiers used in the body
     words: str                # the body's words, lowercase, single-spaced (error text search)
 
@@ -195,12 +197,17 @@ def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
     for fn in functions:
         body = "\n".join(text_lines[fn.start_line - 1:fn.end_line])
         identifiers = IDENT.findall(body)
-        terms = Counter(t for ident in identifiers for t in _subwords(ident))
-        indexed.append(_FunctionIndex(
-            function=fn, terms=terms, name_terms=frozenset(_subwords(fn.name)),
-            identifiers=frozenset(identifiers), words=" ".join(WORD.findall(body.lower()))))
-        defines.add(fn.name)
         scopes = fn.qualified_name.split(".")[:-1]
+        # A method is named by its class too (wait_exponential.__call__ is about "exponential"),
+        # though the class's name is not in the method's body.
+        scope_terms = [t for scope in scopes for t in _subwords(scope)]
+        terms = Counter(t for ident in identifiers for t in _subwords(ident))
+        terms.update(set(scope_terms) - set(terms))
+        indexed.append(_FunctionIndex(
+            function=fn, terms=terms, name_terms=frozenset(_subwords(fn.name) + scope_terms),
+            scopes=frozenset(scopes), identifiers=frozenset(identifiers),
+            words=" ".join(WORD.findall(body.lower()))))
+        defines.add(fn.name)
         defines.update(scopes)
         depth = len(scopes)
         signatures[fn.start_line] = (fn.start_line, depth,
@@ -489,6 +496,10 @@ def _rank(repo_root: Path, task: str):
         elif _stem(fn.name.lower()) in parsed.words and len(fn.name) > 2:
             score += W_NAMED_WORD
             reasons.append(f"its name is a word of the task: {fn.name}")
+        named_scopes = sorted(fi.scopes & set(parsed.identifiers))
+        if named_scopes:
+            score += W_NAMED_CLASS
+            reasons.append(f"its class is named in the task ({named_scopes[0]})")
         if fn.path in named_files:
             score += W_FILE_NAMED
             reasons.append(f"in a file the task names ({fn.path})")
