@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import write_script
+from conftest import git, write_script
 from sera.agent.example import without_examples
 from sera.agent.guided import PROMPTS, GuidedAgent
 from sera.agent.localize import Location
@@ -182,6 +182,22 @@ def test_a_reply_cut_at_the_length_limit_is_told_to_skip_the_explanation(repo, t
     assert traj.meta["status"] == "submitted"
     assert "reached the length limit before the blocks were complete: answer with the blocks " \
            "only" in talk(traj)[3]["content"]
+
+
+def test_a_search_found_twice_is_taken_in_the_function_shown(repo, tmp_path):
+    """The 1.5B quotes only the line it changes; where that line recurs in the file, the place
+    inside the shown function is the one it means."""
+    (repo / "checks.py").write_text(
+        "def exact(message, wanted):\n    if wanted:\n        return message == wanted\n"
+        "    return False\n\n\ndef pattern(message, wanted):\n    if wanted:\n"
+        "        return message == wanted\n    return True\n")
+    git(repo, "add", "checks.py")
+    git(repo, "commit", "-qm", "checks")
+    reply = block("    if wanted:", "    if wanted is not None:", path="checks.py")
+    traj, _ = run_guided(repo, tmp_path, [reply], locations=[Location("checks.py", "pattern", 7, 10)])
+    assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
+    assert "@@ -5,6 +5,6 @@ def exact" in traj.meta["patch"]  # the hunk is pattern's
+    assert traj.meta["patch"].count("+    if wanted is not None:") == 1
 
 
 def test_two_misses_end_as_edit_failed(repo, tmp_path):

@@ -115,6 +115,38 @@ def test_ambiguous_match_and_all_or_nothing(root):
     assert (root / "calc.py").read_text() == CALC  # the good block was not applied either
 
 
+TWO_CHECKS = """class Exact:
+    def check(self, message):
+        if self.message:
+            return self.message == message
+        return False
+
+
+class Pattern:
+    def check(self, message):
+        if self.message:
+            return self.message == message
+        return True
+"""
+
+
+def test_an_ambiguous_search_is_taken_in_the_function_shown(root):
+    (root / "checks.py").write_text(TWO_CHECKS)
+    fix = Edit("checks.py", ("        if self.message:",), ("        if self.message is not None:",))
+    with pytest.raises(EditError, match="matches 2 places"):
+        apply_edits(root, [fix], None)
+    # One of the two places is in a function the model was shown: that is the one it means.
+    assert apply_edits(root, [fix], None, focus={"checks.py": {"Pattern.check"}}) == ["checks.py"]
+    text = (root / "checks.py").read_text()
+    assert text.count("if self.message is not None:") == 1
+    assert text.index("if self.message is not None:") > text.index("class Pattern")
+    # Shown both (or neither), it stays ambiguous: the model is asked for more lines.
+    (root / "checks.py").write_text(TWO_CHECKS)
+    with pytest.raises(EditError, match="matches 2 places"):
+        apply_edits(root, [Edit("checks.py", ("        if self.message:",), ("        x",))], None,
+                    focus={"checks.py": {"Exact.check", "Pattern.check"}})
+
+
 def test_create_append_and_path_rules(root):
     assert apply_edits(root, [Edit("pkg/new.py", (), ("print(1)",))], None) == ["pkg/new.py"]
     assert (root / "pkg/new.py").read_text() == "print(1)\n"

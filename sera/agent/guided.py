@@ -169,7 +169,7 @@ class GuidedAgent:
             try:
                 edits = self.read_edits(completion.text, default_path)
                 self._remember_originals(edit.path for edit in edits)
-                changed = apply_edits(self.root, edits, None)
+                changed = apply_edits(self.root, edits, None, focus=self._focus())
             except EditError as error:
                 if completion.finish_reason == "length":  # small models explain at length
                     error = type(error)(f"{error}. Your reply reached the length limit before "
@@ -192,6 +192,13 @@ class GuidedAgent:
             self.trajectory.save()
             self._event(completion, f"applied edits to {', '.join(changed) or 'no file'}")
             return
+
+    def _focus(self) -> dict[str, set[str]]:
+        """Path -> names of the functions shown: where an ambiguous SEARCH part is meant."""
+        focus: dict[str, set[str]] = {}
+        for loc in self.shown:
+            focus.setdefault(loc.path, set()).add(loc.name)
+        return focus
 
     def read_edits(self, text: str, default_path: str | None) -> list[Edit]:
         """The edits a reply asks for, in the edit format. Asked for whole functions, a reply may

@@ -21,8 +21,10 @@ then lines off by indentation line by line; then, for SEARCH parts of four lines
 slips (a line in five that differs from the file but comes back unchanged in REPLACE is taken as
 the file has it); then the same with line-number prefixes ("  12 | ") the model copied from the
 prompt removed. An
-empty SEARCH creates a missing file (or appends to an existing one). All blocks apply or none:
-a miss or an ambiguous match raises EditError, whose message goes back to the model and says what
+empty SEARCH creates a missing file (or appends to an existing one). A SEARCH part that matches
+several places is taken where exactly one of them lies inside a function the model was shown
+(`focus`: small models quote the two lines they change, which often recur in a file). All blocks
+apply or none: a miss or an ambiguous match raises EditError, whose message goes back to the model and says what
 was not found, the closest lines with their numbers, and how to fix the block.
 
 A reply with no block that rewrites the numbered code view it was shown ("calc.py (lines 1-3)",
@@ -36,7 +38,9 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Iterable, Mapping
+
+from sera.agent.sourcecode import functions_in_source
 
 # The markers' words may be anything or nothing: the embedded 1.5B writes the path in their place
 # ("<<<<<<< src/pkg/mod.py" ... ">>>>>>> src/pkg/mod.py"), as git's conflict markers do.
@@ -214,19 +218,22 @@ def _clean_path(text: str) -> str | None:
 # Applying
 
 
-def apply_edits(root: Path, edits: Iterable[Edit],
-                allowed_paths: Iterable[str] | None = None) -> list[str]:
+def apply_edits(root: Path, edits: Iterable[Edit], allowed_paths: Iterable[str] | None = None,
+                focus: Mapping[str, Iterable[str]] | None = None) -> list[str]:
     """Apply all blocks under `root` (all or none); the changed paths (posix, relative), in order.
-    `allowed_paths`: if given, the only paths that may be edited (new files included)."""
+    `allowed_paths`: if given, the only paths that may be edited (new files included).
+    `focus`: path -> qualified names of the functions the model was shown there; a SEARCH part
+    matching several places is taken at the one place inside those functions, if there is one."""
     root = Path(root).resolve()
     allowed = None if allowed_paths is None else {_normalize(p) for p in allowed_paths}
+    shown = {_normalize(path): set(names) for path, names in (focus or {}).items()}
     contents: dict[str, str | None] = {}  # relative path -> text after the edits so far (None: missing)
     originals: dict[str, str | None] = {}
     for edit in edits:
         rel = _check_path(root, edit.path, allowed)
         if rel not in contents:
             contents[rel] = originals[rel] = _read(root, rel)
-        contents[rel] = _apply_one(contents[rel], edit, rel)
+        contents[rel] = _apply_one(contents[rel], edit, rel, shown.get(rel, set()))
     changed = [rel for rel in contents if contents[rel] != originals[rel]]
     for rel in changed:
         _write(root, rel, contents[rel] or "")
@@ -288,7 +295,7 @@ def _split(text: str) -> list[str]:
     return lines
 
 
-def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
+def _apply_one(content: str | None, edit: Edit, rel: str, focus: set[str] = frozenset()) -> str:
     search, replace = list(edit.search), list(edit.replace)
     if not any(line.strip() for line in search):
         if content is None or not content.strip():
@@ -309,6 +316,8 @@ def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
         if found is None:
             continue
         if len(found) > 1:
+            found = _in_focus(content, rel, found, len(search), focus) or found
+        if len(found) > 1:
             numbers = ", ".join(str(start + 1) for start, _ in found)
             raise EditError(f"the SEARCH part of a block for {rel} matches {len(found)} places "
                             f"(lines {numbers}); add a few more lines around the change so it "
@@ -318,18 +327,31 @@ def _apply_one(content: str | None, edit: Edit, rel: str) -> str:
     trimmed = _trim_blank_ends(search, replace)
     if trimmed is not None:  # blank lines at the ends of SEARCH that the file lacks there
         try:
-            return _apply_one(content, Edit(edit.path, *trimmed), rel)
+            return _apply_one(content, Edit(edit.path, *trimmed), rel, focus)
         except EditError:
             pass
     stripped = [LINE_NUMBER.sub("", line, count=1) for line in search]
     if all(LINE_NUMBER.match(line) for line in search if line.strip()) and stripped != search:
         unnumbered = Edit(edit.path, tuple(stripped),
                           tuple(LINE_NUMBER.sub("", line, count=1) for line in replace))
-        return _apply_one(content, unnumbered, rel)
+        return _apply_one(content, unnumbered, rel, focus)
     closest = _closest(lines, search)
     raise SearchNotFound(_miss_message(rel, lines, search, closest), rel,
                          None if closest is None else tuple(
                              _bare(line).removesuffix("\r") for line in lines[slice(*closest)]))
+
+
+def _in_focus(content: str, rel: str, found: list[tuple[int, list[str]]], size: int,
+              focus: set[str]) -> list[tuple[int, list[str]]] | None:
+    """The one match that lies inside a function of `focus` (found in the current text, so
+    earlier blocks that moved lines do not matter), as a list; None unless exactly one does."""
+    if not focus:
+        return None
+    spans = [(fn.start_line, fn.end_line) for fn in functions_in_source(
+        content.encode("utf-8", "surrogateescape"), rel) if fn.qualified_name in focus]
+    inside = [(start, new_lines) for start, new_lines in found
+              if any(first <= start + 1 and start + size <= last for first, last in spans)]
+    return inside if len(inside) == 1 else None
 
 
 def _trim_blank_ends(search: list[str], replace: list[str]):
