@@ -321,3 +321,189 @@ def test_malformed_command_arguments_get_an_error_that_says_what_to_do(repo, tmp
         assert "Traceback" not in reply["error"] and len(reply["error"]) < 1000
     assert replies[-1][2] == {"cancelled": False}  # the server still answers
     assert not (repo / ".sera" / "runs").exists() or not any((repo / ".sera" / "runs").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Edits through the editor (workspace/applyEdit)
+
+
+class Editor(Client):
+    """A client that holds buffers as an editor does: workspace/applyEdit edits them (opening a
+    file that is not open, unsaved afterwards), and the server hears of every change."""
+
+    def __init__(self, choices: list[str], refuse: bool = False):
+        super().__init__(choices)
+        self.buffers: dict[str, list] = {}  # uri -> [version, text]
+        self.edits: list[types.ApplyWorkspaceEditParams] = []
+
+        @self.feature(types.WORKSPACE_APPLY_EDIT)
+        def apply_edit(ls, params):
+            self.edits.append(params)
+            if refuse:
+                return types.ApplyWorkspaceEditResult(applied=False, failure_reason="user said no")
+            for change in params.edit.document_changes:
+                problem = self.make(change)
+                if problem:
+                    return types.ApplyWorkspaceEditResult(applied=False, failure_reason=problem)
+            return types.ApplyWorkspaceEditResult(applied=True)
+
+    def open(self, path: Path, text: str | None = None) -> str:
+        uri = from_fs_path(str(path))
+        self.buffers[uri] = [1, path.read_text() if text is None else text]
+        self.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(
+            uri=uri, language_id="python", version=1, text=self.buffers[uri][1])))
+        return uri
+
+    def make(self, change) -> str | None:
+        if isinstance(change, types.CreateFile):
+            Path(to_fs_path(change.uri)).write_text("")
+            return None
+        if isinstance(change, types.DeleteFile):
+            Path(to_fs_path(change.uri)).unlink()
+            self.buffers.pop(change.uri, None)
+            return None
+        uri, version = change.text_document.uri, change.text_document.version
+        if uri not in self.buffers:
+            self.open(Path(to_fs_path(uri)))
+        elif version is not None and version != self.buffers[uri][0]:
+            return f"{uri} is at version {self.buffers[uri][0]}, not {version}"
+        text = apply_text_edits(self.buffers[uri][1], change.edits)
+        self.buffers[uri] = [self.buffers[uri][0] + 1, text]
+        self.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri,
+                                                                version=self.buffers[uri][0]),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+        return None
+
+    def text(self, path: Path) -> str:
+        return self.buffers[from_fs_path(str(path))][1]
+
+
+def apply_text_edits(text: str, edits) -> str:
+    """TextEdits (non-overlapping, positions in UTF-16 units) applied to `text`, as an editor does."""
+    lines = text.splitlines(keepends=True)
+
+    def offset(position) -> int:
+        before = "".join(lines[:position.line])
+        line = lines[position.line] if position.line < len(lines) else ""
+        units = line.encode("utf-16-le")[:2 * position.character].decode("utf-16-le")
+        return len(before) + len(units)
+
+    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character),
+                       reverse=True):
+        text = text[:offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end):]
+    return text
+
+
+EDITOR = types.ClientCapabilities(
+    window=CAPABILITIES.window,
+    workspace=types.WorkspaceClientCapabilities(
+        apply_edit=True, workspace_edit=types.WorkspaceEditClientCapabilities(
+            document_changes=True, resource_operations=[types.ResourceOperationKind.Create,
+                                                        types.ResourceOperationKind.Delete])))
+
+
+async def editor_session(repo: Path, script: str, body, *flags: str, refuse: bool = False,
+                         options: dict | None = None, capabilities=EDITOR) -> Editor:
+    client = Editor([], refuse=refuse)
+    await client.start_io(sys.executable, "-m", "sera", "-C", str(repo), "lsp", "--model", script,
+                          *flags)
+    try:
+        await client.initialize_async(types.InitializeParams(
+            capabilities=capabilities, root_uri=from_fs_path(str(repo)),
+            initialization_options=options or {"candidates": 1}))
+        client.initialized(types.InitializedParams())
+        await asyncio.wait_for(body(client), TIMEOUT)
+    finally:
+        await client.shutdown_async(None)
+        client.exit(None)
+        await client.stop()
+    return client
+
+
+UNSAVED = CALC + "# typed, not saved\n"
+
+
+def test_apply_and_undo_edit_the_unsaved_buffer_through_the_editor(repo, tmp_path):
+    """Neovim kept showing the old text after an apply, and refused the next apply after an undo;
+    now the editor makes the change in its buffer (unsaved edits kept), and undoes it."""
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    seen = {}
+
+    async def body(client):
+        client.open(repo / "calc.py", UNSAVED)
+        await command(client, "sera.solve", "calc.add is wrong")
+        seen["apply"] = await command(client, "sera.apply")
+        seen["applied"] = client.text(repo / "calc.py")
+        seen["undo"] = await command(client, "sera.undo")
+        seen["undone"] = client.text(repo / "calc.py")
+        seen["again"] = await command(client, "sera.apply")
+
+    client = asyncio.run(editor_session(repo, script, body, "--scaffold", "guided"))
+    assert seen["apply"].get("files") == ["calc.py"], seen
+    assert "error" not in seen["again"], seen["again"]
+    assert seen["applied"] == UNSAVED.replace("return a - b", "return a + b")
+    assert seen["undone"] == UNSAVED
+    assert (repo / "calc.py").read_text() == CALC  # the editor's buffers, not the disk, changed
+    first = client.edits[0].edit.document_changes[0]
+    assert first.text_document.version == 1 and len(first.edits) == 1  # versioned, one line
+    assert first.edits[0].range.start.line == 2 and first.edits[0].range.end.line == 3
+    assert "applied candidate 0 of run" in client.said() and "in the editor" in client.said()
+    assert "undid candidate 0" in client.said()
+
+
+def test_a_file_not_open_is_opened_by_the_edit_and_left_to_save(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    seen = {}
+
+    async def body(client):
+        await command(client, "sera.solve", "calc.add is wrong")
+        seen["apply"] = await command(client, "sera.apply")
+
+    client = asyncio.run(editor_session(repo, script, body, "--scaffold", "guided"))
+    assert "return a + b" in client.text(repo / "calc.py")
+    assert client.edits[0].edit.document_changes[0].text_document.version is None
+    assert "save calc.py to keep it" in client.said()
+
+
+def test_an_edit_the_editor_refuses_changes_nothing_and_records_nothing(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    seen = {}
+
+    async def body(client):
+        await command(client, "sera.solve", "calc.add is wrong")
+        seen["apply"] = await command(client, "sera.apply")
+        seen["undo"] = await command(client, "sera.undo")
+
+    client = asyncio.run(editor_session(repo, script, body, "--scaffold", "guided", refuse=True))
+    assert "the editor did not make the change (user said no)" in seen["apply"]["error"]
+    assert "nothing to undo" in seen["undo"]["error"]
+    assert (repo / "calc.py").read_text() == CALC
+
+
+NEW_FILE = """notes.py
+```python
+<<<<<<< SEARCH
+=======
+NOTE = "kept"
+>>>>>>> REPLACE
+```
+"""
+
+
+def test_a_new_file_is_created_through_the_editor_and_deleted_by_undo(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD + "\n" + NEW_FILE])
+    seen = {}
+
+    async def body(client):
+        await command(client, "sera.solve", "calc.add is wrong; also add notes.py")
+        seen["apply"] = await command(client, "sera.apply")
+        seen["created"] = client.text(repo / "notes.py")
+        seen["undo"] = await command(client, "sera.undo")
+
+    client = asyncio.run(editor_session(repo, script, body, "--scaffold", "guided"))
+    kinds = [type(c).__name__ for c in client.edits[0].edit.document_changes]
+    assert "CreateFile" in kinds and sorted(seen["apply"]["files"]) == ["calc.py", "notes.py"]
+    assert seen["created"] == 'NOTE = "kept"\n'
+    assert "DeleteFile" in [type(c).__name__ for c in client.edits[1].edit.document_changes]
+    assert not (repo / "notes.py").exists() and "error" not in seen["undo"]

@@ -229,13 +229,15 @@ def _begin_undo_entry(repo, label, patch, paths, before, modes) -> None:
     _save_stack(repo, stack + [{"id": entry_id, "label": label, "files": files, "pending": True}])
 
 
-def _finish_last_entry(repo: Path, note: str = "") -> None:
-    """Keep the files as the apply left them (the base of undo's merge); the entry is complete."""
+def _finish_last_entry(repo: Path, note: str = "",
+                       contents: dict[str, bytes | None] | None = None) -> None:
+    """Keep the files as the apply left them (the base of undo's merge): `contents` as an editor
+    holds them, else as on disk; the entry is complete."""
     stack = _load_stack(repo)
     entry = stack[-1]
     folder = _undo_dir(repo) / entry["id"]
     for n, f in enumerate(entry["files"]):
-        after = _read(repo / f["path"])
+        after = contents[f["path"]] if contents is not None else _read(repo / f["path"])
         if after is not None:
             atomic_write_bytes(folder / f"{n}.after", after)
         f.update(after=_sha(after), after_file=f"{n}.after" if after is not None else None)
@@ -288,7 +290,8 @@ def undo_last(repo: Path) -> AppliedPatch:
         if any("after_file" not in f for f in entry["files"] if f["path"] in edited):
             _undo_by_reverse_patch(repo, folder, entry, edited)  # a record of an older sera
         else:
-            restored = {f["path"]: _undone_content(repo, folder, entry, f) for f in entry["files"]}
+            restored = {f["path"]: _undone_content(repo, folder, entry, f, _read(repo / f["path"]))
+                        for f in entry["files"]}
             for f in entry["files"]:
                 _restore(repo, f["path"], restored[f["path"]], f["mode"])
                 fault_point("undo-restoring")
@@ -297,11 +300,11 @@ def undo_last(repo: Path) -> AppliedPatch:
     return AppliedPatch(entry["label"], [f["path"] for f in entry["files"]], three_way=bool(edited))
 
 
-def _undone_content(repo: Path, folder: Path, entry: dict, f: dict) -> bytes | None:
+def _undone_content(repo: Path, folder: Path, entry: dict, f: dict,
+                    current: bytes | None) -> bytes | None:
     """What file `f` of the undo record `entry` becomes: its content before the apply, with the
-    user's edits since the apply merged in line by line (merge.py)."""
+    user's edits since the apply (`current`: the file now) merged in line by line (merge.py)."""
     before = _saved_before(folder, f)
-    current = _read(repo / f["path"])
     if _sha(current) in (f["after"], _sha(before)):  # as applied, or undone by a killed undo
         return before
     merged = None
@@ -384,3 +387,175 @@ def pick_candidate(manifest: dict, index: str = "") -> dict:
         valid = ", ".join(str(c["index"]) for c in candidates)
         raise ApplyError(f"run {manifest['id']} has no candidate {index}; its candidates: {valid}")
     return chosen[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Apply and undo for a front end that writes the files itself (an editor, through LSP's
+# workspace/applyEdit): the same record and the same refusals, but the new contents are planned
+# here, from the files as the editor holds them (unsaved buffers included), and written there.
+
+
+@dataclass
+class PlannedChange:
+    """What an apply or an undo changes: each file's content before and after (None: absent)."""
+    label: str
+    before: dict[str, bytes | None]
+    after: dict[str, bytes | None]
+    three_way: bool
+
+    @property
+    def files(self) -> list[str]:
+        return list(self.before)
+
+
+class EditorApply:
+    """One apply or undo whose writes the caller makes (a context manager holding the apply lock):
+
+        with EditorApply(repo, current) as job:
+            change = job.plan_apply(patch, label)   # or job.plan_undo()
+            if <the editor applied change.after>:
+                job.done()
+
+    An apply's undo entry is pending from the plan on (as for `apply_patch`, a process killed
+    while the editor writes leaves a record the next apply or undo settles); `done` completes it,
+    leaving the block without `done` drops it. An undo's entry goes at `done`.
+    `current`: path -> content of files whose text differs from the disk (unsaved buffers)."""
+
+    def __init__(self, repo: Path, current: dict[str, bytes | None] | None = None):
+        self.repo, self.current = repo, dict(current or {})
+        self._lock = _apply_lock(repo)
+        self._finish = None      # what done() records
+        self._pending = False    # an apply's pending undo entry is on the stack
+
+    def __enter__(self) -> "EditorApply":
+        ensure_state_dir(self.repo)
+        self._lock.__enter__()
+        try:
+            _settle_pending(self.repo)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._finish is not None and self._pending:
+                _drop_last_entry(self.repo)
+        finally:
+            self._lock.__exit__(*exc)
+
+    def read(self, rel: str) -> bytes | None:
+        return self.current[rel] if rel in self.current else _read(self.repo / rel)
+
+    @reports_disk_errors
+    def plan_apply(self, patch: str, label: str) -> PlannedChange:
+        if not patch.strip():
+            raise ApplyError(f"{label} changes nothing; pick another candidate")
+        _refuse_unsafe_state(self.repo, f"apply {label}")
+        paths = touched_paths(self.repo, patch)
+        before = {p: self.read(p) for p in paths}
+        try:
+            after, three_way = _planned_contents(self.repo, patch, before, label, merge=False)
+        except ApplyError:
+            # as `_already_applied`: only the reverse fits plainly (a 3-way merge would find
+            # nothing to change, or merge the change in twice)
+            if self._reverse_fits(patch, before):
+                raise _already_applied_error(label) from None
+            after, three_way = _planned_contents(self.repo, patch, before, label)
+        if after == before:
+            raise _already_applied_error(label)
+        change = PlannedChange(label, before, after, three_way)
+        _begin_undo_entry(self.repo, label, patch, paths, before,
+                          {p: _mode(self.repo / p) for p in paths})
+        self._pending = True
+        self._finish = lambda: _finish_last_entry(self.repo, contents=change.after)
+        return change
+
+    def _reverse_fits(self, patch: str, before: dict[str, bytes | None]) -> bool:
+        try:
+            _planned_contents(self.repo, patch, before, "", reverse=True, merge=False)
+            return True
+        except ApplyError:
+            return False
+
+    @reports_disk_errors
+    def plan_undo(self) -> PlannedChange:
+        stack = _load_stack(self.repo)
+        if not stack:
+            raise ApplyError("nothing to undo: no patch applied by sera is on record for this "
+                             "repository")
+        entry = stack[-1]
+        _refuse_unsafe_state(self.repo, f"undo {entry['label']}")
+        folder = _undo_dir(self.repo) / entry["id"]
+        if any("after_file" not in f for f in entry["files"]):
+            raise ApplyError(f"{entry['label']} was applied by an older sera; undo it with "
+                             f"`sera undo` in a terminal")
+        before = {f["path"]: self.read(f["path"]) for f in entry["files"]}
+        after = {f["path"]: _undone_content(self.repo, folder, entry, f, before[f["path"]])
+                 for f in entry["files"]}
+        edited = any(_sha(before[f["path"]]) != f["after"] for f in entry["files"])
+        self._finish = lambda: self._drop_undone(entry)
+        return PlannedChange(entry["label"], before, after, three_way=edited)
+
+    def _drop_undone(self, entry: dict) -> None:
+        stack = _load_stack(self.repo)
+        if stack and stack[-1]["id"] == entry["id"]:
+            _save_stack(self.repo, stack[:-1])
+            shutil.rmtree(_undo_dir(self.repo) / entry["id"], ignore_errors=True)
+
+    @reports_disk_errors
+    def done(self) -> None:
+        """The editor applied the planned change: record it (an apply's undo entry, or an undo's
+        entry dropped)."""
+        if self._finish is not None:
+            self._finish()
+            self._finish, self._pending = None, False
+
+
+def _planned_contents(repo: Path, patch: str, before: dict[str, bytes | None], label: str,
+                      reverse: bool = False,
+                      merge: bool = True) -> tuple[dict[str, bytes | None], bool]:
+    """The files of `before` after `patch` (plainly, else by a 3-way merge unless `merge` is
+    False), computed on a throwaway index: nothing in the working tree or the user's index
+    changes."""
+    args = ["--whitespace=nowarn", "--cached", *(["-R"] if reverse else [])]
+    with tempfile.TemporaryDirectory(prefix="sera-index-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        _index_files(repo, before, env)
+        result = _git(repo, "apply", *args, env=env, stdin=patch)
+        three_way = result.returncode != 0 and merge
+        if three_way:
+            _index_files(repo, before, env)
+            result = _git(repo, "apply", "--3way", *args, env=env, stdin=patch)
+        if result.returncode != 0:
+            reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "conflicts"
+            raise ApplyError(f"{label} does not apply to your files as they are now ({reason}); "
+                             f"nothing was changed. Run sera solve again on the current code")
+        return {p: _indexed(repo, p, env) for p in before}, three_way
+
+
+def _index_files(repo: Path, files: dict[str, bytes | None], env: dict) -> None:
+    """A throwaway index holding exactly `files` as given (absent ones left out)."""
+    _git(repo, "read-tree", "--empty", env=env)
+    for rel, content in files.items():
+        if content is None:
+            continue
+        sha = _git(repo, "hash-object", "-w", "--stdin", "--path", rel,
+                   stdin=content.decode("utf-8", "surrogateescape")).stdout.strip()
+        mode = "100755" if (_mode(repo / rel) or 0) & 0o111 else "100644"
+        _git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{sha},{rel}", env=env)
+
+
+def _indexed(repo: Path, rel: str, env: dict) -> bytes | None:
+    listed = _git(repo, "ls-files", "-s", "--", rel, env=env).stdout.split()
+    if len(listed) < 2:
+        return None
+    return run_git(["cat-file", "blob", listed[1]], repo).stdout
+
+
+@reports_disk_errors
+def write_change(repo: Path, change: PlannedChange) -> None:
+    """Write a planned change on disk (for a change an editor cannot make itself)."""
+    for rel, content in change.after.items():
+        if content != change.before[rel]:
+            _restore(repo, rel, content, _mode(repo / rel))

@@ -54,6 +54,7 @@ class SeraServer(LanguageServer):
         self.session = Session()
         self.cancel: threading.Event | None = None  # set to stop the running solve
         self.offers: set[asyncio.Task] = set()  # the candidate offers waiting for the user
+        self.apply_lock = asyncio.Lock()  # one apply or undo at a time (the editor's answer is awaited)
 
     # -----------------------------------------------------------------------------------------
     # Where and how
@@ -194,24 +195,99 @@ class SeraServer(LanguageServer):
                 "candidate": candidate["index"]}
 
     async def apply(self, repo: Path, target: str | None) -> dict[str, Any]:
-        from sera.agent.apply import apply_found, find_candidate, touched_paths
+        from sera.agent.apply import EditorApply, apply_found, find_candidate, touched_paths
         manifest, candidate = find_candidate(repo, target)
-        if candidate["patch"].strip():
-            dirty = self.unsaved(repo, only=touched_paths(repo, candidate["patch"]))
-            if dirty:
-                raise SeraError(f"save or revert {', '.join(dirty)} first: sera applies patches to "
-                                f"the files on disk, and nothing was changed")
-        applied = apply_found(repo, manifest, candidate)
-        how = " (3-way merge with your edits)" if applied.three_way else ""
-        self.say(f"sera: applied {applied.label}{how} to {', '.join(applied.files)}; "
-                 f"undo with the sera.undo command")
-        return {"applied": applied.label, "files": applied.files, "three_way": applied.three_way}
+        label = f"candidate {candidate['index']} of run {manifest['id']}"
+        if not self.edits_in_editor():
+            if candidate["patch"].strip():
+                dirty = self.unsaved(repo, only=touched_paths(repo, candidate["patch"]))
+                if dirty:
+                    raise SeraError(f"save or revert {', '.join(dirty)} first: this editor "
+                                    f"cannot take edits from sera (no workspace/applyEdit), so "
+                                    f"sera writes the files on disk; nothing was changed")
+            applied = apply_found(repo, manifest, candidate)
+            files, three_way, where = applied.files, applied.three_way, ""
+        else:
+            async with self.apply_lock:
+                with EditorApply(repo, self.buffers(repo)) as job:
+                    change = job.plan_apply(candidate["patch"], label)
+                    where = await self.make_change(repo, change, f"sera: apply {label}")
+                    job.done()
+            files, three_way = change.files, change.three_way
+        how = " (3-way merge with your edits)" if three_way else ""
+        self.say(f"sera: applied {label}{how} to {', '.join(files)}{where}; undo with the "
+                 f"sera.undo command")
+        return {"applied": label, "files": files, "three_way": three_way}
 
     async def undo(self, repo: Path) -> dict[str, Any]:
-        from sera.agent.apply import undo_last
-        undone = undo_last(repo)
-        self.say(f"sera: undid {undone.label}: restored {', '.join(undone.files)}")
-        return {"undone": undone.label, "files": undone.files}
+        from sera.agent.apply import EditorApply, undo_last
+        if not self.edits_in_editor():
+            undone = undo_last(repo)
+            label, files, where = undone.label, undone.files, ""
+        else:
+            async with self.apply_lock:
+                with EditorApply(repo, self.buffers(repo)) as job:
+                    change = job.plan_undo()
+                    where = await self.make_change(repo, change, f"sera: undo {change.label}")
+                    job.done()
+            label, files = change.label, change.files
+        self.say(f"sera: undid {label}: restored {', '.join(files)}{where}")
+        return {"undone": label, "files": files}
+
+    # -----------------------------------------------------------------------------------------
+    # Changing files through the editor
+
+    def edits_in_editor(self) -> bool:
+        """Whether the client applies WorkspaceEdits with document changes (then sera's apply
+        and undo go through it: buffers update, and the editor's undo works)."""
+        return self.supports("workspace.apply_edit") and \
+            self.supports("workspace.workspace_edit.document_changes")
+
+    def open_documents(self, repo: Path) -> dict[str, Any]:
+        """rel -> the editor's document, for the files of `repo` open in the editor."""
+        found = {}
+        for doc in list(self.workspace.text_documents.values()):
+            rel = relative(repo, Path(doc.path))
+            if not rel.startswith("/"):
+                found[rel] = doc
+        return found
+
+    def buffers(self, repo: Path) -> dict[str, bytes]:
+        """The text of open files whose buffer differs from the disk (what sera plans against)."""
+        unsaved = set(self.unsaved(repo))
+        return {rel: doc.source.encode("utf-8", "surrogateescape")
+                for rel, doc in self.open_documents(repo).items() if rel in unsaved}
+
+    async def make_change(self, repo: Path, change, label: str) -> str:
+        """Have the editor make `change` (apply.PlannedChange); where the editor cannot express
+        it (a file that is not UTF-8, a file to create without the client's create support),
+        write the files on disk. Returns how it was made, for the message."""
+        from sera.agent.apply import write_change
+        from sera.server.edits import workspace_edit
+        docs = self.open_documents(repo)
+        versions = {rel: doc.version for rel, doc in docs.items() if doc.version is not None}
+        operations = set(self.client_capabilities.workspace.workspace_edit.resource_operations
+                         or [])
+        edit = workspace_edit(repo, change.before, change.after, versions, operations,
+                              self.workspace.position_encoding)
+        if edit is None:
+            dirty = [rel for rel in change.files if rel in self.buffers(repo)]
+            if dirty:
+                raise SeraError(f"save or revert {', '.join(dirty)} first: this change cannot "
+                                f"go through the editor, so sera writes it on disk; nothing "
+                                f"was changed")
+            write_change(repo, change)
+            return " (written on disk)"
+        result = await self.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit, label=label))
+        if not result.applied:
+            why = result.failure_reason or "no reason given"
+            raise SeraError(f"the editor did not make the change ({why}); nothing was changed: "
+                            f"try again")
+        unsaved = [rel for rel in change.files if rel not in docs]
+        return f" in the editor (save {', '.join(unsaved)} to keep it)" if unsaved else \
+            " in the editor"
+
 
 class _Progress:
     """A cancellable work-done progress when the client supports one; else log lines."""
