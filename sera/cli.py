@@ -83,9 +83,27 @@ def cmd_lsp(args) -> int:
 
 
 def cmd_tui(args) -> int:
+    run_id = _run_to_open(args.repo_root, args.run)  # a wrong --run fails here, not in the app
+    _require_terminal()
     from sera.tui.app import run_app
-    run_app(args.repo_root, _solve_flags(args), run_id=args.run)
+    run_app(args.repo_root, _solve_flags(args), run_id=run_id)
     return 0
+
+
+def _run_to_open(repo_root: Path, run_id: str | None) -> str | None:
+    """The full id of the run `--run` names (the lookup `sera apply RUN` uses), checked before
+    the app starts, so a typo is one line on the terminal instead of an app with nothing in it."""
+    if run_id is None:
+        return None
+    from sera.agent.runs import find_run
+    return find_run(repo_root, run_id)["id"]
+
+
+def _require_terminal() -> None:
+    """The app reads keys from stdin and draws on stdout; without a terminal there (a pipe,
+    /dev/null) Textual spins on a core instead of failing, so refuse before it starts."""
+    if not all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout)):
+        raise SeraError("sera tui needs a terminal: run it in one, or use `sera solve` for scripts")
 
 
 def _solve_flags(args) -> dict:
@@ -97,28 +115,23 @@ def _solve_flags(args) -> dict:
 
 
 def cmd_specialize(args) -> int:
-    from sera.agent.workcopy import ensure_state_dir, snapshot_commit
-    from sera.specialize.presets import preset
-    from sera.specialize.run import new_run, resume_run
+    from sera.specialize.run import outcome, resume_run, start_run
 
     if args.resume is not None:
         run = resume_run(args.repo_root, args.resume or None)
         _err(f"resuming {run.id}")
     else:
-        chosen = preset(args.preset)
-        flags = {**chosen["settings"], **{k: v for k, v in _specialize_flags(args).items() if v is not None}}
-        settings = _settings(args, flags)
+        flags = {k: v for k, v in _specialize_flags(args).items() if v is not None}
+        overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
+        run = start_run(args.repo_root, args.preset, flags,
+                        {k: v for k, v in overrides.items() if v is not None},
+                        {"no_reranker": args.no_reranker, "no_train": args.no_train})
+        settings = run.settings
         teacher = settings.specialize.teacher or settings.model.spec
         from sera.agent.session import where_code_goes
         note = where_code_goes(teacher)
         if note:
             _err(note)
-        ensure_state_dir(args.repo_root)
-        overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
-        train = {**chosen["train"], **{k: v for k, v in overrides.items() if v is not None}}
-        run = new_run(args.repo_root, settings, snapshot_commit(args.repo_root),
-                      {"preset": args.preset, "train": train, "no_reranker": args.no_reranker,
-                       "no_train": args.no_train})
         _err(f"specialize run {run.id}: teacher {teacher}, student {settings.model.spec}")
     # a run started with --no-train stays without training when it is resumed
     no_train = args.no_train or run.manifest["options"].get("no_train", False)
@@ -130,21 +143,8 @@ def cmd_specialize(args) -> int:
         raise
     finally:
         run.close()
-    print(f"run {run.id} saved in {run.dir}")
-    trained = run.stage("train").get("stats", {})
-    if trained.get("adapter"):
-        print(f"adapter: {trained['adapter']} (sera solve uses the newest adapter)")
-    elif trained.get("skipped"):
-        print(f"warning: {trained['skipped']}")
-    reranked = run.stage("reranker").get("stats", {})
-    if reranked.get("reranker"):
-        print(f"reranker: {reranked['reranker']} (compare it with: sera eval {run.id})")
-    elif reranked.get("skipped") and not args.no_reranker:
-        print(f"warning: {reranked['skipped']}")
-    optimized = run.stage("policy").get("stats", {}).get("policy")
-    if optimized:
-        print(f"policy adapter: {optimized['adapter']} (GRPO reward {optimized['reward_before']:.3f}"
-              f" -> {optimized['reward_after']:.3f}; sera solve uses it as the newest adapter)")
+    for line in outcome(run):
+        print(line)
     return 0
 
 
