@@ -1,21 +1,31 @@
 """The terminal app through Textual's Pilot, with the scripted model on a real repository: solve,
-the ranked candidates and their patches, apply, undo, the scaffold switch, errors; and a snapshot
-of a saved run."""
+its progress while it runs, the ranked candidates and their patches, apply, undo, the scaffold
+switch, the keys in the footer, errors; snapshots of a saved run (also at 80x24); and `sera tui`
+as a process without a terminal or with a wrong --run."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, RichLog, Static
+from textual.widgets._footer import FooterKey
+from textual.widgets._toast import Toast
 
 from conftest import CALC, tool_call, write_script
 from sera.agent.workcopy import ensure_state_dir
-from sera.tui.app import SeraApp
+from sera.tui.app import EMPTY_TASK, SeraApp
 from test_guided import GOOD
 
 SIZE = (110, 32)
+SMALL = (80, 24)  # the terminal size users start with
 
 
 def log_text(app) -> str:
@@ -25,6 +35,18 @@ def log_text(app) -> str:
 def preview_text(app) -> str:
     content = app.query_one("#preview", Static).content
     return getattr(content, "code", None) or str(content)
+
+
+def progress_text(app) -> str:
+    return str(app.query_one("#progress", Static).content)
+
+
+async def wait_until(pilot, condition, seconds: float = 30.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the app did not get there in time")
 
 
 async def solve(pilot, task: str) -> None:
@@ -84,8 +106,8 @@ def test_errors_are_said_and_nothing_is_lost(repo, tmp_path):
             await pilot.pause()
             return log_text(app)
     log = asyncio.run(drive())
-    assert "error: the task is empty" in log
-    assert "error: unknown scaffold 'magic'; use agent, guided or auto" in log
+    assert EMPTY_TASK in log
+    assert "error: unknown scaffold 'magic'; use agent, guided or auto: press F2 to switch" in log
     assert "no candidate to apply: solve a task first" in log
     assert "error: nothing to undo" in log
     assert (repo / "calc.py").read_text() == CALC
@@ -161,3 +183,151 @@ def test_a_saved_run_opens_with_its_ranked_candidates(repo):
 def test_snapshot_of_a_saved_run(repo, snap_compare):
     saved_run(repo)
     assert snap_compare(SeraApp(repo, {}, run_id=SAVED_RUN), terminal_size=SIZE)
+
+
+def test_snapshot_of_a_saved_run_at_80x24(repo, snap_compare):
+    """The patch pane shows the changed lines on the smallest common terminal."""
+    saved_run(repo)
+    assert snap_compare(SeraApp(repo, {}, run_id=SAVED_RUN), terminal_size=SMALL)
+
+
+def test_at_80x24_a_solve_shows_the_changed_lines(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    app = SeraApp(repo, {"model.spec": script, "agent.scaffold": "guided"})
+
+    async def drive():
+        async with app.run_test(size=SMALL) as pilot:
+            await solve(pilot, "calc.add returns the wrong sum")
+            box = app.query_one("#preview-box").content_region
+            top = app.query_one("#preview").region.y
+            rows = {line: top + n for n, line in enumerate(preview_text(app).splitlines())}
+            return box, rows
+    box, rows = asyncio.run(drive())
+    for changed in ("-    return a - b", "+    return a + b"):
+        assert box.y <= rows[changed] < box.bottom, f"{changed!r} is outside the patch pane"
+    assert not any(line.startswith(("diff --git", "index ")) for line in rows)
+
+
+def test_a_running_solve_shows_time_and_each_candidate(repo, tmp_path):
+    """Candidates run one after the other; candidate 1 waits in its second step until the test
+    opens the gate, so the view is caught with candidate 0 finished and candidate 1 running."""
+    gate = tmp_path / "gate"
+    second_candidate = f"{repo}/.sera/runs/*/candidates/1.json"
+    wait = f"[ -e {second_candidate} ] && until [ -e {gate} ]; do sleep 0.05; done; echo on"
+    script = write_script(tmp_path / "gated.json", [
+        tool_call("bash", command="echo one"), tool_call("bash", command=wait),
+        tool_call("submit"), tool_call("submit")])
+    app = SeraApp(repo, {"model.spec": script, "agent.scaffold": "agent", "agent.max_steps": 6,
+                         "solve.candidates": 2, "solve.parallel": 1,
+                         "agent.sandbox": "none"})  # the gate lies in /tmp, private in bwrap
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            app.query_one("#task").value = "calc.add is wrong"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "candidate 1: step 1" in progress_text(app))
+            caught = progress_text(app)
+            await pilot.pause(1.2)
+            later = progress_text(app)
+            gate.touch()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            return caught, later, app.query_one("#progress").display
+    caught, later, shown_after = asyncio.run(drive())
+    lines = caught.splitlines()
+    assert re.fullmatch(r"solving for 0:0\d \(Escape cancels\)", lines[0])
+    assert re.fullmatch(r"candidate 0: submitted after 4 steps, [\d,]+ tokens", lines[1])
+    assert re.fullmatch(r"candidate 1: step 1 of 6, [\d,]+ tokens, running", lines[2])
+    assert later.splitlines()[0] != lines[0]  # the time ticks without a step
+    assert not shown_after
+
+
+def test_the_keys_show_whatever_has_focus_and_letters_type(repo):
+    app = SeraApp(repo, {})
+
+    async def footer_keys(pilot) -> dict[str, str]:
+        await pilot.pause()
+        return {key.action: key.key for key in app.query(FooterKey)}
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            in_task = await footer_keys(pilot)
+            await pilot.press("a", "u", "q")
+            typed = app.query_one("#task").value
+            await pilot.press("ctrl+y")  # apply, from the task line
+            await pilot.pause()
+            app.query_one("#candidates").focus()
+            in_list = await footer_keys(pilot)
+            return in_task, typed, in_list, log_text(app)
+    in_task, typed, in_list, log = asyncio.run(drive())
+    assert {action: in_task.get(action) for action in ("apply", "undo", "quit", "scaffold")} == \
+        {"apply": "ctrl+y", "undo": "ctrl+z", "quit": "ctrl+q", "scaffold": "f2"}
+    assert typed == "auq"
+    assert "no candidate to apply: solve a task first" in log
+    assert {action: in_list.get(action) for action in ("apply", "undo", "quit", "scaffold")} == \
+        {"apply": "a", "undo": "u", "quit": "q", "scaffold": "f2"}
+
+
+def test_an_empty_task_is_answered_for_the_tui(repo):
+    app = SeraApp(repo, {})
+
+    async def drive():
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await pilot.press("enter")
+            await pilot.pause()
+            return log_text(app), [str(toast.render()) for toast in app.screen.query(Toast)]
+    log, toasts = asyncio.run(drive())
+    assert toasts == [EMPTY_TASK] and log == EMPTY_TASK
+    assert EMPTY_TASK.startswith("Type a task first, e.g.") and "sera solve" not in EMPTY_TASK
+
+
+def test_messages_name_the_tui_keys_not_cli_commands(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    app = SeraApp(repo, {"model.spec": script, "agent.scaffold": "guided",
+                         "solve.candidates": 1})
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await solve(pilot, "calc.add returns the wrong sum")
+            await pilot.press("a", "a")  # the second apply finds it applied
+            await pilot.pause()
+            return log_text(app)
+    log = " ".join(asyncio.run(drive()).split())  # as one line: the log wraps
+    assert "is already applied to your working tree; nothing was changed (press u to undo the " \
+           "last apply)" in log
+    assert "sera undo" not in log
+
+
+def sera_tui(repo: Path, *flags: str, **streams) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sera.cli", "-C", str(repo), "tui", *flags],
+                            stderr=subprocess.PIPE, text=True, **streams)
+
+
+def test_without_a_terminal_sera_tui_refuses_at_once(repo):
+    process = sera_tui(repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=20)  # it used to spin until killed
+    finally:
+        process.kill()
+    assert process.returncode == 1 and out == ""
+    assert err.splitlines() == ["sera: error: sera tui needs a terminal: run it in one, or use "
+                                "`sera solve` for scripts"]
+
+
+def test_a_wrong_run_fails_before_the_app_starts(repo):
+    """In a terminal (a pty), where the app would start and wait for keys."""
+    saved_run(repo)
+    terminal, app_side = pty.openpty()
+    try:
+        process = sera_tui(repo, "--run", "bogus", stdin=app_side, stdout=app_side)
+        os.close(app_side)
+        try:
+            _, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            pytest.fail("sera tui --run bogus started the app instead of failing")
+    finally:
+        os.close(terminal)
+    assert process.returncode == 1
+    assert err.splitlines() == ["sera: error: run 'bogus' matches no run; `sera runs` lists them"]

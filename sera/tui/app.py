@@ -4,10 +4,12 @@ ranked patch, apply one and undo it.
     sera tui [--scaffold auto|agent|guided] [--model SPEC] [--candidates N] [--run RUN]
 
 Keys: Enter (in the task line) solves; in the candidate list, arrows pick a candidate and show its
-patch, `a` applies it to the working tree, `u` undoes the last apply; `s` switches the scaffold
-(auto, agent, guided) for the next solve; Escape cancels a running solve (each candidate stops
-after its current step); `q` quits. Solving, ranking, apply and undo are sera.agent's, shared with
-the CLI and the language server; the models stay loaded between tasks (agent/session.py).
+patch, `a` (or ctrl+y anywhere) applies it to the working tree, `u` (ctrl+z) undoes the last
+apply; F2 switches the scaffold (auto, agent, guided) for the next solve; Escape cancels a running
+solve (each candidate stops after its current step); `q` (ctrl+q) quits. The letters go to the
+task line while it has focus, so each action has a ctrl key too, and the footer shows the one
+that works where the focus is. Solving, ranking, apply and undo are sera.agent's, shared with the
+CLI and the language server; the models stay loaded between tasks (agent/session.py).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from rich.syntax import Syntax
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from sera.agent.session import Session
@@ -29,21 +31,32 @@ from sera.agent.solve import Candidate
 from sera.agent.summary import (candidate_from_record, changed_files, location_lines,
                                 ordering_notes, step_line)
 from sera.errors import SeraError
+from sera.tui.progress import SolveProgress
+from sera.tui.wording import patch_view, tui_message
 
 SCAFFOLDS = ("auto", "agent", "guided")
 COLUMNS = ("#", "rank", "status", "score", "votes", "checks", "files")
+EMPTY_TASK = ("Type a task first, e.g. \"add() returns a - b instead of a + b\", "
+              "then press Enter")
 
 
-class SeraApp(App):
+class SeraApp(App, inherit_bindings=False):
     TITLE = "sera"
     CSS_PATH = "app.tcss"
+    # The task line takes printable keys, and Textual leaves a key the focused widget takes out of
+    # the footer: each letter has a ctrl key that works (and shows) while the task line has focus.
+    # The footer shows an action's first key that works: the letter first, so the list shows
+    # letters (Textual's own ctrl+q binding, inherited, would come first: hence not inherited).
     BINDINGS = [
-        Binding("a", "apply", "Apply"),
-        Binding("u", "undo", "Undo"),
+        Binding("ctrl+c", "help_quit", show=False, system=True),
+        Binding("a,ctrl+y", "apply", "Apply"),
+        Binding("u,ctrl+z", "undo", "Undo"),
         Binding("f2", "scaffold", "Scaffold", priority=True),
         Binding("escape", "cancel", "Cancel solve"),
-        Binding("q", "quit", "Quit"),
+        Binding("q,ctrl+q", "quit", "Quit"),
     ]
+    # Under 30 rows (80x24) the screen is "-short": app.tcss gives the patch pane the rows there.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
 
     def __init__(self, repo_root: Path, flags: dict[str, Any] | None = None,
                  run_id: str | None = None):
@@ -54,14 +67,17 @@ class SeraApp(App):
         self.cancel: threading.Event | None = None
         self.run_id: str | None = None
         self.candidates: list[Candidate] = []
+        self.progress: SolveProgress | None = None  # while a solve runs
+        self.progress_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="Describe the task, then press Enter", id="task")
         yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="preview-box"):
-            yield Static("", id="places")  # where a guided candidate looked, and why
+            yield Static("", id="progress")  # while a solve runs: time and each candidate's state
             yield Static("No candidate yet.", id="preview")
+            yield Static("", id="places")  # where a guided candidate looked, and why
         yield Static("", id="notes")
         yield RichLog(id="log", wrap=True, markup=False)  # progress, notes and errors
         yield Footer()
@@ -71,6 +87,7 @@ class SeraApp(App):
         table.add_columns(*COLUMNS)
         table.border_title = "candidates"
         self.query_one("#log", RichLog).border_title = "log"
+        self.query_one("#progress", Static).display = False
         self._show_scaffold()
         if self.open_run:
             self.load_run(self.open_run)
@@ -85,6 +102,9 @@ class SeraApp(App):
         if self.cancel is not None:
             self.say("a solve is running; wait for it or press Escape to cancel it", "warning")
             return
+        if not event.value.strip():
+            self.say(EMPTY_TASK, "warning")
+            return
         from sera.config import load_settings
         try:
             settings = load_settings(self.repo_root, self.flags)
@@ -93,17 +113,17 @@ class SeraApp(App):
             return
         self.cancel = threading.Event()
         self.log_line(f"solving: {event.value.strip()}")
+        self._show_progress(SolveProgress(self.repo_root, event.value, settings.solve.candidates,
+                                          settings.agent.max_steps))
         self.run_solve(event.value, settings, self.cancel)
 
     @work(thread=True, exclusive=True, group="solve")
     def run_solve(self, task: str, settings, cancel: threading.Event) -> None:
-        def on_step(index: int, event) -> None:
-            self.call_from_thread(self.log_line,
-                                  f"candidate {index} step {event.step}: {step_line(event)}")
         try:
-            result = self.session.solve(self.repo_root, task, settings, on_step=on_step,
-                                        on_note=lambda note: self.call_from_thread(self.log_line, note),
-                                        cancel=cancel)
+            result = self.session.solve(
+                self.repo_root, task, settings,
+                on_step=lambda index, event: self.call_from_thread(self._stepped, index, event),
+                on_note=lambda note: self.call_from_thread(self._noted, note), cancel=cancel)
         except SeraError as error:
             self.call_from_thread(self.say, str(error), "error")
             return
@@ -117,8 +137,48 @@ class SeraApp(App):
             self.call_from_thread(self.say, "cancelled: the finished work is kept in run "
                                   f"{result.run_id}", "warning")
 
+    def _stepped(self, index: int, event) -> None:
+        self.log_line(f"candidate {index} step {event.step}: {step_line(event)}")
+        if self.progress is not None:
+            self.progress.stepped(index, event)
+            self._tick()
+
+    def _noted(self, note: str) -> None:
+        self.log_line(note)
+        if self.progress is not None:
+            self.progress.noted(note)
+            self._tick()
+
+    def _show_progress(self, progress: SolveProgress) -> None:
+        """Replace the previous run's candidates by the new solve's progress, ticking each second."""
+        self.progress, self.run_id, self.candidates = progress, None, []
+        table = self.query_one("#candidates", DataTable)
+        table.clear()
+        table.border_title = "candidates: solving"
+        self.query_one("#preview-box").border_title = "progress"
+        self.query_one("#notes", Static).update("")
+        for name, solving in (("#progress", True), ("#preview", False), ("#places", False)):
+            self.query_one(name).display = solving
+        self._tick()
+        self.progress_timer = self.set_interval(1.0, self._tick)
+        self.refresh_bindings()  # Escape (cancel) shows while a solve runs
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress.refresh_finished()
+            self.query_one("#progress", Static).update(Text(self.progress.text()))
+
     def _solve_ended(self) -> None:
-        self.cancel = None
+        self.cancel, self.progress = None, None
+        if self.progress_timer is not None:
+            self.progress_timer.stop()
+        self.progress_timer = None
+        self.query_one("#progress", Static).display = False
+        self.query_one("#preview", Static).display = True
+        self.query_one("#preview", Static).update("No candidate yet.")
+        self.query_one("#preview-box").border_title = ""
+        self.query_one("#candidates", DataTable).border_title = "candidates"  # a solve that failed
+        self.refresh_bindings()
 
     def load_run(self, run_id: str) -> None:
         """Show a saved solve run (`--run`)."""
@@ -166,7 +226,7 @@ class SeraApp(App):
         if c.duplicate_of is not None:
             preview.update(Text(f"The same patch as candidate {c.duplicate_of}."))
         elif c.patch.strip():
-            preview.update(Syntax(c.patch, "diff", theme="ansi_dark", word_wrap=True))
+            preview.update(patch_view(c.patch))
         else:
             preview.update(Text(f"No changes ({c.status}: {c.exit_message})."))
 
@@ -180,13 +240,17 @@ class SeraApp(App):
         self.query_one("#log", RichLog).write(Text(text))
 
     def say(self, message: str, severity: str = "information") -> None:
-        """A notification, kept in the log too."""
+        """A notification, kept in the log too; the shared code's messages name CLI commands,
+        reworded here where the TUI has a key for them."""
+        message = tui_message(message)
         self.log_line(("error: " if severity == "error" else "") + message)
         self.notify(message, severity=severity, timeout=8)
 
     def _show_scaffold(self) -> None:
         scaffold = self.flags.get("agent.scaffold") or "auto"
         self.sub_title = f"{self.repo_root.name} · scaffold {scaffold}"
+        # also under the candidates: a short terminal hides the header (app.tcss)
+        self.query_one("#candidates", DataTable).border_subtitle = f"scaffold {scaffold}"
 
     # -----------------------------------------------------------------------------------------
     # Actions
@@ -216,9 +280,14 @@ class SeraApp(App):
 
     def action_scaffold(self) -> None:
         current = self.flags.get("agent.scaffold") or "auto"
-        self.flags["agent.scaffold"] = SCAFFOLDS[(SCAFFOLDS.index(current) + 1) % len(SCAFFOLDS)]
+        after = SCAFFOLDS.index(current) + 1 if current in SCAFFOLDS else 0  # an unknown one: auto
+        self.flags["agent.scaffold"] = SCAFFOLDS[after % len(SCAFFOLDS)]
         self._show_scaffold()
         self.say(f"scaffold for the next solve: {self.flags['agent.scaffold']}")
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Escape (cancel) is in the footer only while a solve runs."""
+        return self.cancel is not None if action == "cancel" else True
 
     def action_cancel(self) -> None:
         if self.cancel is None:
