@@ -43,7 +43,7 @@ def cmd_solve(args) -> int:
         (_err if note.startswith("warning:") else print)(note)
     if result.sandbox_warning:
         _err(f"warning: {result.sandbox_warning}")
-    _print_next_steps(result)
+    _print_next_steps(result, args.repo_root)
     return 0
 
 
@@ -67,13 +67,35 @@ def _print_result(result) -> None:
             print(c.patch.rstrip() if c.patch.strip() else "(no changes)")
 
 
-def _print_next_steps(result) -> None:
+def _print_next_steps(result, repo_root: Path) -> None:
     from sera.agent.summary import top_candidate
     print(f"run {result.run_id} saved in {result.run_dir}")
     first = top_candidate(result.candidates)
     if first is not None:
-        print(f"apply the top one with: sera apply {result.run_id}:{first.index}   "
-              f"(undo with: sera undo)")
+        sera = _sera_command(repo_root)
+        print(f"apply the top one with: {sera} apply {result.run_id}:{first.index}")
+        print(f"undo that with:         {sera} undo")
+
+
+def _sera_command(repo_root: Path) -> str:
+    """This sera as a command that works as typed in the current folder: `sera` when the one on
+    PATH is this one, else its full path (the quickstart's venv is not on PATH); with -C REPO when
+    the current folder is not in the repository (the quickstart's demo repository)."""
+    import shlex
+    command = _this_sera()
+    if not Path.cwd().resolve().is_relative_to(Path(repo_root).resolve()):
+        command += f" -C {shlex.quote(str(repo_root))}"
+    return command
+
+
+def _this_sera() -> str:
+    import shlex
+    import shutil
+    launched = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if launched is None or launched.name != "sera":  # python -m sera.cli, or called in-process
+        return f"{shlex.quote(sys.executable)} -m sera.cli"
+    on_path = shutil.which("sera")
+    return "sera" if on_path and Path(on_path).resolve() == launched else shlex.quote(str(launched))
 
 
 def cmd_lsp(args) -> int:

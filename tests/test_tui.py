@@ -331,3 +331,26 @@ def test_a_wrong_run_fails_before_the_app_starts(repo):
         os.close(terminal)
     assert process.returncode == 1
     assert err.splitlines() == ["sera: error: run 'bogus' matches no run; `sera runs` lists them"]
+
+
+def test_solve_ends_with_commands_that_work_as_typed(repo, tmp_path):
+    """The quickstart ends with solve's apply and undo lines, run from outside the repository
+    with sera's virtualenv off PATH: they must carry sera's full path and -C."""
+    sera = Path(sys.executable).parent / "sera"
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    elsewhere = {**os.environ, "PATH": os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != sera.parent)}
+    solved = subprocess.run([str(sera), "-C", str(repo), "solve", "--model", script, "-n", "1",
+                             "--scaffold", "guided", "calc.add returns the wrong sum"],
+                            cwd=tmp_path, env=elsewhere, capture_output=True, text=True,
+                            timeout=120, check=True)
+    said = dict(re.findall(r"^(apply the top one|undo that) with: +(.+)$", solved.stdout, re.M))
+    assert said["apply the top one"].startswith(f"{sera} -C {repo} apply ")
+
+    def typed(command: str) -> None:
+        subprocess.run(command, shell=True, cwd="/", env=elsewhere, check=True,
+                       capture_output=True, timeout=60)
+    typed(said["apply the top one"])
+    assert "return a + b" in (repo / "calc.py").read_text()
+    typed(said["undo that"])
+    assert (repo / "calc.py").read_text() == CALC
