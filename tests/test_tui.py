@@ -235,7 +235,7 @@ def test_a_running_solve_shows_time_and_each_candidate(repo, tmp_path):
             return caught, later, app.query_one("#progress").display
     caught, later, shown_after = asyncio.run(drive())
     lines = caught.splitlines()
-    assert re.fullmatch(r"solving for 0:0\d \(Escape cancels\)", lines[0])
+    assert re.fullmatch(r"solving for \d+:\d\d \(Escape cancels\)", lines[0])
     assert re.fullmatch(r"candidate 0: submitted after 4 steps, [\d,]+ tokens", lines[1])
     assert re.fullmatch(r"candidate 1: step 1 of 6, [\d,]+ tokens, running", lines[2])
     assert later.splitlines()[0] != lines[0]  # the time ticks without a step
