@@ -17,8 +17,7 @@ import {
 } from "./commands";
 import { findSera } from "./executable";
 import { ProgressStatus } from "./progressStatus";
-import { changedFiles, requestFailure, serverError, specializeReport, specializeSummary } from "./replies";
-import { absolutePaths, repositoryOf } from "./repository";
+import { requestFailure, serverError } from "./replies";
 import { CandidateChoice, candidateChoice } from "./runs";
 import { changeKind, configurationChange, ServerOptions, serverOptions } from "./settings";
 
@@ -222,11 +221,8 @@ class SeraExtension {
     if (choice === undefined) {
       return;
     }
-    const reply = await this.execute(SERVER_COMMANDS.specialize, specializeArguments(folder.uri.toString(), choice.preset));
-    if (reply !== undefined && await vscode.window.showInformationMessage(specializeSummary(reply), "Show Report")) {
-      this.output.appendLine(specializeReport(reply));
-      this.output.show();
-    }
+    // the server reports the outcome itself (a message, and the report in the "sera" output channel)
+    await this.execute(SERVER_COMMANDS.specialize, specializeArguments(folder.uri.toString(), choice.preset));
   }
 
   async applyCandidate(): Promise<void> {
@@ -251,28 +247,15 @@ class SeraExtension {
       matchOnDescription: true, matchOnDetail: true,
     });
     if (pick !== undefined) {
-      await this.saveChanged(await this.execute(SERVER_COMMANDS.apply, applyArguments(pick.target, uri?.toString())), uri);
+      await this.execute(SERVER_COMMANDS.apply, applyArguments(pick.target, uri?.toString()));
     }
   }
 
   async undo(): Promise<void> {
-    const uri = activeUri();
-    await this.saveChanged(await this.execute(SERVER_COMMANDS.undo, undoArguments(uri?.toString())), uri);
+    await this.execute(SERVER_COMMANDS.undo, undoArguments(activeUri()?.toString()));
   }
 
   async cancel(): Promise<void> {
     await this.execute(SERVER_COMMANDS.cancel, cancelArguments());
-  }
-
-  /** Save the files an apply or undo changed through workspace edits: sera works on the files on
-   * disk (solve, undo), and VS Code leaves an edited file unsaved. */
-  private async saveChanged(reply: unknown, uri: vscode.Uri | undefined): Promise<void> {
-    const root = reply !== undefined && uri !== undefined ? repositoryOf(uri.fsPath) : undefined;
-    if (root === undefined) {
-      return;
-    }
-    const paths = new Set(absolutePaths(root, changedFiles(reply)));
-    const unsaved = vscode.workspace.textDocuments.filter((doc) => doc.isDirty && paths.has(doc.uri.fsPath));
-    await Promise.all(unsaved.map((doc) => doc.save()));
   }
 }

@@ -13,6 +13,8 @@ export interface RunCandidate {
 
 export interface Run {
   id: string;
+  /** "solve" or "specialize"; absent from a sera that lists solve runs only. */
+  kind?: string;
   task: string;
   status: string;
   candidates: RunCandidate[];
@@ -45,6 +47,7 @@ export function parseRuns(answer: unknown): Run[] {
 function isRun(value: unknown): value is Run {
   const run = value as Run;
   return typeof run?.id === "string" && typeof run.task === "string" && typeof run.status === "string" &&
+    (run.kind === undefined || typeof run.kind === "string") &&
     Array.isArray(run.candidates) && run.candidates.every(isCandidate);
 }
 
@@ -54,9 +57,10 @@ function isCandidate(value: unknown): value is RunCandidate {
     typeof candidate.status === "string" && Array.isArray(candidate.files) && typeof candidate.summary === "string";
 }
 
-/** The newest run that is not still being solved; the newest run when all are. */
+/** The newest solve run that is not still being solved; the newest solve run when all are. */
 export function latestFinishedRun(runs: Run[]): Run | undefined {
-  return runs.find((run) => !UNFINISHED.has(run.status)) ?? runs[0];
+  const solves = runs.filter((run) => (run.kind ?? "solve") === "solve");
+  return solves.find((run) => !UNFINISHED.has(run.status)) ?? solves[0];
 }
 
 /** Ranked candidates first (rank 1 on top), then the unranked ones by index. */
@@ -80,7 +84,7 @@ export function candidatePick(run: Run, candidate: RunCandidate): CandidatePick 
 export function candidateChoice(answer: unknown): CandidateChoice {
   const run = latestFinishedRun(parseRuns(answer));
   if (run === undefined) {
-    return { problem: "sera has no runs in this repository yet: run \"Sera: Solve\" first" };
+    return { problem: "sera has no solve runs in this repository yet: run \"Sera: Solve\" first" };
   }
   const changing = run.candidates.filter((candidate) => candidate.files.length > 0).sort(byRank);
   if (changing.length === 0) {

@@ -8,10 +8,11 @@ import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 
 import {
-  applyArguments, cancelArguments, runsArguments, SERVER_COMMANDS, solveArguments, undoArguments,
+  applyArguments, cancelArguments, PRESETS, runsArguments, SERVER_COMMANDS, solveArguments, specializeArguments,
+  undoArguments,
 } from "../src/commands";
 import { ProgressStatus } from "../src/progressStatus";
-import { changedFiles, requestFailure, serverError } from "../src/replies";
+import { requestFailure, serverError } from "../src/replies";
 import { candidateChoice } from "../src/runs";
 import { configurationChange, InspectSetting, SERVER_OPTION_FOR_SETTING, serverOptions } from "../src/settings";
 import { CALC, FIXED_CALC, GUIDED_FIX, makeCalcRepo, TestRepo, writeScript } from "./support/gitRepo";
@@ -25,6 +26,11 @@ interface SolveReply {
   run: string;
   cancelled: boolean;
   candidates: { index: number; rank: number | null; status: string; files: string[]; patch: string }[];
+}
+
+/** The files of an apply or undo reply ({"applied"|"undone": label, "files": [...]}). */
+function changedFiles(reply: unknown): unknown {
+  return (reply as { files?: unknown }).files;
 }
 
 /** Settings as a user set them in VS Code (each one at the user level). */
@@ -114,12 +120,19 @@ test("a client that applies workspace edits: solve with a scripted fix, progress
 
 test("a client without workspace.applyEdit: changed settings reach the server, which writes the files itself", { timeout: SOLVE_TEST_MS }, () =>
   inRepo((repo) => withClient(setup(repo, [GUIDED_FIX], false), async (client) => {
-    const sent = serverOptions(userSettings(QUICK_SETTINGS));
-    const { candidates, ...unchanged } = QUICK_SETTINGS;
-    assert.equal(candidates, 1);
-    await client.changeConfiguration(configurationChange(sent, serverOptions(userSettings({ ...unchanged, candidates: 2 }))));
-    const solved = await solve(client, repo.rootUri);
-    assert.equal(solved.candidates.length, 2, "the changed sera.candidates setting did not reach the server");
+    fs.mkdirSync(path.join(repo.root, ".sera"));
+    fs.writeFileSync(path.join(repo.root, ".sera", "config.toml"), "[solve]\ncandidates = 1\n");
+    const { candidates: _initially1, ...others } = QUICK_SETTINGS;
+    let sent = serverOptions(userSettings(QUICK_SETTINGS));
+    let solved: SolveReply | undefined;
+    for (const [setting, expected] of [[2, 2], [undefined, 1]]) {  // set to 2, then unset: the repository's 1
+      const current = serverOptions(userSettings(setting === undefined ? others : { ...others, candidates: setting }));
+      await client.changeConfiguration(configurationChange(sent, current));
+      sent = current;
+      solved = await solve(client, repo.rootUri);
+      assert.equal(solved.candidates.length, expected, `sera.candidates ${setting}: the server did not follow the change`);
+    }
+    assert.ok(solved !== undefined);
 
     const applied = await client.execute(SERVER_COMMANDS.apply, applyArguments(`${solved.run}:${solved.candidates[0].index}`, repo.rootUri));
     assert.equal(serverError(applied), undefined, client.errors());
@@ -149,6 +162,22 @@ test("the Apply command's flow: sera.runs lists the latest run's candidates as p
   }));
 });
 
+test("Sera: Specialize's request shows progress in the status bar until sera.cancel stops it", { timeout: 60_000 }, () =>
+  inRepo((repo) => withClient(setup(repo, [GUIDED_FIX], true), async (client) => {
+    const status = new ProgressStatus();
+    const statusTexts: (string | undefined)[] = [];
+    client.onProgress = (token, value) => {
+      status.update(token, value);
+      statusTexts.push(status.text);
+    };
+    const specializing = client.execute(SERVER_COMMANDS.specialize, specializeArguments(repo.rootUri, "demo"));
+    await client.waitFor("the specialize run's first progress report", () => statusTexts.some((text) => /^sera: specialize run /.test(text ?? "")));
+    assert.deepEqual(await client.execute(SERVER_COMMANDS.cancel, cancelArguments()), { cancelled: true });
+    const reply = await specializing;
+    assert.match(serverError(reply) ?? JSON.stringify(reply), /was cancelled; continue it with: sera specialize --resume/);
+    assert.equal(status.text, undefined, "the status bar item must clear when the progress ends");
+  })));
+
 test("an idle server: sera.cancel answers {cancelled: false}; an unknown command's failure says to update sera", { timeout: 60_000 }, () =>
   inRepo((repo) => withClient(setup(repo, [GUIDED_FIX], true), async (client) => {
     assert.deepEqual(await client.execute(SERVER_COMMANDS.cancel, cancelArguments()), { cancelled: false });
@@ -174,4 +203,14 @@ test("every setting maps to an option the server knows (OPTIONS in sera/server/o
   assert.ok(table, "no OPTIONS table in sera/server/options.py");
   const serverNames = [...table[1].matchAll(/^\s*"(\w+)":/gm)].map((match) => match[1]);
   assert.deepEqual([...Object.values(SERVER_OPTION_FOR_SETTING)].sort(), serverNames.sort());
+});
+
+test("the Specialize presets offered are presets the server knows (PRESETS in sera/specialize/presets.py)", () => {
+  const source = fs.readFileSync(path.join(SERA_SOURCE, "sera", "specialize", "presets.py"), "utf8");
+  const table = /^PRESETS[^=]*= \{([\s\S]*?)^\}/m.exec(source);
+  assert.ok(table, "no PRESETS table in sera/specialize/presets.py");
+  const serverPresets = [...table[1].matchAll(/^ {4}"(\w+)":/gm)].map((match) => match[1]);
+  const offered = PRESETS.flatMap((choice) => (choice.preset === undefined ? [] : [choice.preset]));
+  assert.deepEqual(offered.filter((preset) => !serverPresets.includes(preset)), [], `server presets: ${serverPresets}`);
+  assert.ok(offered.length >= 2);
 });
