@@ -15,7 +15,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 from pygls.uris import from_fs_path, to_fs_path
 
-from conftest import CALC, tool_call, write_script
+from conftest import CALC, git, tool_call, write_script
 from test_guided import GOOD
 
 TIMEOUT = 120
@@ -507,3 +507,90 @@ def test_a_new_file_is_created_through_the_editor_and_deleted_by_undo(repo, tmp_
     assert seen["created"] == 'NOTE = "kept"\n'
     assert "DeleteFile" in [type(c).__name__ for c in client.edits[1].edit.document_changes]
     assert not (repo / "notes.py").exists() and "error" not in seen["undo"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Specialize from the editor, and the runs for a picker
+
+
+def refusing_teacher(path: Path, slow: bool = False) -> str:
+    """A teacher whose rollouts are judged not to fix anything: the run ends with nothing to
+    train on, in seconds (test_specialize_pipeline trains for real)."""
+    t1 = [tool_call("bash", command="sleep 0.5")] * 40 if slow else [
+        tool_call("str_replace_editor", command="str_replace", path="calc.py",
+                  old_str="return a - b", new_str="return a + b"), tool_call("submit"),
+        tool_call("submit")]
+    path.write_text(json.dumps({"conversations": [
+        {"when": "Answer yes or no.", "replies": ["No."]},
+        {"when": "Something may be wrong around", "replies": t1}]}))
+    return f"scripted:{path}"
+
+
+def specialize_options(tmp_path: Path, teacher: str) -> dict:
+    from sera.models.testing import build_tiny_model
+    return {"model.spec": f"transformers:{build_tiny_model(tmp_path / 'tiny')}",
+            "specialize.teacher": teacher, "specialize.functions": 1, "specialize.history_tasks": 0,
+            "specialize.concurrency": 1, "agent.max_steps": 40, "agent.scaffold": "agent"}
+
+
+def test_specialize_from_the_editor_reports_each_stage_and_the_outcome(repo, tmp_path):
+    teacher = refusing_teacher(tmp_path / "teacher.json")
+    seen = {}
+
+    async def body(client):
+        seen["result"] = await command(client, "sera.specialize",
+                                       {"uri": from_fs_path(str(repo)), **specialize_options(tmp_path, teacher)})
+        seen["runs"] = await command(client, "sera.runs")
+
+    client = asyncio.run(session(repo, teacher, [], body))
+    result = seen["result"]
+    assert "error" not in result, result
+    assert result["adapter"] is None and "no adapter was trained" in result["report"]
+    assert client.progress[0] == "begin" and client.progress[-1] == "end"
+    reported = "\n".join(client.logs)
+    assert "rollouts 0/1" in reported and "rollouts 1/1" in reported
+    assert "rollouts: no_valid_rollout1 1, records 1" in reported  # ran, judged, kept nothing
+    assert f"specialized {repo.name}" in client.said()
+    (listed,) = seen["runs"]["runs"]
+    assert listed["id"] == result["run"] and listed["kind"] == "specialize"
+    assert listed["status"] == "done"
+
+
+def test_a_running_specialize_is_cancelled_and_can_be_resumed(repo, tmp_path):
+    teacher = refusing_teacher(tmp_path / "slow.json", slow=True)
+    seen = {}
+
+    async def body(client):
+        running = asyncio.ensure_future(command(client, "sera.specialize",
+                                                specialize_options(tmp_path, teacher)))
+        await until(lambda: "rollouts 0/1" in "\n".join(client.logs))
+        await asyncio.sleep(1)
+        seen["busy"] = await command(client, "sera.solve", "calc.add is wrong")
+        seen["cancel"] = await command(client, "sera.cancel")
+        seen["result"] = await running
+
+    client = asyncio.run(session(repo, teacher, [], body))
+    assert "still specializing project" in seen["busy"]["error"]
+    assert seen["cancel"] == {"cancelled": True}
+    assert "was cancelled; continue it with: sera specialize --resume" in seen["result"]["error"]
+    manifest = json.loads(next((repo / ".sera" / "runs").glob("*/manifest.json")).read_text())
+    assert manifest["status"] == "interrupted"
+    assert git(repo, "worktree", "list").count("\n") == 1  # no work copy left behind
+
+
+def test_runs_lists_each_solve_with_its_candidates(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    seen = {}
+
+    async def body(client):
+        seen["solve"] = await command(client, "sera.solve", "calc.add is wrong")
+        seen["runs"] = await command(client, "sera.runs", {"uri": from_fs_path(str(repo / "calc.py"))})
+        seen["bad"] = await command(client, "sera.specialize", {"preset": "huge"})
+
+    asyncio.run(session(repo, script, [], body, "--scaffold", "guided"))
+    (run,) = seen["runs"]["runs"]
+    assert run["id"] == seen["solve"]["run"] and run["kind"] == "solve"
+    assert run["task"] == "calc.add is wrong" and run["status"] == "done"
+    top = min(run["candidates"], key=lambda c: c["rank"] or 99)
+    assert top["files"] == ["calc.py"] and top["summary"].startswith("rank 1:")
+    assert "unknown preset 'huge'; presets: demo, laptop, gpu" in seen["bad"]["error"]

@@ -18,7 +18,7 @@ OPTIONS = {
     "max_steps": "agent.max_steps",
     "test_command": "agent.test_command",
 }
-REQUEST_KEYS = ("task", "uri")  # the parts of a solve request that are not settings
+REQUEST_KEYS = ("task", "uri", "preset")  # the parts of a request that are not settings
 
 
 def settings_flags(options: dict[str, Any] | None, where: str) -> dict[str, Any]:
@@ -50,6 +50,21 @@ def solve_request(args: tuple[Any, ...]) -> dict[str, Any]:
         return dict(args[0])
     raise SeraError('sera.solve takes one argument: the task as a string, or an object '
                     '{"task": "...", "uri": "file:///...", "scaffold": "guided", "candidates": 3}')
+
+
+def specialize_request(args: tuple[Any, ...]) -> dict[str, Any]:
+    """sera.specialize's arguments: [] or [{"uri": ..., "preset": "demo", option: value}]."""
+    from sera.specialize.presets import PRESETS
+    if not args:
+        return {}
+    if len(args) == 1 and isinstance(args[0], dict):
+        preset = args[0].get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise SeraError(f"sera.specialize: unknown preset {preset!r}; presets: "
+                            f"{', '.join(PRESETS)} (or none for the default budget)")
+        return dict(args[0])
+    raise SeraError('sera.specialize takes no argument, or an object {"uri": "file:///...", '
+                    '"preset": "demo"} with any sera settings')
 
 
 def uri_argument(command: str, uri: Any) -> str | None:

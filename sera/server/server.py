@@ -40,9 +40,11 @@ from sera.agent.summary import (changed_files, distinct_patches, location_lines,
                                 rank_line, step_line)
 from sera.errors import SeraError
 from sera.server.actions import code_actions, relative
-from sera.server.options import settings_flags, solve_request, target_argument, uri_argument
+from sera.server.options import (settings_flags, solve_request, specialize_request,
+                                 target_argument, uri_argument)
 
-COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel")
+COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel",
+            "sera.specialize", "sera.runs")
 
 
 class SeraServer(LanguageServer):
@@ -52,7 +54,8 @@ class SeraServer(LanguageServer):
         self.start_dir = start_dir  # where `sera lsp` was started (-C): the fallback repository
         self.options: dict[str, Any] = {}  # initializationOptions, then didChangeConfiguration
         self.session = Session()
-        self.cancel: threading.Event | None = None  # set to stop the running solve
+        self.cancel: threading.Event | None = None  # set to stop the running solve or specialize
+        self.busy = ""  # what is running ("solving 'TASK'", "specializing REPO"), while it runs
         self.offers: set[asyncio.Task] = set()  # the candidate offers waiting for the user
         self.apply_lock = asyncio.Lock()  # one apply or undo at a time (the editor's answer is awaited)
 
@@ -109,9 +112,7 @@ class SeraServer(LanguageServer):
     # Commands
 
     async def solve(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self.cancel is not None:
-            raise SeraError(f"sera is still solving {self.session.task!r}; wait for it, or stop "
-                            f"it with the sera.cancel command")
+        self.refuse_when_busy()
         repo = self.repo_for(uri_argument("sera.solve", request.get("uri")))
         settings = self.settings_for(repo, request)
         unsaved = self.unsaved(repo)
@@ -119,6 +120,7 @@ class SeraServer(LanguageServer):
             self.say(f"sera works on the saved files: unsaved changes in {', '.join(unsaved)} are "
                      f"not seen by this solve", types.MessageType.Warning)
         cancel = self.cancel = threading.Event()
+        self.busy = f"solving {request['task'].strip()!r}"
         progress = await _Progress.start(self, f"sera: {request['task'][:60]}", cancel)
         loop = asyncio.get_running_loop()
 
@@ -131,8 +133,11 @@ class SeraServer(LanguageServer):
         try:
             result = await asyncio.to_thread(self.session.solve, repo, request["task"], settings,
                                              on_step, on_note, cancel)
+        except asyncio.CancelledError:  # the server is stopping: the solve thread stops too
+            cancel.set()
+            raise
         finally:
-            self.cancel = None
+            self.cancel, self.busy = None, ""
             progress.end()
         summary = _run_summary(result)
         notes = ordering_notes(result, reranker_off=settings.rerank.reranker == "none")
@@ -155,6 +160,60 @@ class SeraServer(LanguageServer):
             self.offers.add(task)
             task.add_done_callback(self.offers.discard)
         return summary
+
+    def refuse_when_busy(self) -> None:
+        if self.cancel is not None:
+            raise SeraError(f"sera is still {self.busy}; wait for it, or stop it with the "
+                            f"sera.cancel command")
+
+    async def specialize(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A new specialize run of the repository, stage by stage with cancellable progress;
+        the report at the end (what it produced, or why not)."""
+        from sera.specialize.run import outcome, run_stages, start_run
+        self.refuse_when_busy()
+        repo = self.repo_for(uri_argument("sera.specialize", request.get("uri")))
+        flags = {**self.flags, **settings_flags(self.options, "the client's sera settings"),
+                 **settings_flags(request, "the command's options")}
+        cancel = self.cancel = threading.Event()
+        self.busy = f"specializing {repo.name}"
+        progress = await _Progress.start(self, f"sera: specialize {repo.name}", cancel)
+        loop = asyncio.get_running_loop()
+
+        def report(text: str) -> None:
+            loop.call_soon_threadsafe(progress.report, text)
+
+        def work() -> list[str]:
+            run = start_run(repo, request.get("preset"), flags, {}, {})
+            run.cancel, run.say, run.progress = cancel, report, _StageBars(report)
+            report(f"specialize run {run.id}")
+            try:
+                run_stages(run)
+            finally:
+                run.close()
+            return [run.id, *outcome(run)]
+        try:
+            run_id, *lines = await asyncio.to_thread(work)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        finally:
+            self.cancel, self.busy = None, ""
+            progress.end()
+        for line in lines:
+            self.log(line)
+        adapter = next((line.split()[1] for line in lines if line.startswith("adapter: ")), None)
+        self.say(f"sera: specialized {repo.name}: " + "; ".join(lines[1:] or lines))
+        return {"run": run_id, "adapter": adapter, "report": "\n".join(lines)}
+
+    def runs(self, repo: Path) -> dict[str, Any]:
+        """The repository's runs, newest first, with each solve's candidates (for a picker)."""
+        from sera.agent.runs import list_runs
+        found = []
+        for manifest in list_runs(repo):
+            found.append({"id": manifest["id"], "kind": manifest.get("kind", "solve"),
+                          "task": manifest.get("task", ""), "status": manifest.get("status", "?"),
+                          "candidates": [_candidate_line(c) for c in manifest.get("candidates", [])]})
+        return {"runs": found}
 
     async def offer(self, repo: Path, run_id: str, offered: list[dict], notes: list[str]) -> None:
         """Candidates in rank order, one message each: Apply, Preview, Next, Dismiss."""
@@ -320,6 +379,41 @@ class _Progress:
             self.server.work_done_progress.tokens.pop(self.token, None)
 
 
+class _StageBars:
+    """The stages' progress bars (SpecializeRun.bar's rich-like interface) as progress reports:
+    "rollouts 3/20", at most one report per percent of each bar."""
+
+    def __init__(self, report):
+        self.report, self.bars = report, {}
+
+    def add_task(self, description: str, total: int, info: str = "") -> int:
+        self.bars[len(self.bars)] = [description, max(total or 0, 0), 0.0, -1]
+        self.report(f"{description} 0/{total}")
+        return len(self.bars) - 1
+
+    def update(self, task: int, advance: float = 1, **fields) -> None:
+        bar = self.bars[task]
+        bar[2] += advance
+        percent = int(100 * bar[2] / bar[1]) if bar[1] else 100
+        if percent != bar[3]:
+            bar[3] = percent
+            info = f" {fields['info']}" if fields.get("info") else ""
+            self.report(f"{bar[0]} {bar[2]:g}/{bar[1]}{info}")
+
+
+def _candidate_line(candidate: dict[str, Any]) -> dict[str, Any]:
+    from sera.agent.solve import Candidate
+    known = {k: v for k, v in candidate.items() if k in Candidate.__dataclass_fields__}
+    try:
+        summary = rank_line(Candidate(**known)) if known.get("rank") is not None else \
+            f"{known.get('status', '?')}: {known.get('exit_message', '')}"[:200]
+    except TypeError:  # a manifest of an older sera
+        summary = str(known.get("status", "?"))
+    return {"index": candidate.get("index"), "rank": candidate.get("rank"),
+            "status": candidate.get("status", "?"),
+            "files": changed_files(candidate.get("patch") or ""), "summary": summary}
+
+
 def _run_summary(result) -> dict[str, Any]:
     return {"run": result.run_id, "cancelled": result.cancelled, "candidates": [
         {"index": c.index, "rank": c.rank, "score": c.score, "votes": c.votes,
@@ -393,13 +487,25 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
             else None
         return await ls.undo(ls.repo_for(uri))
 
+    @server.command("sera.specialize")
+    @guarded
+    async def specialize_command(ls: SeraServer, *args):
+        return await ls.specialize(specialize_request(args))
+
+    @server.command("sera.runs")
+    @guarded
+    async def runs_command(ls: SeraServer, *args):
+        uri = uri_argument("sera.runs", args[0].get("uri")) if args and isinstance(args[0], dict) \
+            else None
+        return ls.runs(ls.repo_for(uri))
+
     @server.command("sera.cancel")
     def cancel_command(ls: SeraServer, *args):
         if ls.cancel is None:
-            ls.say("sera: no solve is running")
+            ls.say("sera: nothing is running")
             return {"cancelled": False}
         ls.cancel.set()
-        ls.say("sera: cancelling; each candidate stops after its current step")
+        ls.say(f"sera: cancelling ({ls.busy}); it stops after its current step")
         return {"cancelled": True}
 
     @server.feature(types.SHUTDOWN)

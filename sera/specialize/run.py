@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from sera.agent.runs import find_run, new_run_id, read_manifest, write_manifest
-from sera.agent.workcopy import cleanup_stale
+from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings, load_settings
 from sera.errors import SeraError
 from sera.paths import claim_run, claimed, runs_dir
+from sera.specialize.presets import preset
 
 STAGES = ["functions", "history", "rollouts", "dataset", "train", "reranker", "policy", "report"]
 
@@ -39,6 +41,10 @@ def _no_policy(run: "SpecializeRun") -> str | None:
 OPTIONAL_STAGES = {"reranker": _no_reranker, "policy": _no_policy}
 
 
+class Cancelled(SeraError):
+    """The run was asked to stop (an editor's cancel); it stops at the next progress tick."""
+
+
 @dataclass
 class SpecializeRun:
     repo_root: Path
@@ -49,6 +55,7 @@ class SpecializeRun:
     progress: Any = None                          # a rich Progress, or None
     models: dict[str, Any] = field(default_factory=dict)  # loaded once, shared by stages
     lock: IO[str] | None = None                   # this process's claim on the run (claim_run)
+    cancel: threading.Event | None = None         # set to stop the run at its next progress tick
 
     @property
     def id(self) -> str:
@@ -70,11 +77,22 @@ class SpecializeRun:
         return self.models["teacher"]
 
     def bar(self, description: str, total: int) -> Callable[..., None]:
-        """A progress bar of this stage; returns `advance(n=1, **fields)`."""
-        if self.progress is None:
-            return lambda n=1, **fields: None
-        task = self.progress.add_task(description, total=total, info="")
-        return lambda n=1, **fields: self.progress.update(task, advance=n, **fields)
+        """A progress bar of this stage; returns `advance(n=1, **fields)`, which also stops a
+        cancelled run (raises Cancelled)."""
+        self.check_cancel()
+        task = None if self.progress is None else \
+            self.progress.add_task(description, total=total, info="")
+
+        def advance(n=1, **fields) -> None:
+            if task is not None:
+                self.progress.update(task, advance=n, **fields)
+            self.check_cancel()
+        return advance
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"specialize run {self.id} was cancelled; continue it with: sera "
+                            f"specialize --resume {self.id}")
 
     def close(self) -> None:
         for model in self.models.values():
@@ -94,6 +112,38 @@ def new_run(repo_root: Path, settings: Settings, commit: str, options: dict[str,
     run.save()
     run.lock = claim_run(run.dir, "specialize run")
     return run
+
+
+def start_run(repo_root: Path, preset_name: str | None, flags: dict[str, Any],
+              train: dict[str, Any], options: dict[str, Any]) -> SpecializeRun:
+    """A new run of the working tree as it is: the preset's settings under `flags` (explicit
+    settings win), its training overrides under `train`; `options` are kept in the manifest."""
+    chosen = preset(preset_name)
+    settings = load_settings(repo_root, {**chosen["settings"], **flags})
+    ensure_state_dir(repo_root)
+    return new_run(repo_root, settings, snapshot_commit(repo_root),
+                   {"preset": preset_name, "train": {**chosen["train"], **train}, **options})
+
+
+def outcome(run: SpecializeRun) -> list[str]:
+    """What a finished run produced (adapter, reranker, policy adapter), or why not, a line each."""
+    lines = [f"run {run.id} saved in {run.dir}"]
+    trained = run.stage("train").get("stats", {})
+    if trained.get("adapter"):
+        lines.append(f"adapter: {trained['adapter']} (sera solve uses the newest adapter)")
+    elif trained.get("skipped"):
+        lines.append(f"warning: {trained['skipped']}")
+    reranked = run.stage("reranker").get("stats", {})
+    if reranked.get("reranker"):
+        lines.append(f"reranker: {reranked['reranker']} (compare it with: sera eval {run.id})")
+    elif reranked.get("skipped") and not run.manifest["options"].get("no_reranker"):
+        lines.append(f"warning: {reranked['skipped']}")
+    optimized = run.stage("policy").get("stats", {}).get("policy")
+    if optimized:
+        lines.append(f"policy adapter: {optimized['adapter']} (GRPO reward "
+                     f"{optimized['reward_before']:.3f} -> {optimized['reward_after']:.3f}; sera "
+                     f"solve uses it as the newest adapter)")
+    return lines
 
 
 def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
@@ -157,6 +207,7 @@ def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...
         if (only and name != only) or name in skip or (run.stage(name)["status"] == "done" and not only):
             continue
         _require_earlier_stages(run, name, skip)
+        run.check_cancel()
         stage = run.stage(name)
         stage.update(status="running", started=time.time())
         run.save()
@@ -164,8 +215,8 @@ def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...
             stats = _skipped_by_option(run, name) or \
                 importlib.import_module(f"sera.specialize.stages.{name}").run(run) or {}
         except BaseException as error:
-            stage.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                         error=str(error))
+            stopped = isinstance(error, (KeyboardInterrupt, Cancelled))
+            stage.update(status="interrupted" if stopped else "failed", error=str(error))
             run.manifest["status"] = stage["status"]
             run.save()
             raise

@@ -26,8 +26,9 @@ from sera.specialize.student import student_folder, token_counter
 
 def run(run) -> dict:
     config = run.settings.specialize
-    count_tokens = token_counter(student_folder(run.settings.model.spec))
     candidates = _svg_trajectories(run.dir) + _history_trajectories(run.dir / "history" / "train")
+    # the student's tokenizer (seconds to load, a conversion the first time) only when needed
+    count_tokens = token_counter(student_folder(run.settings.model.spec)) if candidates else len
     rows, dropped = [], {"patch_too_large": 0, "tool_output_too_long": 0, "truncated_too_much": 0}
     for trajectory in candidates:
         if too_many_changed_lines(trajectory.patch, config.max_patch_lines):

@@ -20,9 +20,14 @@ from sera.specialize.teacher import example_issues
 def run(run) -> dict:
     config = run.settings.specialize
     functions = [Function(**f) for f in json.loads((run.dir / "functions.json").read_text("utf-8"))]
+    if not functions:  # nothing sampled: no teacher to load
+        run.say("rollouts: no function was sampled")
+        return {"records": 0, "skipped_for_time": 0}
     ctx = SVGContext(run.repo_root, run.manifest["snapshot"], run.dir, run.teacher(), run.settings,
                      example_issues(run.repo_root),
                      deadline=time.time() + config.time_budget if config.time_budget else None)
+    if run.cancel is not None:  # an editor's cancel stops the rollouts within their step
+        ctx.cancel = run.cancel
     advance = run.bar("rollouts", len(functions))
     tally = {"accepted": 0, "done": 0, "tokens_out": 0}
     started = time.time()
@@ -37,6 +42,7 @@ def run(run) -> dict:
     already = sum(1 for i in range(len(functions)) if (run.dir / "rollouts" / f"{i:05d}.json").exists())
     advance(already)
     records = run_svg(ctx, functions, on_record)
+    run.check_cancel()  # a cancelled run_svg returns early: the stage is not done
     statuses = [r["status"] for r in records]
     stats = {status: statuses.count(status) for status in sorted(set(statuses))}
     stats["records"] = len(records)
