@@ -19,7 +19,7 @@ import { findSera } from "./executable";
 import { ProgressStatus } from "./progressStatus";
 import { requestFailure, serverError } from "./replies";
 import { CandidateChoice, candidateChoice } from "./runs";
-import { changeKind, configurationChange, ServerOptions, serverOptions } from "./settings";
+import { changeKind, configurationChange, lspArguments, ServerOptions, serverOptions } from "./settings";
 
 let extension: SeraExtension | undefined;
 
@@ -98,7 +98,7 @@ class SeraExtension {
       void offerSettings(messageOf(error), "sera.path");
       return undefined;
     }
-    const args = ["lsp", ...configuration.get<string[]>("args", []).map(String)];
+    const args = lspArguments(configuration.get("args"));
     const client = new LanguageClient("sera", "sera", { command, args, options: { cwd: folder } },
       this.clientOptions());
     client.onDidChangeState((change) => change.newState === State.Stopped && this.clearProgress());
@@ -136,7 +136,7 @@ class SeraExtension {
     const client = this.client;
     this.client = undefined;
     this.clearProgress();
-    if (client?.isRunning()) {
+    if (client?.needsStop()) {
       await client.stop();
     }
   }

@@ -59,6 +59,12 @@ export function configurationChange(sent: ServerOptions, current: ServerOptions)
   return { sera: { ...Object.fromEntries(unset.map((option) => [option, null])), ...current } };
 }
 
+/** The arguments of the server process: `lsp` and the sera.args setting (strings; anything but a
+ * list is ignored, as VS Code's settings editor would not let it be set). */
+export function lspArguments(extraArgs: unknown): string[] {
+  return ["lsp", ...(Array.isArray(extraArgs) ? extraArgs.map(String) : [])];
+}
+
 /** Whether a configuration change needs the server restarted, resent options, or nothing. */
 export function changeKind(affects: (section: string) => boolean): "restart" | "options" | "none" {
   if (RESTART_SETTINGS.some((setting) => affects(`sera.${setting}`))) {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  changeKind, configurationChange, InspectSetting, SERVER_OPTION_FOR_SETTING, serverOptions, SettingInspection, userValue,
+  changeKind, configurationChange, lspArguments, InspectSetting, SERVER_OPTION_FOR_SETTING, serverOptions, SettingInspection, userValue,
 } from "../src/settings";
 
 function inspections(values: Record<string, SettingInspection>): InspectSetting {
@@ -49,4 +49,11 @@ test("a change of sera.path or sera.args restarts the server, of a server option
   assert.equal(changeKind(affecting("sera.args", "sera.model")), "restart");
   assert.equal(changeKind(affecting("sera.maxSteps")), "options");
   assert.equal(changeKind(affecting("editor.fontSize")), "none");
+});
+
+test("the server is started as `sera lsp` with the sera.args setting after it", () => {
+  assert.deepEqual(lspArguments(["--model", "embedded:0.5b"]), ["lsp", "--model", "embedded:0.5b"]);
+  assert.deepEqual(lspArguments(["-n", 2]), ["lsp", "-n", "2"]);
+  assert.deepEqual(lspArguments(undefined), ["lsp"]);
+  assert.deepEqual(lspArguments("--model x"), ["lsp"]);
 });
