@@ -51,8 +51,9 @@ export function serverOptions(inspect: InspectSetting): ServerOptions {
 
 /**
  * The didChangeConfiguration settings that take the server from the options it was `sent` to the
- * `current` ones. The server merges what it gets, so an option the user no longer sets is sent as
- * null: the server then uses the repository's setting (`sera config`) again.
+ * `current` ones: all the current ones, and null for an option the user no longer sets, so that
+ * a server that merges what it gets (as older ones do) drops it too; the server then uses the
+ * `sera lsp` flag or the repository's setting (`sera config`) again.
  */
 export function configurationChange(sent: ServerOptions, current: ServerOptions): { sera: ServerOptions } {
   const unset = Object.keys(sent).filter((option) => !(option in current));

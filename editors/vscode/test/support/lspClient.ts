@@ -34,6 +34,14 @@ export interface ClientSetup {
   applyEdit: boolean;
 }
 
+/** How long the client waits for the answer to shutdown, and then for the process to exit. */
+const STOP_MS = 5_000;
+
+export interface StopOutcome {
+  answeredShutdown: boolean;
+  exit: { code: number | null; signal: NodeJS.Signals | null };
+}
+
 interface OpenDocument {
   version: number;
   text: string;
@@ -183,23 +191,28 @@ export class TestClient {
     return this.stderr.slice(-chars);
   }
 
-  async stop(): Promise<void> {
-    const exited = new Promise<void>((resolve) => {
-      if (this.server.exitCode !== null) {
-        resolve();
+  /** Shut the server down as an editor does (shutdown, then exit); one that does not answer
+   * or exit within STOP_MS each is killed. Says how it went. */
+  async stop(): Promise<StopOutcome> {
+    const exited = new Promise<StopOutcome["exit"]>((resolve) => {
+      if (this.server.exitCode !== null || this.server.signalCode !== null) {
+        resolve({ code: this.server.exitCode, signal: this.server.signalCode });
       }
-      this.server.once("exit", () => resolve());
+      this.server.once("exit", (code, signal) => resolve({ code, signal }));
     });
+    let answeredShutdown = false;
     try {
-      await withTimeout(this.connection.sendRequest(ShutdownRequest.type), 10_000);
-      await this.connection.sendNotification(ExitNotification.type);
+      await withTimeout(this.connection.sendRequest(ShutdownRequest.type), STOP_MS);
+      answeredShutdown = true;
     } catch {
-      // the server is gone or stuck: it is killed below
+      // no answer: the exit below, else the kill, ends it
     }
-    const timer = setTimeout(() => this.server.kill("SIGKILL"), 10_000);
-    await exited;
+    await this.connection.sendNotification(ExitNotification.type).catch(() => undefined);
+    const timer = setTimeout(() => this.server.kill("SIGKILL"), STOP_MS);
+    const exit = await exited;
     clearTimeout(timer);
     this.connection.dispose();
+    return { answeredShutdown, exit };
   }
 }
 
