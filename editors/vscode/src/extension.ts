@@ -92,7 +92,8 @@ class SeraExtension {
     const configuration = seraConfiguration();
     let command: string;
     try {
-      command = findSera(configuration.get<string>("path", "sera"),
+      const configured = configuration.get("path");
+      command = findSera(typeof configured === "string" ? configured : "sera",
         { PATH: process.env.PATH, PATHEXT: process.env.PATHEXT, baseDir: folder });
     } catch (error) {
       void offerSettings(messageOf(error), "sera.path");
