@@ -7,7 +7,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -594,3 +596,127 @@ def test_runs_lists_each_solve_with_its_candidates(repo, tmp_path):
     top = min(run["candidates"], key=lambda c: c["rank"] or 99)
     assert top["files"] == ["calc.py"] and top["summary"].startswith("rank 1:")
     assert "unknown preset 'huge'; presets: demo, laptop, gpu" in seen["bad"]["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle: shutdown during a solve, an editor that dies, settings checked when they arrive
+
+SLOW = [tool_call("bash", command="sleep 0.3")] * 200
+
+
+def worktrees(repo: Path) -> int:
+    return git(repo, "worktree", "list").count("\n")
+
+
+def test_shutdown_during_a_solve_stops_it_and_removes_its_work_copies_first(repo, tmp_path):
+    """Quitting the editor during a solve raised "dictionary changed size during iteration" in
+    pygls and left locked worktrees; now the shutdown answers once the work copies are gone."""
+    script = write_script(tmp_path / "slow.json", SLOW)
+    seen = {}
+
+    async def body(client):
+        seen["solving"] = asyncio.ensure_future(command(client, "sera.solve", "calc.add is wrong"))
+        await until(lambda: any("step 2" in line for line in client.logs))
+        seen["during"] = worktrees(repo)
+        await client.shutdown_async(None)
+        seen["after shutdown"] = worktrees(repo)
+        seen["result"] = await seen["solving"]
+
+    client = Client([])
+
+    async def run():
+        await client.start_io(sys.executable, "-m", "sera", "-C", str(repo), "lsp", "--model",
+                              script, "--scaffold", "agent", "--max-steps", "200")
+        await client.initialize_async(types.InitializeParams(
+            capabilities=CAPABILITIES, root_uri=from_fs_path(str(repo))))
+        client.initialized(types.InitializedParams())
+        await asyncio.wait_for(body(client), TIMEOUT)
+        client.exit(None)
+        await asyncio.wait_for(client.stop(), 30)
+
+    asyncio.run(run())
+    assert seen["during"] == 1 + 3  # the candidates' work copies
+    assert seen["after shutdown"] == 1
+    assert seen["result"]["cancelled"]
+    assert client._server.returncode == 0
+    assert b"Traceback" not in client._server.stderr._buffer
+
+
+async def orphaned_server(repo: Path, script: str, parent: subprocess.Popen, end) -> tuple:
+    """A server whose editor is `parent` (its processId); `end(client)` ends the editor mid-solve.
+    Returns (seconds until the server exited, its exit code)."""
+    client = Client([])
+    await client.start_io(sys.executable, "-m", "sera", "-C", str(repo), "lsp", "--model", script,
+                          "--scaffold", "agent", "--max-steps", "200")
+    await client.initialize_async(types.InitializeParams(
+        capabilities=CAPABILITIES, root_uri=from_fs_path(str(repo)), process_id=parent.pid))
+    client.initialized(types.InitializedParams())
+    asyncio.ensure_future(command(client, "sera.solve", "calc.add is wrong"))
+    await until(lambda: any("step 2" in line for line in client.logs))
+    assert worktrees(repo) > 1
+    started = time.monotonic()
+    end(client)
+    code = await asyncio.wait_for(client._server.wait(), 60)
+    return time.monotonic() - started, code
+
+
+@pytest.mark.parametrize("how", ["the editor is killed", "stdin closes"])
+def test_a_server_whose_editor_is_gone_stops_at_once_and_leaves_no_worktree(repo, tmp_path, how):
+    """The editor killed with -9 kept the server solving for 17 s, dying on BrokenPipe
+    tracebacks; now it stops within seconds, its work copies removed."""
+    script = write_script(tmp_path / "slow.json", SLOW)
+    editor = subprocess.Popen(["sleep", "300"])
+    try:
+        if how == "the editor is killed":
+            def end(client):  # the pipe stays open: only the editor's pid tells
+                editor.kill()
+                editor.wait()  # reaped, as the editor's parent would
+        else:
+            def end(client):
+                client._server.stdin.close()
+        seconds, code = asyncio.run(orphaned_server(repo, script, editor, end))
+    finally:
+        editor.kill()
+        editor.wait()
+    assert seconds < 15 and code == 0
+    assert worktrees(repo) == 1
+
+
+def test_settings_are_checked_when_they_arrive_and_a_bad_key_can_be_fixed(repo, tmp_path):
+    """A bad key in initializationOptions was accepted, failed every solve, and could not be
+    cleared; now it is named at once, the other settings apply, and a new configuration
+    replaces it."""
+    script = write_script(tmp_path / "guided.json", [GOOD, GOOD])
+    seen = {}
+
+    async def body(client):
+        await until(lambda: client.said(types.MessageType.Error))
+        seen["initial"] = client.said(types.MessageType.Error)
+        seen["first"] = await command(client, "sera.solve", "calc.add is wrong")
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"sera": {"candidates": "many", "scaffold": "guided"}}))
+        await until(lambda: "candidates" in client.said(types.MessageType.Error))
+        seen["second"] = await command(client, "sera.solve", "calc.add is wrong")
+
+    client = Client([])
+
+    async def run():
+        await client.start_io(sys.executable, "-m", "sera", "-C", str(repo), "lsp", "--model",
+                              script)
+        try:
+            await client.initialize_async(types.InitializeParams(
+                capabilities=CAPABILITIES, root_uri=from_fs_path(str(repo)),
+                initialization_options={"colour": "red", "candidates": 1, "scaffold": "guided"}))
+            client.initialized(types.InitializedParams())
+            await asyncio.wait_for(body(client), TIMEOUT)
+        finally:
+            await client.shutdown_async(None)
+            client.exit(None)
+            await client.stop()
+
+    asyncio.run(run())
+    assert "initializationOptions: colour = 'red' is not valid (unknown option 'colour'" in seen["initial"]
+    assert "the other settings are applied" in seen["initial"]
+    assert len(seen["first"]["candidates"]) == 1  # candidates: 1 applied beside the bad key
+    assert "candidates = 'many' is not valid" in client.said(types.MessageType.Error)
+    assert "error" not in seen["second"] and len(seen["second"]["candidates"]) == 3  # the default

@@ -42,6 +42,29 @@ def settings_flags(options: dict[str, Any] | None, where: str) -> dict[str, Any]
     return flags
 
 
+def valid_options(options: Any, where: str) -> tuple[dict[str, Any], list[str]]:
+    """The options that are valid settings, and a line for each that is not (the key named):
+    a client's settings are taken but for the bad ones, which it is told about."""
+    from sera.config import load_settings
+    if options is None:
+        return {}, []
+    if not isinstance(options, dict):
+        return {}, [f"sera: {where} must be an object of settings, e.g. "
+                    f'{{"scaffold": "guided", "candidates": 2}}; none of them was applied']
+    good, problems = {}, []
+    for key, value in options.items():
+        if value is None:  # a setting the client leaves unset
+            continue
+        try:
+            load_settings(None, settings_flags({key: value}, where))
+        except SeraError as error:
+            problems.append(f"sera: {where}: {key} = {value!r} is not valid "
+                            f"({str(error).removeprefix('sera: ')}); the other settings are applied")
+            continue
+        good[key] = value
+    return good, problems
+
+
 def solve_request(args: tuple[Any, ...]) -> dict[str, Any]:
     """sera.solve's arguments: ["the task"] or [{"task": ..., "uri": ..., option: value}]."""
     if len(args) == 1 and isinstance(args[0], str):

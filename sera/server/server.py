@@ -26,6 +26,7 @@ import functools
 import os
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ from sera.agent.summary import (changed_files, distinct_patches, location_lines,
                                 rank_line, step_line)
 from sera.errors import SeraError
 from sera.server.actions import code_actions, relative
+from sera.server.lifecycle import cancel_other_requests, watch_client
 from sera.server.options import (settings_flags, solve_request, specialize_request,
-                                 target_argument, uri_argument)
+                                 target_argument, uri_argument, valid_options)
 
 COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel",
             "sera.specialize", "sera.runs")
@@ -53,9 +55,12 @@ class SeraServer(LanguageServer):
         self.flags = flags          # from the `sera lsp` command line
         self.start_dir = start_dir  # where `sera lsp` was started (-C): the fallback repository
         self.options: dict[str, Any] = {}  # initializationOptions, then didChangeConfiguration
+        self.problems: list[str] = []  # bad keys of initializationOptions, said when initialized
         self.session = Session()
         self.cancel: threading.Event | None = None  # set to stop the running solve or specialize
         self.busy = ""  # what is running ("solving 'TASK'", "specializing REPO"), while it runs
+        self.job: asyncio.Future | None = None  # the thread doing it
+        self.running: asyncio.Task | None = None  # the command running it, until it answered
         self.offers: set[asyncio.Task] = set()  # the candidate offers waiting for the user
         self.apply_lock = asyncio.Lock()  # one apply or undo at a time (the editor's answer is awaited)
 
@@ -120,6 +125,7 @@ class SeraServer(LanguageServer):
             self.say(f"sera works on the saved files: unsaved changes in {', '.join(unsaved)} are "
                      f"not seen by this solve", types.MessageType.Warning)
         cancel = self.cancel = threading.Event()
+        self.running = asyncio.current_task()
         self.busy = f"solving {request['task'].strip()!r}"
         progress = await _Progress.start(self, f"sera: {request['task'][:60]}", cancel)
         loop = asyncio.get_running_loop()
@@ -131,13 +137,14 @@ class SeraServer(LanguageServer):
         def on_note(note: str) -> None:
             loop.call_soon_threadsafe(progress.report, note)
         try:
-            result = await asyncio.to_thread(self.session.solve, repo, request["task"], settings,
-                                             on_step, on_note, cancel)
+            self.job = asyncio.ensure_future(asyncio.to_thread(
+                self.session.solve, repo, request["task"], settings, on_step, on_note, cancel))
+            result = await asyncio.shield(self.job)
         except asyncio.CancelledError:  # the server is stopping: the solve thread stops too
             cancel.set()
             raise
         finally:
-            self.cancel, self.busy = None, ""
+            self.cancel, self.busy, self.job = None, "", None
             progress.end()
         summary = _run_summary(result)
         notes = ordering_notes(result, reranker_off=settings.rerank.reranker == "none")
@@ -175,6 +182,7 @@ class SeraServer(LanguageServer):
         flags = {**self.flags, **settings_flags(self.options, "the client's sera settings"),
                  **settings_flags(request, "the command's options")}
         cancel = self.cancel = threading.Event()
+        self.running = asyncio.current_task()
         self.busy = f"specializing {repo.name}"
         progress = await _Progress.start(self, f"sera: specialize {repo.name}", cancel)
         loop = asyncio.get_running_loop()
@@ -192,12 +200,13 @@ class SeraServer(LanguageServer):
                 run.close()
             return [run.id, *outcome(run)]
         try:
-            run_id, *lines = await asyncio.to_thread(work)
+            self.job = asyncio.ensure_future(asyncio.to_thread(work))
+            run_id, *lines = await asyncio.shield(self.job)
         except asyncio.CancelledError:
             cancel.set()
             raise
         finally:
-            self.cancel, self.busy = None, ""
+            self.cancel, self.busy, self.job = None, "", None
             progress.end()
         for line in lines:
             self.log(line)
@@ -214,6 +223,29 @@ class SeraServer(LanguageServer):
                           "task": manifest.get("task", ""), "status": manifest.get("status", "?"),
                           "candidates": [_candidate_line(c) for c in manifest.get("candidates", [])]})
         return {"runs": found}
+
+    async def stop_work(self, seconds: float = 60.0) -> None:
+        """Stop the running solve or specialize and wait (at most `seconds`) until it has
+        stopped and removed its work copies; drop the offers waiting for the user."""
+        running, cancel = self.running, self.cancel
+        if cancel is not None:
+            cancel.set()
+        if running is not None:  # the command, not just its thread: it answers the client too
+            await asyncio.wait([running], timeout=seconds)
+        for offer in list(self.offers):
+            offer.cancel()
+
+    def client_gone(self) -> None:
+        """The editor died without shutting the server down: stop the work, then the process
+        (called from the watching thread; the work's thread removes its work copies)."""
+        cancel = self.cancel
+        if cancel is not None:
+            cancel.set()
+            deadline = time.monotonic() + 60
+            while self.job is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.session.close()
+        os._exit(0)
 
     async def offer(self, repo: Path, run_id: str, offered: list[dict], notes: list[str]) -> None:
         """Candidates in rank order, one message each: Apply, Preview, Next, Dismiss."""
@@ -441,13 +473,25 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: SeraServer, params: types.InitializeParams) -> None:
-        ls.options = params.initialization_options or {}
+        ls.options, problems = valid_options(params.initialization_options,
+                                             "initializationOptions")
+        ls.problems = problems  # said once the client is initialized
+        if params.process_id:
+            watch_client(params.process_id, ls.client_gone)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: SeraServer, params: types.InitializedParams) -> None:
+        for problem in ls.problems:
+            ls.say(problem, types.MessageType.Error)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def configuration(ls: SeraServer, params: types.DidChangeConfigurationParams) -> None:
+        """The client's sera settings as they are now (they replace the earlier ones)."""
         settings = params.settings
-        if isinstance(settings, dict) and isinstance(settings.get("sera"), dict):
-            ls.options = {**ls.options, **settings["sera"]}
+        if isinstance(settings, dict) and "sera" in settings:
+            ls.options, problems = valid_options(settings["sera"], "the client's sera settings")
+            for problem in problems:
+                ls.say(problem, types.MessageType.Error)
 
     for event in (types.TEXT_DOCUMENT_DID_OPEN, types.TEXT_DOCUMENT_DID_CLOSE,
                   types.TEXT_DOCUMENT_DID_SAVE):
@@ -509,10 +553,12 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
         return {"cancelled": True}
 
     @server.feature(types.SHUTDOWN)
-    def shutdown(ls: SeraServer, *args) -> None:
-        if ls.cancel is not None:
-            ls.cancel.set()
+    async def shutdown(ls: SeraServer, *args) -> None:
+        """Answered once the running work has stopped and its work copies are gone."""
+        request = ls.protocol.msg_id  # the shutdown's own id: read before any other message
+        await ls.stop_work()
         ls.session.close()
+        cancel_other_requests(ls.protocol, request)
 
     return server
 
