@@ -60,25 +60,16 @@ async function inRepo(body: (repo: TestRepo) => Promise<void>): Promise<void> {
   }
 }
 
-/** Whether the server's source applies patches through workspace/applyEdit (when the client can). */
-function serverSendsWorkspaceEdits(): boolean {
-  const folder = path.join(SERA_SOURCE, "sera", "server");
-  return fs.readdirSync(folder).filter((name) => name.endsWith(".py"))
-    .some((name) => /applyEdit|apply_edit|APPLY_EDIT/.test(fs.readFileSync(path.join(folder, name), "utf8")));
-}
-
 function editedFiles(client: TestClient, from: number): string[] {
   return client.applyEditRequests.slice(from).flatMap((request) => documentChanges(request.edit))
     .map((change) => ("textDocument" in change ? fileURLToPath(change.textDocument.uri) : ""));
 }
 
-/** A capable client got the change as workspace edits, once the server has that code. */
+/** A capable client got the change as workspace edits (the server does not write the file). */
 function assertEditsCameThroughTheClient(client: TestClient, from: number, file: string): void {
-  if (serverSendsWorkspaceEdits()) {
-    assert.ok(editedFiles(client, from).includes(file),
-      `the server has workspace/applyEdit code but sent no edit of ${file} to a client that declared ` +
-      `workspace.applyEdit; it sent: ${JSON.stringify(client.applyEditRequests.slice(from))}`);
-  }
+  assert.ok(editedFiles(client, from).includes(file),
+    `the server sent no edit of ${file} to a client that declared workspace.applyEdit; it sent: ` +
+    `${JSON.stringify(client.applyEditRequests.slice(from))}`);
 }
 
 async function solve(client: TestClient, uri: string): Promise<SolveReply> {
@@ -145,12 +136,9 @@ test("a client without workspace.applyEdit: changed settings reach the server, w
     assert.deepEqual(client.applyEditRequests, [], "the server sent workspace/applyEdit to a client that cannot apply it");
   })));
 
-test("the Apply command's flow: sera.runs lists the latest run's candidates as picks, and the picked one applies", { timeout: SOLVE_TEST_MS }, (t) =>
+test("the Apply command's flow: sera.runs lists the latest run's candidates as picks, and the picked one applies", { timeout: SOLVE_TEST_MS }, () =>
   inRepo((repo) => withClient(setup(repo, [GUIDED_FIX], true), async (client) => {
-    if (!client.hasCommand(SERVER_COMMANDS.runs)) {
-      t.skip(`this sera has no ${SERVER_COMMANDS.runs} command yet`);
-      return;
-    }
+    assert.ok(client.hasCommand(SERVER_COMMANDS.runs), "sera lsp must offer runs");
     const solved = await solve(client, repo.calcUri);
     const answer = await client.execute(SERVER_COMMANDS.runs, runsArguments(repo.calcUri));
     assert.equal(serverError(answer), undefined, client.errors());
@@ -163,12 +151,9 @@ test("the Apply command's flow: sera.runs lists the latest run's candidates as p
     assert.equal(fs.readFileSync(repo.calcPath, "utf8"), FIXED_CALC);
   })));
 
-test("Sera: Specialize's request shows progress in the status bar until sera.cancel stops it", { timeout: 60_000 }, (t) =>
+test("Sera: Specialize's request shows progress in the status bar until sera.cancel stops it", { timeout: 60_000 }, () =>
   inRepo((repo) => withClient(setup(repo, [GUIDED_FIX], true), async (client) => {
-    if (!client.hasCommand(SERVER_COMMANDS.specialize)) {
-      t.skip(`this sera has no ${SERVER_COMMANDS.specialize} command yet`);
-      return;
-    }
+    assert.ok(client.hasCommand(SERVER_COMMANDS.specialize), "sera lsp must offer specialize");
     const status = new ProgressStatus();
     const statusTexts: (string | undefined)[] = [];
     client.onProgress = (token, value) => {
