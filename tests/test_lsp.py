@@ -18,7 +18,7 @@ from pygls.lsp.client import LanguageClient
 from pygls.uris import from_fs_path, to_fs_path
 
 from conftest import CALC, git, tool_call, write_script
-from test_guided import GOOD
+from test_guided import GOOD, block
 
 TIMEOUT = 120
 
@@ -720,3 +720,79 @@ def test_settings_are_checked_when_they_arrive_and_a_bad_key_can_be_fixed(repo, 
     assert len(seen["first"]["candidates"]) == 1  # candidates: 1 applied beside the bad key
     assert "candidates = 'many' is not valid" in client.said(types.MessageType.Error)
     assert "error" not in seen["second"] and len(seen["second"]["candidates"]) == 3  # the default
+
+
+# ---------------------------------------------------------------------------------------------
+# Preview without window/showDocument, and the candidates as code actions
+
+
+def test_preview_without_show_document_shows_the_patch_in_a_message(repo, tmp_path):
+    """Neovim 0.7 has no window/showDocument: the preview showed nothing."""
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    seen = {}
+
+    async def body(client):
+        await command(client, "sera.solve", "calc.add is wrong")
+        seen["preview"] = await command(client, "sera.preview")
+
+    plain = types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True))
+    client = asyncio.run(editor_session(repo, script, body, "--scaffold", "guided",
+                                        capabilities=plain))
+    assert "+    return a + b" in seen["preview"]["patch"]
+    shown = client.said(types.MessageType.Info)
+    assert "sera: candidate 0 of run" in shown and "-    return a - b\n+    return a + b" in shown
+
+
+def test_after_a_solve_each_ranked_candidate_is_a_code_action_at_its_lines(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+    seen = {}
+
+    async def body(client):
+        uri = client.open(repo / "calc.py")
+        seen["solve"] = await command(client, "sera.solve", "calc.add is wrong")
+
+        async def actions_at(line):
+            return await client.text_document_code_action_async(types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri),
+                range=types.Range(types.Position(line, 0), types.Position(line, 0)),
+                context=types.CodeActionContext(diagnostics=[])))
+        seen["at the change"] = await actions_at(2)
+        seen["elsewhere"] = await actions_at(12)
+        chosen = seen["at the change"][0]
+        arguments = ast.literal_eval(chosen.command)["arguments"] if isinstance(
+            chosen, types.Command) else chosen.command.arguments
+        seen["apply"] = await command(client, "sera.apply", *arguments)
+        seen["text"] = client.text(repo / "calc.py")
+
+    (repo / "calc.py").write_text(CALC + "\n" * 6 + "# the end\n")
+    git(repo, "commit", "-qam", "a longer file")
+    asyncio.run(editor_session(repo, script, body, "--scaffold", "guided",
+                               options={"candidates": 2}))
+    top = min(seen["solve"]["candidates"], key=lambda c: c["rank"] or 9)
+    # the two candidates wrote the same patch: one action, two votes
+    assert [a.title for a in seen["at the change"]] == [
+        f"sera: apply candidate {top['index']} (rank 1, 2 votes)"]
+    assert not seen["elsewhere"]  # the last line is outside the patch's hunk
+    assert seen["apply"]["applied"] == f"candidate {top['index']} of run {seen['solve']['run']}"
+    assert "return a + b" in seen["text"]
+
+
+def test_candidate_actions_follow_rank_and_lines():
+    from sera.server.actions import candidate_actions
+
+    def patch(first_line):
+        return (f"diff --git a/m.py b/m.py\n--- a/m.py\n+++ b/m.py\n@@ -{first_line},3 "
+                f"+{first_line},3 @@\n a\n-b\n+c\n d\n")
+    solved = (None, "RUN", [{"index": 3, "rank": 2, "votes": 1, "patch": patch(10)},
+                            {"index": 1, "rank": 1, "votes": 2, "patch": patch(11)}])
+
+    def titles(line, path="m.py"):
+        params = types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier("file:///r/m.py"),
+            range=types.Range(types.Position(line, 0), types.Position(line, 0)),
+            context=types.CodeActionContext(diagnostics=[]))
+        return [a.title for a in candidate_actions(solved, path, params)]
+    assert titles(10) == ["sera: apply candidate 1 (rank 1, 2 votes)",
+                          "sera: apply candidate 3 (rank 2, 1 vote)"]
+    assert titles(9) == ["sera: apply candidate 3 (rank 2, 1 vote)"]  # lines 10-12, 0-based 9-11
+    assert titles(13) == [] and titles(10, "other.py") == []

@@ -1,6 +1,9 @@
 """Code actions: tasks the editor already has words for. A diagnostic under the cursor becomes
 "sera: fix ..."; a TODO or FIXME comment on the selected lines becomes "sera: do ...". Each runs
-the sera.solve command with a task that says where the problem is."""
+the sera.solve command with a task that says where the problem is. After a solve, each distinct
+ranked candidate that changes the lines under the cursor is an action too, "sera: apply candidate
+N (rank R, V votes)", which runs sera.apply (the edit then comes through workspace/applyEdit,
+recorded for sera.undo)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,27 @@ def code_actions(rel: str, lines: list[str], params: types.CodeActionParams) -> 
         todo = TODO.search(lines[number])
         if todo:
             found.append(_todo_action(rel, number, todo.group(1).strip(), uri))
+    return found
+
+
+def candidate_actions(last_solve, rel: str, params: types.CodeActionParams) -> list:
+    """The last solve's ranked candidates that change `rel` at the requested lines."""
+    if last_solve is None:
+        return []
+    from sera.agent.summary import changed_ranges
+    _, run_id, candidates = last_solve
+    start, end = params.range.start.line, params.range.end.line
+    found = []
+    for c in sorted(candidates, key=lambda c: c["rank"]):
+        if any(first <= end and start <= last
+               for first, last in changed_ranges(c["patch"]).get(rel, [])):
+            title = (f"sera: apply candidate {c['index']} (rank {c['rank']}, {c['votes']} "
+                     f"vote{'s' if c['votes'] != 1 else ''})")
+            found.append(types.CodeAction(title=title, kind=types.CodeActionKind.QuickFix,
+                                          command=types.Command(title=title, command="sera.apply",
+                                                                arguments=[{
+                                                                    "target": f"{run_id}:{c['index']}",
+                                                                    "uri": params.text_document.uri}])))
     return found
 
 

@@ -40,11 +40,12 @@ from sera.agent.session import Session
 from sera.agent.summary import (changed_files, distinct_patches, location_lines, ordering_notes,
                                 rank_line, step_line)
 from sera.errors import SeraError
-from sera.server.actions import code_actions, relative
+from sera.server.actions import candidate_actions, code_actions, relative
 from sera.server.lifecycle import cancel_other_requests, watch_client
 from sera.server.options import (settings_flags, solve_request, specialize_request,
                                  target_argument, uri_argument, valid_options)
 
+PREVIEW_CHARS = 4000  # a patch shown in a message (a client without window/showDocument)
 COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel",
             "sera.specialize", "sera.runs")
 
@@ -56,6 +57,7 @@ class SeraServer(LanguageServer):
         self.start_dir = start_dir  # where `sera lsp` was started (-C): the fallback repository
         self.options: dict[str, Any] = {}  # initializationOptions, then didChangeConfiguration
         self.problems: list[str] = []  # bad keys of initializationOptions, said when initialized
+        self.last_solve: tuple[Path, str, list[dict]] | None = None  # its ranked candidates
         self.session = Session()
         self.cancel: threading.Event | None = None  # set to stop the running solve or specialize
         self.busy = ""  # what is running ("solving 'TASK'", "specializing REPO"), while it runs
@@ -156,6 +158,7 @@ class SeraServer(LanguageServer):
         summary["notes"] = notes
         distinct = {c.index for c in distinct_patches(result.candidates)}
         offered = [c for c in summary["candidates"] if c["index"] in distinct]
+        self.last_solve = (repo, result.run_id, [c for c in offered if c["rank"] is not None])
         if result.cancelled:
             self.say(f"sera: cancelled; run {result.run_id} keeps what had finished",
                      types.MessageType.Warning)
@@ -278,10 +281,17 @@ class SeraServer(LanguageServer):
         path = Path(manifest["dir"]) / f"{candidate['index']}.diff"
         atomic_write_bytes(path, candidate["patch"].encode("utf-8", "surrogateescape"))
         uri = from_fs_path(str(path))
+        shown = False
         if self.supports("window.show_document.support"):
-            await self.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))
-        else:
-            self.log(f"candidate {candidate['index']} of run {manifest['id']}:\n{candidate['patch']}")
+            result = await self.window_show_document_async(
+                types.ShowDocumentParams(uri=uri, take_focus=True))
+            shown = bool(result and result.success)
+        if not shown:  # a client that cannot open it gets the patch in a message, never nothing
+            patch = candidate["patch"]
+            clipped = patch if len(patch) <= PREVIEW_CHARS else \
+                patch[:PREVIEW_CHARS] + "\n... (the rest is in the file)"
+            self.say(f"sera: candidate {candidate['index']} of run {manifest['id']} ({path}):\n"
+                     f"{clipped}")
         return {"uri": uri, "patch": candidate["patch"], "run": manifest["id"],
                 "candidate": candidate["index"]}
 
@@ -505,7 +515,7 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
             rel = relative(ls.repo_for(params.text_document.uri), Path(doc.path))
         except SeraError:
             return []  # not in a git repository: sera has nothing to offer here
-        return code_actions(rel, doc.lines, params)
+        return candidate_actions(ls.last_solve, rel, params) + code_actions(rel, doc.lines, params)
 
     @server.command("sera.solve")
     @guarded
