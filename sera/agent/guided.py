@@ -38,9 +38,8 @@ from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.sandbox import Sandbox, clip_text
 from sera.agent.rewrite import function_edits
-from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, NothingChanged,
-                                      SearchNotFound, apply_edits, numbered_rewrite_edits,
-                                      parse_edits)
+from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound, apply_edits,
+                                      numbered_rewrite_edits, parse_edits)
 from sera.agent.trajectory import Trajectory
 from sera.agent.views import function_block, render_code_view, view_lines
 from sera.agent.workcopy import WorkCopy
@@ -220,11 +219,11 @@ class GuidedAgent:
         return edits
 
     def _retry_request(self, error: EditError) -> str:
-        """The retry's request: a reply without a block, or with blocks that change nothing, gets
-        a ready block of the first located function, a SEARCH part not in the file a ready block
-        of the file's closest lines (small models copy a given block far more reliably than they
-        copy code from the view); other errors are shown as they are."""
-        if isinstance(error, (NoBlock, NothingChanged)) and self.skeleton is not None:
+        """The retry's request: a reply without a block gets a ready block of the first located
+        function, a SEARCH part not in the file a ready block of the file's closest lines (small
+        models copy a given block far more reliably than they copy code from the view); other
+        errors are shown as they are."""
+        if isinstance(error, NoBlock) and self.skeleton is not None:
             name, block = self.skeleton
             self.trajectory.meta["skeleton"] = name
             return render("guided_skeleton", error=str(error), function=name, block=block)

@@ -61,10 +61,6 @@ class EditError(Exception):
     wrong and how to fix the block. No file was changed."""
 
 
-class NothingChanged(EditError):
-    """Every block repeats its SEARCH part as its REPLACE part: the reply changes nothing."""
-
-
 class SearchNotFound(EditError):
     """A block's SEARCH part is not in its file; `closest` holds the file's lines nearest to it
     (exact, as a ready SEARCH part for a retry), or None when no lines are near."""
@@ -229,15 +225,6 @@ def apply_edits(root: Path, edits: Iterable[Edit], allowed_paths: Iterable[str] 
     `focus`: path -> qualified names of the functions the model was shown there; a SEARCH part
     matching several places is taken at the one place inside those functions, if there is one."""
     root = Path(root).resolve()
-    edits = list(edits)
-    # A block that changes nothing is left out (its SEARCH part need not even match); a reply
-    # of such blocks only is answered with what to do instead.
-    changing = [edit for edit in edits if not _changes_nothing(edit)]
-    if edits and not changing:
-        raise NothingChanged("the REPLACE part of each block is the same as its SEARCH part, so "
-                             "nothing would change; write the lines in REPLACE as they must read "
-                             "after the change")
-    edits = changing
     allowed = None if allowed_paths is None else {_normalize(p) for p in allowed_paths}
     shown = {_normalize(path): set(names) for path, names in (focus or {}).items()}
     contents: dict[str, str | None] = {}  # relative path -> text after the edits so far (None: missing)
@@ -251,10 +238,6 @@ def apply_edits(root: Path, edits: Iterable[Edit], allowed_paths: Iterable[str] 
     for rel in changed:
         _write(root, rel, contents[rel] or "")
     return changed
-
-
-def _changes_nothing(edit: Edit) -> bool:
-    return [line.rstrip() for line in edit.search] == [line.rstrip() for line in edit.replace]
 
 
 def _normalize(path: str) -> str:
