@@ -86,3 +86,12 @@ def test_the_cli_undoes_an_apply_the_editor_made_and_saved(repo):
     assert undo_last(repo).files == ["calc.py"]
     assert (repo / "calc.py").read_text() == CALC
     assert git(repo, "status", "--porcelain", "calc.py") == ""
+
+
+def test_a_client_without_document_changes_gets_plain_text_edits(tmp_path):
+    edit = workspace_edit(tmp_path, {"a.py": b"x = 1\n"}, {"a.py": b"x = 2\n"}, {"a.py": 3},
+                          {"create"}, document_changes=False)
+    assert edit.document_changes is None and list(edit.changes.values())[0][0].new_text == "x = 2\n"
+    # creating a file needs document changes
+    assert workspace_edit(tmp_path, {"n.py": None}, {"n.py": b"x\n"}, {}, {"create"},
+                          document_changes=False) is None

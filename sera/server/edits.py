@@ -5,8 +5,10 @@ Changed files get line-level text edits (the lines the change replaces, nothing 
 cursor and marks elsewhere stay), versioned for documents open in the editor (the editor refuses
 the edit if the buffer changed since sera read it); files the change creates or deletes get
 create / delete operations, which need the client's `workspace.workspaceEdit.resourceOperations`.
-`workspace_edit` returns None when the change cannot be expressed for this client (a file that is
-not UTF-8, a created file without create support): the caller then writes the files on disk.
+A client without `documentChanges` (Neovim 0.7) gets the plain `changes` form: unversioned text
+edits, no file operations. `workspace_edit` returns None when the change cannot be expressed for
+this client (a file that is not UTF-8, a file to create or delete without the support for it):
+the caller then writes the files on disk.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ UNIT_BYTES = {"utf-8": 1, "utf-16-le": 2, "utf-32-le": 4}
 
 def workspace_edit(repo: Path, before: dict[str, bytes | None], after: dict[str, bytes | None],
                    versions: dict[str, int], operations: set[str],
-                   encoding: str = types.PositionEncodingKind.Utf16) -> types.WorkspaceEdit | None:
+                   encoding: str = types.PositionEncodingKind.Utf16,
+                   document_changes: bool = True) -> types.WorkspaceEdit | None:
     """The edit that turns `before` into `after` (path -> content, None: absent). `versions`:
     the editor's version of each open document; `operations`: the resource operations the client
-    supports ("create", "delete")."""
+    supports ("create", "delete"); `document_changes`: whether it takes that form."""
+    if not document_changes:
+        operations = set()
     changes: list = []
     for rel in before:
         old, new = before[rel], after[rel]
@@ -55,6 +60,8 @@ def workspace_edit(repo: Path, before: dict[str, bytes | None], after: dict[str,
                                                                    version=versions.get(rel))
         changes.append(types.TextDocumentEdit(text_document=identifier,
                                               edits=line_edits(old_text, new_text, encoding)))
+    if not document_changes:
+        return types.WorkspaceEdit(changes={c.text_document.uri: c.edits for c in changes})
     return types.WorkspaceEdit(document_changes=changes)
 
 

@@ -339,10 +339,9 @@ class SeraServer(LanguageServer):
     # Changing files through the editor
 
     def edits_in_editor(self) -> bool:
-        """Whether the client applies WorkspaceEdits with document changes (then sera's apply
-        and undo go through it: buffers update, and the editor's undo works)."""
-        return self.supports("workspace.apply_edit") and \
-            self.supports("workspace.workspace_edit.document_changes")
+        """Whether the client applies WorkspaceEdits (then sera's apply and undo go through it:
+        buffers update, and the editor's undo works)."""
+        return self.supports("workspace.apply_edit")
 
     def open_documents(self, repo: Path) -> dict[str, Any]:
         """rel -> the editor's document, for the files of `repo` open in the editor."""
@@ -367,10 +366,12 @@ class SeraServer(LanguageServer):
         from sera.server.edits import workspace_edit
         docs = self.open_documents(repo)
         versions = {rel: doc.version for rel, doc in docs.items() if doc.version is not None}
-        operations = set(self.client_capabilities.workspace.workspace_edit.resource_operations
-                         or [])
+        capabilities = self.client_capabilities.workspace.workspace_edit
+        operations = set(getattr(capabilities, "resource_operations", None) or [])
         edit = workspace_edit(repo, change.before, change.after, versions, operations,
-                              self.workspace.position_encoding)
+                              self.workspace.position_encoding,
+                              document_changes=self.supports(
+                                  "workspace.workspace_edit.document_changes"))
         if edit is None:
             dirty = [rel for rel in change.files if rel in self.buffers(repo)]
             if dirty:
