@@ -32,11 +32,14 @@ local function attach(buffer, options)
   if not root then
     return
   end
+  local config = { name = 'sera', cmd = options.cmd, root_dir = root,
+                   init_options = options.settings }
+  if vim.lsp.start then  -- 0.8+: starts or reuses the client of this root, and attaches
+    clients[root] = vim.lsp.start(config, { bufnr = buffer })
+    return
+  end
   if not clients[root] then
-    clients[root] = vim.lsp.start_client({
-      name = 'sera', cmd = options.cmd, root_dir = root,
-      init_options = options.settings,
-    })
+    clients[root] = vim.lsp.start_client(config)
   end
   vim.lsp.buf_attach_client(buffer, clients[root])
 end
@@ -54,13 +57,18 @@ function M.command(name, arguments)
                vim.log.levels.ERROR)
     return
   end
-  client.request('workspace/executeCommand', { command = name, arguments = arguments },
-                 function(err, result)
-                   if err then
-                     vim.notify('sera: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-                   end
-                   M.last_result = result
-                 end, 0)
+  local params = { command = name, arguments = arguments }
+  local function done(err, result)
+    if err then
+      vim.notify('sera: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    end
+    M.last_result = result
+  end
+  if vim.fn.has('nvim-0.11') == 1 then
+    client:request('workspace/executeCommand', params, done, 0)  -- methods take self from 0.11
+  else
+    client.request('workspace/executeCommand', params, done, 0)
+  end
 end
 
 function M.setup(options)
