@@ -254,11 +254,3 @@ def test_server_with_no_models_asks_for_one(server):
     with pytest.raises(ModelError, match="name the model"):
         load_model(f"openai:{server.url}")
 
-
-def test_vllm_in_process_is_a_clear_deferred_error():
-    with pytest.raises(ModelError) as error:
-        load_model("vllm:Qwen/Qwen2.5-Coder-1.5B-Instruct")
-    message = str(error.value)
-    assert "not available in this version" in message
-    assert "vllm serve Qwen/Qwen2.5-Coder-1.5B-Instruct --enable-lora" in message
-    assert "openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-Coder-1.5B-Instruct" in message
