@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -271,6 +272,44 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from sera.models import serve
+    serve.check_exposure(args.host, args.api_key)
+    adapters = serve.served_adapters(args.repo_root, args.adapters) if args.repo_root else {}
+    if args.engine == "vllm":
+        if not args.model:
+            raise SeraError("--engine vllm needs --model: a model folder or hub id, e.g. "
+                            "Qwen/Qwen2.5-Coder-7B-Instruct")
+        import torch
+        command = serve.vllm_command(args.model, adapters, args.host, args.port, args.api_key,
+                                     torch.cuda.device_count())
+        _err("running: " + " ".join(command))
+        return serve.serve_vllm(command)
+    spec = args.model or "embedded"
+    if not spec.startswith(("embedded", "llamacpp:")):
+        raise SeraError(f"--engine llamacpp serves a GGUF model (embedded, embedded:0.5b or "
+                        f"llamacpp:<file.gguf>), not {spec!r}; --engine vllm serves the others "
+                        f"on a GPU")
+    from sera.config import load_settings
+    from sera.models.registry import load_model
+    settings = load_settings(args.repo_root, {"model.spec": spec})
+    _err(f"loading {spec} ...")
+    model = load_model(spec, settings.model)
+
+    def ready(server) -> None:
+        names = ", ".join(adapters) or "none"
+        print(f"serving {spec} as {serve.BASE_NAME} (adapters: {names}) at {server.url}", flush=True)
+        print(f"use it with: --model openai:{server.url}#{serve.BASE_NAME} (an adapter: "
+              f"--adapter NAME){'; clients set SERA_OPENAI_API_KEY' if args.api_key else ''}",
+              flush=True)
+    try:
+        serve.serve_llamacpp(model, adapters, args.host, args.port, args.api_key, ready)
+    finally:
+        model.close()
+    _err("stopped")
+    return 0
+
+
 def cmd_models(args) -> int:
     from sera.models.catalog import describe
     print(describe(args.repo_root))
@@ -390,6 +429,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "--config, also score these configurations on its tasks")
     bench.set_defaults(func=cmd_bench)
 
+    serve = command("serve", help="the model behind an OpenAI-compatible server, the "
+                    "repository's adapters chosen per request by name")
+    serve.add_argument("--engine", choices=["llamacpp", "vllm"], default="llamacpp",
+                       help="llamacpp (CPU, a GGUF model; default) or vllm (GPU)")
+    serve.add_argument("--model", help="llamacpp: embedded[:0.5b] or llamacpp:<file.gguf> "
+                       "(default: embedded); vllm: a model folder or hub id")
+    serve.add_argument("--adapters", default="all",
+                       help="all (default), none, or NAME,... of the repository's adapters")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; another needs --api-key)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    serve.add_argument("--api-key", default=os.environ.get("SERA_SERVE_API_KEY", ""),
+                       help="required from clients (Authorization: Bearer KEY); default "
+                            "$SERA_SERVE_API_KEY")
+    serve.set_defaults(func=cmd_serve)
+
     apply = command("apply", help="apply a candidate to your working tree")
     apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last finished "
                        "run's top-ranked candidate)")
@@ -410,7 +465,7 @@ def _err(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        needs_repo = args.command not in ("models", "config", "lsp")
+        needs_repo = args.command not in ("models", "config", "lsp", "serve")
         where = getattr(args, "path", None) or args.repo
         args.repo_root = _repo_root(where) if needs_repo else _optional_repo(where)
         return args.func(args)
