@@ -213,7 +213,7 @@ def cleanup_stale(repo_root: Path) -> list[Path]:
     removed = []
     for path, reason in _locked_worktrees(Path(repo_root)):
         match = LOCK_REASON.match(reason)
-        if match and (not path.exists() or not _process_alive(int(match.group(1)))):
+        if match and (not path.exists() or not process_alive(int(match.group(1)))):
             git_dir = _admin_dir_of(Path(repo_root), path)
             _remove_worktree(Path(repo_root), path, git_dir)
             removed.append(path)
@@ -242,7 +242,7 @@ def _admin_dir_of(repo_root: Path, worktree: Path) -> Path | None:
     return None
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -9,22 +9,13 @@ where the pipe stays open, only the editor's process id tells. `watch_client` po
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from typing import Any, Callable
 
+from sera.agent.workcopy import process_alive
+
 POLL_SECONDS = 1.0
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
 
 
 def watch_client(pid: int, on_gone: Callable[[], None]) -> threading.Thread:

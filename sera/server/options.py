@@ -98,6 +98,13 @@ def uri_argument(command: str, uri: Any) -> str | None:
                     f"not {type(uri).__name__} {str(uri)[:40]}")
 
 
+def uri_option(command: str, args: tuple[Any, ...]) -> str | None:
+    """The "uri" of a command taking [] or [{"uri": "file:///..."}] (sera.undo, sera.runs)."""
+    if args and isinstance(args[0], dict):
+        return uri_argument(command, args[0].get("uri"))
+    return None
+
+
 def target_argument(command: str, args: tuple[Any, ...]) -> tuple[str | None, str | None]:
     """(target, uri) of sera.preview / sera.apply: [] (the last run's top candidate),
     ["RUN:CANDIDATE"] or [{"target": "RUN:CANDIDATE", "uri": ...}]."""

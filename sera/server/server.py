@@ -43,7 +43,7 @@ from sera.errors import SeraError
 from sera.server.actions import candidate_actions, code_actions, relative
 from sera.server.lifecycle import cancel_other_requests, watch_client
 from sera.server.options import (settings_flags, solve_request, specialize_request,
-                                 target_argument, uri_argument, valid_options)
+                                 target_argument, uri_argument, uri_option, valid_options)
 
 PREVIEW_CHARS = 4000  # a patch shown in a message (a client without window/showDocument)
 COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel",
@@ -538,9 +538,7 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
     @server.command("sera.undo")
     @guarded
     async def undo_command(ls: SeraServer, *args):
-        uri = uri_argument("sera.undo", args[0].get("uri")) if args and isinstance(args[0], dict) \
-            else None
-        return await ls.undo(ls.repo_for(uri))
+        return await ls.undo(ls.repo_for(uri_option("sera.undo", args)))
 
     @server.command("sera.specialize")
     @guarded
@@ -550,9 +548,7 @@ def build_server(flags: dict[str, Any] | None = None, start_dir: Path | None = N
     @server.command("sera.runs")
     @guarded
     async def runs_command(ls: SeraServer, *args):
-        uri = uri_argument("sera.runs", args[0].get("uri")) if args and isinstance(args[0], dict) \
-            else None
-        return ls.runs(ls.repo_for(uri))
+        return ls.runs(ls.repo_for(uri_option("sera.runs", args)))
 
     @server.command("sera.cancel")
     def cancel_command(ls: SeraServer, *args):
