@@ -1,9 +1,14 @@
-"""What the TUI shows while a solve runs: the time since it started and each candidate's state
-(waiting, step n of the limit with its tokens so far, or how it ended).
+"""What the TUI shows while a solve or a specialize run runs.
 
-Steps arrive through `Session.solve`'s `on_step`; how a candidate ended does not (no step event
-follows a submit or a stop), so `refresh_finished` reads it from the candidate's trajectory file,
-which the agent rewrites after every step and once more when it stops.
+A solve: the time since it started and each candidate's state (waiting, step n of the limit with
+its tokens so far, or how it ended). Steps arrive through `Session.solve`'s `on_step`; how a
+candidate ended does not (no step event follows a submit or a stop), so `refresh_finished` reads
+it from the candidate's trajectory file, which the agent rewrites after every step and once more
+when it stops.
+
+A specialize run: the time, the stage it is in (read from its manifest, which `run_stages`
+rewrites at each stage's start and end) and its stages' progress bars ("rollouts 3/20"), which
+`StageBars` receives in the run's thread as the rich Progress calls the stages make.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from typing import Callable
 
 from sera.agent.runs import read_manifest
 from sera.paths import runs_dir
+from sera.specialize.run import STAGES
 
 RUNNING, WAITING = "running", "waiting"
+SHOWN_BARS = 6  # the newest bars: the progress pane has about 8 rows on an 80x24 terminal
 
 
 @dataclass
@@ -64,13 +71,8 @@ class SolveProgress:
     def noted(self, note: str) -> None:
         self.last_note = note
 
-    def elapsed(self) -> str:
-        minutes, seconds = divmod(int(self.clock() - self.started), 60)
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
     def text(self) -> str:
-        lines = [f"solving for {self.elapsed()} (Escape cancels)"]
+        lines = [f"solving for {elapsed(self.clock() - self.started)} (Escape cancels)"]
         lines += [state.line(index, self.max_steps) for index, state in enumerate(self.states)]
         if self.last_note:
             lines.append(f"now: {self.last_note}")
@@ -112,6 +114,100 @@ class SolveProgress:
                     self.run_dir = self.runs_root / name
                     break
         return self.run_dir
+
+
+class StageBars:
+    """A specialize run's `progress` for the TUI: the part of rich's Progress the stages call
+    (`add_task`, then `update` with advance, completed, total and info). Each change goes to
+    `report(bar, line)`, e.g. (2, "rollouts 3/20 (accepted 1/3, 4.0 tok/s)"), at most once per
+    percent of its bar: a training run advances thousands of times. Called in the run's thread."""
+
+    def __init__(self, report: Callable[[int, str], None]):
+        self.report = report
+        self.bars: list[dict] = []
+
+    def add_task(self, description: str, total: float | None, info: str = "") -> int:
+        self.bars.append({"description": description, "total": total, "done": 0.0, "info": info,
+                          "shown": None})
+        self._report(len(self.bars) - 1)
+        return len(self.bars) - 1
+
+    def update(self, task: int, advance: float | None = None, completed: float | None = None,
+               total: float | None = None, info: str | None = None, **_) -> None:
+        bar = self.bars[task]
+        if total is not None:
+            bar["total"] = total
+        if completed is not None:
+            bar["done"] = completed
+        bar["done"] += advance or 0
+        if info is not None:
+            bar["info"] = info
+        self._report(task)
+
+    def _report(self, task: int) -> None:
+        bar = self.bars[task]
+        total = bar["total"] or 0
+        percent = int(100 * bar["done"] / total) if total else None
+        if (percent, total) != bar["shown"]:
+            bar["shown"] = (percent, total)
+            self.report(task, _bar_line(bar))
+
+
+def _bar_line(bar: dict) -> str:
+    total = "?" if bar["total"] is None else f"{bar['total']:g}"  # parsing: unknown at first
+    info = f" ({bar['info']})" if bar["info"] else ""
+    return f"{bar['description']} {bar['done']:g}/{total}{info}"
+
+
+class SpecializeProgress:
+    """The state of one specialize run, updated from the UI thread only."""
+
+    def __init__(self, repo_name: str, preset: str | None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.what = f"specializing {repo_name}" + (f" ({preset} preset)" if preset else "")
+        self.clock, self.started = clock, clock()
+        self.run_dir: Path | None = None  # known once the run has started
+        self.stage = ""
+        self.bars: dict[int, str] = {}
+        self.last_note = ""
+
+    def started_run(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def bar_changed(self, bar: int, line: str) -> None:
+        if bar not in self.bars:
+            self.last_note = ""  # a note from before a new bar (loading the teacher) is old news
+        self.bars[bar] = line
+
+    def noted(self, note: str) -> None:
+        self.last_note = note
+
+    def text(self) -> str:
+        lines = [f"{self.what} for {elapsed(self.clock() - self.started)} (Escape cancels)"]
+        if self.run_dir is not None:
+            lines.append(f"run {self.run_dir.name}" + (f", {self.stage}" if self.stage else ""))
+        lines += [self.bars[bar] for bar in sorted(self.bars)[-SHOWN_BARS:]]
+        if self.last_note:
+            lines.append(f"now: {self.last_note}")
+        return "\n".join(lines)
+
+    def refresh_finished(self) -> None:
+        """Learn from the run's manifest which stage it is in."""
+        if self.run_dir is None:
+            return
+        try:
+            stages = read_manifest(self.run_dir)["stages"]
+        except (OSError, ValueError, KeyError):  # not written yet
+            return
+        running = [name for name in STAGES if stages.get(name, {}).get("status") == RUNNING]
+        if running:
+            self.stage = f"stage {STAGES.index(running[0]) + 1} of {len(STAGES)}: {running[0]}"
+
+
+def elapsed(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _run_names(root: Path) -> set[str]:

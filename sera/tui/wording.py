@@ -1,5 +1,6 @@
 """Text as the TUI shows it: a patch cut down to what a reader needs on a small screen, and
-messages of the shared code reworded where the TUI has a key for the command they name."""
+messages of the shared code reworded where the TUI has a key for the command they name (or, for
+a setting the TUI has no key for, where to set it)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ from sera.agent.summary import DIFF_FILE
 HEADER_PREFIXES = ("index ", "--- ", "+++ ", "similarity index ")
 LINE_STYLES = (("@@", "cyan"), ("+", "green"), ("-", "red"))
 
-# Commands named by sera.agent's messages, for the CLI, and what does the same in the TUI.
+# Commands and flags named by sera.agent's and sera.specialize's messages, for the CLI, and what
+# does the same in the TUI.
 TUI_WORDING = (
     ("Run sera solve again", "Solve the task again"),
     ("run sera solve again", "solve the task again"),
     ("(sera undo reverts the last apply)", "(press u to undo the last apply)"),
     ("(`sera runs` lists them)", "from the list"),
     ("; use agent, guided or auto", "; use agent, guided or auto: press F2 to switch"),
+    # a specialize run's outcome: sera tui has no flag for these, .sera/config.toml sets them
+    ("sera solve uses", "the next solve uses"),
+    ("(--functions)", "(specialize.functions in .sera/config.toml)"),
+    ("(--teacher)", "(specialize.teacher in .sera/config.toml)"),
+    ("(--max-steps)", "(sera tui --max-steps)"),
 )
 
 
