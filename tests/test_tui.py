@@ -19,9 +19,10 @@ from textual.widgets import DataTable, RichLog, Static
 from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
 
-from conftest import CALC, tool_call, write_script
+from conftest import CALC, git, tool_call, write_script
 from sera.agent.workcopy import ensure_state_dir
 from sera.tui.app import EMPTY_TASK, SeraApp
+from sera.tui.progress import StageBars
 from test_guided import GOOD
 
 SIZE = (110, 32)
@@ -252,7 +253,7 @@ def test_the_keys_show_whatever_has_focus_and_letters_type(repo):
     async def drive():
         async with app.run_test(size=SIZE) as pilot:
             in_task = await footer_keys(pilot)
-            await pilot.press("a", "u", "q")
+            await pilot.press("a", "u", "q", "s")
             typed = app.query_one("#task").value
             await pilot.press("ctrl+y")  # apply, from the task line
             await pilot.pause()
@@ -260,12 +261,14 @@ def test_the_keys_show_whatever_has_focus_and_letters_type(repo):
             in_list = await footer_keys(pilot)
             return in_task, typed, in_list, log_text(app)
     in_task, typed, in_list, log = asyncio.run(drive())
-    assert {action: in_task.get(action) for action in ("apply", "undo", "quit", "scaffold")} == \
-        {"apply": "ctrl+y", "undo": "ctrl+z", "quit": "ctrl+q", "scaffold": "f2"}
-    assert typed == "auq"
+    actions = ("apply", "undo", "quit", "scaffold", "specialize")
+    assert {action: in_task.get(action) for action in actions} == \
+        {"apply": "ctrl+y", "undo": "ctrl+z", "quit": "ctrl+q", "scaffold": "f2",
+         "specialize": "ctrl+s"}
+    assert typed == "auqs"
     assert "no candidate to apply: solve a task first" in log
-    assert {action: in_list.get(action) for action in ("apply", "undo", "quit", "scaffold")} == \
-        {"apply": "a", "undo": "u", "quit": "q", "scaffold": "f2"}
+    assert {action: in_list.get(action) for action in actions} == \
+        {"apply": "a", "undo": "u", "quit": "q", "scaffold": "f2", "specialize": "s"}
 
 
 def test_an_empty_task_is_answered_for_the_tui(repo):
@@ -296,6 +299,166 @@ def test_messages_name_the_tui_keys_not_cli_commands(repo, tmp_path):
     assert "is already applied to your working tree; nothing was changed (press u to undo the " \
            "last apply)" in log
     assert "sera undo" not in log
+
+
+def refusing_teacher(path: Path, before: list | None = None) -> str:
+    """A scripted teacher whose rollouts are judged not to fix anything, so a specialize run ends
+    in seconds with nothing to train (as in test_lsp); `before`: the first steps of its first
+    rollout (a wait for the test, or slow steps to cancel)."""
+    first_rollout = [*(before or []), tool_call(
+        "str_replace_editor", command="str_replace", path="calc.py", old_str="return a - b",
+        new_str="return a + b"), tool_call("submit"), tool_call("submit")]
+    path.write_text(json.dumps({"conversations": [
+        {"when": "Answer yes or no.", "replies": ["No."]},
+        {"when": "Something may be wrong around", "replies": first_rollout}]}))
+    return f"scripted:{path}"
+
+
+SLOW_STEPS = [tool_call("bash", command="sleep 0.5")] * 40
+
+
+def specialize_flags(tmp_path: Path, teacher: str) -> dict:
+    """The app's settings for a one-function run; the student must be a local model."""
+    from sera.models.testing import build_tiny_model
+    return {"model.spec": f"transformers:{build_tiny_model(tmp_path / 'tiny')}",
+            "specialize.teacher": teacher, "specialize.functions": 1,
+            "specialize.history_tasks": 0, "specialize.concurrency": 1, "agent.max_steps": 40,
+            "agent.scaffold": "agent", "agent.sandbox": "none"}  # a gate in /tmp: private in bwrap
+
+
+async def specialize(pilot, preset: str = "default") -> None:
+    """Press s in the candidate list and pick `preset` from the list."""
+    pilot.app.query_one("#candidates").focus()
+    await pilot.press("s")
+    await pilot.pause()
+    presets = pilot.app.screen.query_one("#presets")
+    presets.highlighted = [option.id for option in presets.options].index(preset)
+    await pilot.press("enter")
+
+
+def toasts(app) -> list[str]:
+    return [str(toast.render()) for toast in app.screen.query(Toast)]
+
+
+def specialize_manifest(repo: Path) -> dict:
+    (path,) = (repo / ".sera" / "runs").glob("*specialize*/manifest.json")
+    return json.loads(path.read_text())
+
+
+def test_specialize_shows_each_stage_and_the_outcome(repo, tmp_path):
+    """The teacher's first step waits for the test's gate: the view is caught in the rollouts."""
+    gate = tmp_path / "gate"
+    teacher = refusing_teacher(tmp_path / "teacher.json", before=[
+        tool_call("bash", command=f"until [ -e {gate} ]; do sleep 0.05; done")])
+    app = SeraApp(repo, specialize_flags(tmp_path, teacher))
+
+    async def drive():
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await specialize(pilot)
+            await wait_until(pilot, lambda: "rollouts 0/1" in progress_text(app))
+            caught = progress_text(app)
+            gate.touch()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert not app.query_one("#progress").display
+            return caught, progress_text(app), log_text(app), toasts(app)
+    caught, last, log, said = asyncio.run(drive())
+    lines = caught.splitlines()
+    assert re.fullmatch(r"specializing project for \d+:\d\d \(Escape cancels\)", lines[0])
+    assert re.fullmatch(r"run \S+-specialize-\S+, stage 3 of 8: rollouts", lines[1])
+    assert "parsing 1/1" in lines and "rollouts 0/1" in lines
+    assert re.search(r"^rollouts 1/1 \(accepted 0/1, ", last, re.M)
+    assert specialize_manifest(repo)["status"] == "done"
+    assert "rollouts: no_valid_rollout1 1, records 1" in log
+    assert "no adapter was trained" in log and "(specialize.functions in .sera/config.toml)" in log
+    assert "--functions" not in log
+    (outcome,) = [toast for toast in said if toast.startswith("specialized project: ")]
+    assert "no adapter was trained" in outcome
+
+
+def test_escape_cancels_a_specialize_run_that_can_be_resumed(repo, tmp_path):
+    teacher = refusing_teacher(tmp_path / "slow.json", before=SLOW_STEPS)
+    app = SeraApp(repo, specialize_flags(tmp_path, teacher))
+
+    async def drive():
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await specialize(pilot)
+            await wait_until(pilot, lambda: "rollouts 0/1" in progress_text(app))
+            await pilot.pause(1)  # in the teacher's sleeps
+            await pilot.press("escape")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert not app.query_one("#progress").display
+            return log_text(app), toasts(app)
+    log, said = asyncio.run(drive())
+    manifest = specialize_manifest(repo)
+    assert manifest["status"] == "interrupted"
+    assert manifest["stages"]["rollouts"]["status"] == "interrupted"
+    assert git(repo, "worktree", "list").count("\n") == 1  # no work copy left behind
+    assert "cancelling: the specialize run stops at its next progress tick" in log
+    assert f"specialize run {manifest['id']} was cancelled; continue it with: sera specialize " \
+           f"--resume {manifest['id']}" in said
+
+
+def test_stage_bars_report_each_percent_of_a_bar_as_the_stages_drive_it():
+    """The calls sera.specialize's stages make on their bars: parsing learns its total late,
+    training sets completed and total with each step, rollouts advance with an info."""
+    reported = []
+    bars = StageBars(lambda bar, line: reported.append((bar, line)))
+    parsing = bars.add_task("parsing", total=None, info="")
+    bars.update(parsing, advance=0, completed=3, total=3)
+    training = bars.add_task("training", total=1, info="")
+    for step in range(1, 1001):
+        bars.update(training, advance=0, total=1000, completed=step, info=f"loss {1 / step:.3f}")
+    rollouts = bars.add_task("rollouts", total=2, info="")
+    bars.update(rollouts, advance=1, info="accepted 1/1, 3.0 tok/s")
+    assert reported[:3] == [(0, "parsing 0/?"), (0, "parsing 3/3"), (1, "training 0/1")]
+    trained = [line for bar, line in reported if bar == training]  # 0/1, 1/1000, each 1%
+    assert len(trained) == 2 + 100 and trained[-1] == "training 1000/1000 (loss 0.001)"
+    assert reported[-1] == (2, "rollouts 1/2 (accepted 1/1, 3.0 tok/s)")
+
+
+def test_a_solve_and_a_specialize_run_do_not_run_at_once(repo, tmp_path):
+    """Each refuses to start while the other runs, saying what runs and how to stop it."""
+    teacher = refusing_teacher(tmp_path / "slow.json", before=SLOW_STEPS)
+    specializing = SeraApp(repo, specialize_flags(tmp_path, teacher))
+    slow_solve = write_script(tmp_path / "slow-solve.json", [tool_call("bash", command="sleep 0.3")] * 60)
+    solving = SeraApp(repo, {"model.spec": slow_solve, "agent.scaffold": "agent",
+                             "solve.candidates": 1})
+
+    async def solve_while_specializing():
+        async with specializing.run_test(size=SIZE, notifications=True) as pilot:
+            await specialize(pilot)
+            await wait_until(pilot, lambda: "rollouts 0/1" in progress_text(specializing))
+            specializing.query_one("#task").value = "calc.add is wrong"
+            await pilot.click("#task")
+            await pilot.press("enter")
+            said = toasts(specializing)
+            await pilot.press("escape")
+            await specializing.workers.wait_for_complete()
+            return said
+
+    async def specialize_while_solving():
+        async with solving.run_test(size=SIZE, notifications=True) as pilot:
+            solving.query_one("#task").value = "calc.add is wrong"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "step 1" in log_text(solving))
+            await pilot.press("ctrl+s")  # in the task line
+            await pilot.pause()
+            said, screen = toasts(solving), type(solving.screen).__name__
+            await pilot.press("escape")
+            await solving.workers.wait_for_complete()
+            return said, screen
+    said = asyncio.run(solve_while_specializing())
+    assert "a specialize run is running: wait for it to end, or press Escape to cancel it (it " \
+           "can be resumed later); then press Enter to solve" in said
+    assert [path.name for path in (repo / ".sera" / "runs").iterdir()] == \
+        [specialize_manifest(repo)["id"]]  # no solve run
+    said, screen = asyncio.run(specialize_while_solving())
+    assert "a solve is running: wait for it to end, or press Escape to cancel it; then press s " \
+           "(ctrl+s in the task line) to specialize" in said
+    assert screen != "PresetScreen"
+    assert len(list((repo / ".sera" / "runs").glob("*specialize*"))) == 1
 
 
 def sera_tui(repo: Path, *flags: str, **streams) -> subprocess.Popen:

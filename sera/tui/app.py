@@ -5,11 +5,14 @@ ranked patch, apply one and undo it.
 
 Keys: Enter (in the task line) solves; in the candidate list, arrows pick a candidate and show its
 patch, `a` (or ctrl+y anywhere) applies it to the working tree, `u` (ctrl+z) undoes the last
-apply; F2 switches the scaffold (auto, agent, guided) for the next solve; Escape cancels a running
-solve (each candidate stops after its current step); `q` (ctrl+q) quits. The letters go to the
-task line while it has focus, so each action has a ctrl key too, and the footer shows the one
-that works where the focus is. Solving, ranking, apply and undo are sera.agent's, shared with the
-CLI and the language server; the models stay loaded between tasks (agent/session.py).
+apply; F2 switches the scaffold (auto, agent, guided) for the next solve; `s` (ctrl+s) starts a
+specialize run of the repository with a preset picked from a list; Escape cancels a running solve
+(each candidate stops after its current step) or specialize run (it stops at its next progress
+tick and can be resumed); `q` (ctrl+q) quits. The letters go to the task line while it has focus,
+so each action has a ctrl key too, and the footer shows the one that works where the focus is.
+Solving, ranking, apply and undo are sera.agent's, specializing is sera.specialize's, shared with
+the CLI and the language server; the models stay loaded between tasks (agent/session.py).
+One thing runs at a time: a solve or a specialize run.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from sera.agent.solve import Candidate
 from sera.agent.summary import (candidate_from_record, changed_files, location_lines,
                                 ordering_notes, step_line)
 from sera.errors import SeraError
-from sera.tui.progress import SolveProgress
+from sera.tui.presets import DEFAULT, PresetScreen
+from sera.tui.progress import SolveProgress, SpecializeProgress, StageBars
 from sera.tui.wording import patch_view, tui_message
 
 SCAFFOLDS = ("auto", "agent", "guided")
@@ -52,7 +56,8 @@ class SeraApp(App, inherit_bindings=False):
         Binding("a,ctrl+y", "apply", "Apply"),
         Binding("u,ctrl+z", "undo", "Undo"),
         Binding("f2", "scaffold", "Scaffold", priority=True),
-        Binding("escape", "cancel", "Cancel solve"),
+        Binding("s,ctrl+s", "specialize", "Specialize"),
+        Binding("escape", "cancel", "Cancel"),
         Binding("q,ctrl+q", "quit", "Quit"),
     ]
     # Under 30 rows (80x24) the screen is "-short": app.tcss gives the patch pane the rows there.
@@ -64,10 +69,11 @@ class SeraApp(App, inherit_bindings=False):
         self.repo_root, self.flags = repo_root, dict(flags or {})
         self.open_run = run_id
         self.session = Session()
-        self.cancel: threading.Event | None = None
+        self.cancel: threading.Event | None = None  # set to stop the running solve or specialize
+        self.busy = ""  # what runs: "a solve", "a specialize run" (one at a time)
         self.run_id: str | None = None
         self.candidates: list[Candidate] = []
-        self.progress: SolveProgress | None = None  # while a solve runs
+        self.progress: SolveProgress | SpecializeProgress | None = None  # while something runs
         self.progress_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -99,8 +105,7 @@ class SeraApp(App, inherit_bindings=False):
 
     @on(Input.Submitted, "#task")
     def solve_task(self, event: Input.Submitted) -> None:
-        if self.cancel is not None:
-            self.say("a solve is running; wait for it or press Escape to cancel it", "warning")
+        if self.refused_while_busy("press Enter to solve"):
             return
         if not event.value.strip():
             self.say(EMPTY_TASK, "warning")
@@ -111,11 +116,21 @@ class SeraApp(App, inherit_bindings=False):
         except SeraError as error:
             self.say(str(error), "error")
             return
-        self.cancel = threading.Event()
+        self.cancel, self.busy = threading.Event(), "a solve"
         self.log_line(f"solving: {event.value.strip()}")
+        self._clear_candidates()
         self._show_progress(SolveProgress(self.repo_root, event.value, settings.solve.candidates,
                                           settings.agent.max_steps))
         self.run_solve(event.value, settings, self.cancel)
+
+    def refused_while_busy(self, then: str) -> bool:
+        """True, with a notification saying what runs and how to stop it, while something runs."""
+        if self.cancel is None:
+            return False
+        resumable = " (it can be resumed later)" if self.busy == "a specialize run" else ""
+        self.say(f"{self.busy} is running: wait for it to end, or press Escape to cancel "
+                 f"it{resumable}; then {then}", "warning")
+        return True
 
     @work(thread=True, exclusive=True, group="solve")
     def run_solve(self, task: str, settings, cancel: threading.Event) -> None:
@@ -128,7 +143,7 @@ class SeraApp(App, inherit_bindings=False):
             self.call_from_thread(self.say, str(error), "error")
             return
         finally:
-            self.call_from_thread(self._solve_ended)
+            self.call_from_thread(self._work_ended)
         notes = ordering_notes(result, reranker_off=settings.rerank.reranker == "none")
         if result.sandbox_warning:
             notes.append(f"warning: {result.sandbox_warning}")
@@ -144,40 +159,52 @@ class SeraApp(App, inherit_bindings=False):
             self._tick()
 
     def _noted(self, note: str) -> None:
+        note = tui_message(note)  # a stage's note names the CLI's flags
         self.log_line(note)
         if self.progress is not None:
             self.progress.noted(note)
             self._tick()
 
-    def _show_progress(self, progress: SolveProgress) -> None:
-        """Replace the previous run's candidates by the new solve's progress, ticking each second."""
-        self.progress, self.run_id, self.candidates = progress, None, []
+    def _clear_candidates(self) -> None:
+        """A new solve replaces the previous run's candidates."""
+        self.run_id, self.candidates = None, []
         table = self.query_one("#candidates", DataTable)
         table.clear()
         table.border_title = "candidates: solving"
-        self.query_one("#preview-box").border_title = "progress"
         self.query_one("#notes", Static).update("")
-        for name, solving in (("#progress", True), ("#preview", False), ("#places", False)):
-            self.query_one(name).display = solving
+
+    def _show_progress(self, progress: SolveProgress | SpecializeProgress) -> None:
+        """Show the progress of what runs in the patch pane instead, ticking each second."""
+        self.progress = progress
+        self.query_one("#preview-box").border_title = "progress"
+        for name, running in (("#progress", True), ("#preview", False), ("#places", False)):
+            self.query_one(name).display = running
         self._tick()
         self.progress_timer = self.set_interval(1.0, self._tick)
-        self.refresh_bindings()  # Escape (cancel) shows while a solve runs
+        self.refresh_bindings()  # Escape (cancel) shows while something runs
 
     def _tick(self) -> None:
         if self.progress is not None:
             self.progress.refresh_finished()
             self.query_one("#progress", Static).update(Text(self.progress.text()))
 
-    def _solve_ended(self) -> None:
-        self.cancel, self.progress = None, None
+    def _work_ended(self) -> None:
+        """The solve or specialize run ended: the patch pane shows the selected candidate again
+        (a specialize run keeps the candidates of the solve before it)."""
+        self.cancel, self.busy, self.progress = None, "", None
         if self.progress_timer is not None:
             self.progress_timer.stop()
         self.progress_timer = None
         self.query_one("#progress", Static).display = False
         self.query_one("#preview", Static).display = True
-        self.query_one("#preview", Static).update("No candidate yet.")
-        self.query_one("#preview-box").border_title = ""
-        self.query_one("#candidates", DataTable).border_title = "candidates"  # a solve that failed
+        chosen = self.selected()
+        if chosen is not None:
+            self.show_patch(chosen)
+        else:
+            self.query_one("#preview", Static).update("No candidate yet.")
+            self.query_one("#preview-box").border_title = ""
+        if self.run_id is None:  # a solve that failed
+            self.query_one("#candidates", DataTable).border_title = "candidates"
         self.refresh_bindings()
 
     def load_run(self, run_id: str) -> None:
@@ -191,6 +218,92 @@ class SeraApp(App, inherit_bindings=False):
         candidates = [candidate_from_record(c) for c in manifest.get("candidates", [])]
         self.query_one("#task", Input).value = manifest.get("task", "")
         self.show_candidates(manifest["id"], candidates, [])
+
+    # -----------------------------------------------------------------------------------------
+    # Specializing
+
+    def action_specialize(self) -> None:
+        if not self.refused_while_busy("press s (ctrl+s in the task line) to specialize"):
+            self.push_screen(PresetScreen(self.repo_root.name), self.specialize_with)
+
+    def specialize_with(self, preset: str | None) -> None:
+        """Start a specialize run with `preset` (DEFAULT: none; None: the list was closed)."""
+        if preset is None:
+            return
+        chosen = None if preset == DEFAULT else preset
+        self.cancel, self.busy = threading.Event(), "a specialize run"
+        self.log_line(f"specializing {self.repo_root.name}" +
+                      (f" with the {chosen} preset" if chosen else ""))
+        self._show_progress(SpecializeProgress(self.repo_root.name, chosen))
+        self.run_specialize(chosen, self.cancel)
+
+    @work(thread=True, exclusive=True, group="specialize")
+    def run_specialize(self, preset: str | None, cancel: threading.Event) -> None:
+        from sera.specialize.run import Cancelled
+        try:
+            lines = self._specialize(preset, cancel)
+        except Cancelled as stopped:  # its message says how to resume the run
+            self.call_from_thread(self.say, str(stopped), "warning")
+            return
+        except SeraError as error:
+            self.call_from_thread(self.say, str(error), "error")
+            return
+        except Exception as error:  # before the run started; uncaught, it would end the app
+            self.call_from_thread(self.say, f"specialize could not start: {error!r}; run `sera "
+                                  f"specialize .` in a shell to see where it fails", "error")
+            return
+        finally:
+            self.call_from_thread(self._work_ended)
+        self.call_from_thread(self._specialized, lines)
+
+    def _specialize(self, preset: str | None, cancel: threading.Event) -> list[str]:
+        """A new run of the repository with the app's settings, to its end (in the worker's
+        thread); its outcome lines. A stage's error that is not sera's becomes one that names
+        the run to resume."""
+        from sera.agent.session import where_code_goes
+        from sera.specialize.run import outcome, run_stages, start_run
+        run = start_run(self.repo_root, preset, dict(self.flags), {}, {})
+        try:
+            run.cancel, run.say = cancel, lambda note: self.call_from_thread(self._noted, note)
+            run.progress = StageBars(
+                lambda bar, line: self.call_from_thread(self._bar_changed, bar, line))
+            self.call_from_thread(self._specialize_started, run.dir)
+            teacher = run.settings.specialize.teacher or run.settings.model.spec
+            for note in (where_code_goes(teacher),
+                         f"teacher {teacher}, student {run.settings.model.spec}"):
+                if note:
+                    run.say(note)
+            try:
+                run_stages(run)
+            except SeraError:
+                raise
+            except Exception as error:
+                raise SeraError(f"specialize run {run.id} failed: {error!r}; fix the cause, then "
+                                f"continue it with: sera specialize --resume {run.id}") from error
+        finally:
+            run.close()
+        return outcome(run)
+
+    def _specialize_started(self, run_dir: Path) -> None:
+        self.log_line(f"specialize run {run_dir.name}")
+        if isinstance(self.progress, SpecializeProgress):
+            self.progress.started_run(run_dir)
+            self._tick()
+
+    def _bar_changed(self, bar: int, line: str) -> None:
+        if isinstance(self.progress, SpecializeProgress):
+            self.progress.bar_changed(bar, line)
+            self._tick()
+
+    def _specialized(self, lines: list[str]) -> None:
+        """The outcome in the log, line by line, and in a notification: the adapter, or why not."""
+        lines = [tui_message(line) for line in lines]
+        for line in lines:
+            self.log_line(line)
+        trained = any(line.startswith("adapter: ") for line in lines)
+        what = "; ".join(lines[1:] or lines)  # the first line names the run's folder
+        self.notify(f"specialized {self.repo_root.name}: {what}",
+                    severity="information" if trained else "warning", timeout=15)
 
     # -----------------------------------------------------------------------------------------
     # Showing
@@ -214,7 +327,7 @@ class SeraApp(App, inherit_bindings=False):
     @on(DataTable.RowHighlighted, "#candidates")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         chosen = self.selected()
-        if chosen is not None:
+        if chosen is not None and self.progress is None:  # the pane shows a specialize's progress
             self.show_patch(chosen)
 
     def show_patch(self, c: Candidate) -> None:
@@ -286,14 +399,17 @@ class SeraApp(App, inherit_bindings=False):
         self.say(f"scaffold for the next solve: {self.flags['agent.scaffold']}")
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """Escape (cancel) is in the footer only while a solve runs."""
+        """Escape (cancel) is in the footer only while something runs."""
         return self.cancel is not None if action == "cancel" else True
 
     def action_cancel(self) -> None:
         if self.cancel is None:
             return
         self.cancel.set()
-        self.say("cancelling: each candidate stops after its current step", "warning")
+        if self.busy == "a specialize run":
+            self.say("cancelling: the specialize run stops at its next progress tick", "warning")
+        else:
+            self.say("cancelling: each candidate stops after its current step", "warning")
 
     def on_unmount(self) -> None:
         if self.cancel is not None:
