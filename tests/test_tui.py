@@ -1,7 +1,8 @@
 """The terminal app through Textual's Pilot, with the scripted model on a real repository: solve,
 its progress while it runs, the ranked candidates and their patches, apply, undo, the scaffold
-switch, the keys in the footer, errors; snapshots of a saved run (also at 80x24); and `sera tui`
-as a process without a terminal or with a wrong --run."""
+switch, the keys in the footer, errors; a specialize run (a scripted teacher, the tiny student):
+its stages and outcome, Escape, one thing at a time; snapshots of a saved run (also at 80x24);
+and `sera tui` as a process without a terminal or with a wrong --run."""
 
 from __future__ import annotations
 
