@@ -605,6 +605,40 @@ def test_methods_are_found_by_their_class(tmp_path, task, expected):
         [(loc.name, loc.reasons) for loc in found]
 
 
+IMPORTS_SOURCES = {
+    "report.py": '''"""Reports of the shop."""
+import json
+import string
+import typing
+
+CURRENCY = "EUR"
+
+
+def render(order):
+    return json.dumps(order)
+
+
+def title(name):
+    return string.capwords(name)
+''',
+    "small.py": "import os\n\n\ndef here():\n    return os.getcwd()\n",
+}
+
+
+def test_the_top_of_a_file_is_a_location_for_imports_and_constants(tmp_path):
+    """Fixes that change imports or module constants (a third of tomli's newest small commits)
+    had no location to be shown at: the lines before the first definition are one."""
+    clear_cache()
+    root = make_repo(tmp_path / "imports", IMPORTS_SOURCES)
+    found = localize(root, "Reduce import time by removing the `typing` import", limit=3)
+    assert (found[0].path, found[0].name, found[0].start_line, found[0].end_line) == (
+        "report.py", "(top of file)", 1, 6)
+    assert "uses identifiers the task mentions: typing" in found[0].reasons
+    everything = localize(root, "anything at all", limit=50)
+    assert [(loc.path, loc.name) for loc in everything if loc.name == "(top of file)"] == [
+        ("report.py", "(top of file)")]  # small.py's one import line is no region of its own
+
+
 def test_reasons_are_filled_and_say_why(shop):
     found = localize(shop, TASKS[0][0])
     assert found and all(loc.reasons for loc in found)

@@ -191,6 +191,9 @@ def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
         references[name] -= 1
     references = +references
     text_lines = data.decode("utf-8", "replace").split("\n")
+    header = _file_header(rel, text_lines, functions)
+    if header is not None:  # imports and constants: a fix changes them too
+        functions = [header, *functions]
     indexed = []
     defines: set[str] = set()
     signatures: dict[int, tuple[int, int, str]] = {}
@@ -207,6 +210,8 @@ def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
             function=fn, terms=terms, name_terms=frozenset(_subwords(fn.name) + scope_terms),
             scopes=frozenset(scopes), identifiers=frozenset(identifiers),
             words=" ".join(WORD.findall(body.lower()))))
+        if fn is header:
+            continue  # a region, not a definition: nothing for the graph or the repository map
         defines.add(fn.name)
         defines.update(scopes)
         depth = len(scopes)
@@ -223,6 +228,27 @@ def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
     return _FileIndex(path=rel, family=GRAMMAR_FAMILY.get(grammar, grammar), functions=indexed,
                       defines=frozenset(defines),
                       references=references, signatures=sorted(signatures.values()))
+
+
+TOP_OF_FILE = "(top of file)"
+MIN_HEADER_LINES = 3   # code lines (not blank) before the first definition for a header region
+MAX_HEADER_LINES = 60  # a longer header is cut: its first lines hold the imports
+
+
+def _file_header(rel: str, lines: list[str], functions: list[Function]) -> Function | None:
+    """The file's lines before its first definition (imports, constants, the module docstring)
+    as one more location, named TOP_OF_FILE; None when there are too few of them."""
+    first = min((fn.start_line for fn in functions), default=len(lines) + 1)
+    # the first definition's own decorators and the class line above a method belong to it
+    end = first - 1
+    while end > 0 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith(
+            ("@", "class ", "export ", "#", "//"))):
+        end -= 1
+    end = min(end, MAX_HEADER_LINES)
+    if sum(1 for line in lines[:end] if line.strip()) < MIN_HEADER_LINES:
+        return None
+    return Function(path=rel, name=TOP_OF_FILE, qualified_name=TOP_OF_FILE,
+                    language=grammar_of(rel) or "", start_line=1, end_line=end)
 
 
 def _signature(line: str) -> str:
