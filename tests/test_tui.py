@@ -383,8 +383,9 @@ def test_escape_cancels_a_specialize_run_that_can_be_resumed(repo, tmp_path):
 
     async def drive():
         async with app.run_test(size=SIZE, notifications=True) as pilot:
-            await specialize(pilot)
+            await specialize(pilot, "demo")
             await wait_until(pilot, lambda: "rollouts 0/1" in progress_text(app))
+            assert progress_text(app).startswith("specializing project (demo preset) for ")
             await pilot.pause(1)  # in the teacher's sleeps
             await pilot.press("escape")
             await app.workers.wait_for_complete()
@@ -393,7 +394,8 @@ def test_escape_cancels_a_specialize_run_that_can_be_resumed(repo, tmp_path):
             return log_text(app), toasts(app)
     log, said = asyncio.run(drive())
     manifest = specialize_manifest(repo)
-    assert manifest["status"] == "interrupted"
+    assert manifest["status"] == "interrupted" and manifest["options"]["preset"] == "demo"
+    assert manifest["settings"]["model.spec"].startswith("transformers:")  # the app's, not demo's
     assert manifest["stages"]["rollouts"]["status"] == "interrupted"
     assert git(repo, "worktree", "list").count("\n") == 1  # no work copy left behind
     assert "cancelling: the specialize run stops at its next progress tick" in log
