@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsp = command("lsp", help="the language server, over stdio (for VS Code, Neovim, ...)")
     _add_solve_flags(lsp)
     lsp.set_defaults(func=cmd_lsp)
-    tui = command("tui", help="the terminal app: solve, preview, apply and undo")
+    tui = command("tui", help="the terminal app: solve, preview, apply, undo and specialize")
     _add_solve_flags(tui)
     tui.add_argument("--run", help="open this solve run (id or prefix) instead of a new task")
     tui.set_defaults(func=cmd_tui)

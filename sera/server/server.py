@@ -179,6 +179,7 @@ class SeraServer(LanguageServer):
     async def specialize(self, request: dict[str, Any]) -> dict[str, Any]:
         """A new specialize run of the repository, stage by stage with cancellable progress;
         the report at the end (what it produced, or why not)."""
+        from sera.specialize.progress import StageBars
         from sera.specialize.run import outcome, run_stages, start_run
         self.refuse_when_busy()
         repo = self.repo_for(uri_argument("sera.specialize", request.get("uri")))
@@ -195,7 +196,8 @@ class SeraServer(LanguageServer):
 
         def work() -> list[str]:
             run = start_run(repo, request.get("preset"), flags, {}, {})
-            run.cancel, run.say, run.progress = cancel, report, _StageBars(report)
+            run.cancel, run.say = cancel, report
+            run.progress = StageBars(lambda bar, line: report(line))
             report(f"specialize run {run.id}")
             try:
                 run_stages(run)
@@ -420,28 +422,6 @@ class _Progress:
         if self.token:
             self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
             self.server.work_done_progress.tokens.pop(self.token, None)
-
-
-class _StageBars:
-    """The stages' progress bars (SpecializeRun.bar's rich-like interface) as progress reports:
-    "rollouts 3/20", at most one report per percent of each bar."""
-
-    def __init__(self, report):
-        self.report, self.bars = report, {}
-
-    def add_task(self, description: str, total: int, info: str = "") -> int:
-        self.bars[len(self.bars)] = [description, max(total or 0, 0), 0.0, -1]
-        self.report(f"{description} 0/{total}")
-        return len(self.bars) - 1
-
-    def update(self, task: int, advance: float = 1, **fields) -> None:
-        bar = self.bars[task]
-        bar[2] += advance
-        percent = int(100 * bar[2] / bar[1]) if bar[1] else 100
-        if percent != bar[3]:
-            bar[3] = percent
-            info = f" {fields['info']}" if fields.get("info") else ""
-            self.report(f"{bar[0]} {bar[2]:g}/{bar[1]}{info}")
 
 
 def _candidate_line(candidate: dict[str, Any]) -> dict[str, Any]:

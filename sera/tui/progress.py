@@ -21,6 +21,7 @@ from typing import Callable
 
 from sera.agent.runs import read_manifest
 from sera.paths import runs_dir
+from sera.specialize.progress import StageBars  # noqa: F401 - shared with the language server
 from sera.specialize.run import STAGES
 
 RUNNING, WAITING = "running", "waiting"
@@ -114,49 +115,6 @@ class SolveProgress:
                     self.run_dir = self.runs_root / name
                     break
         return self.run_dir
-
-
-class StageBars:
-    """A specialize run's `progress` for the TUI: the part of rich's Progress the stages call
-    (`add_task`, then `update` with advance, completed, total and info). Each change goes to
-    `report(bar, line)`, e.g. (2, "rollouts 3/20 (accepted 1/3, 4.0 tok/s)"), at most once per
-    percent of its bar: a training run advances thousands of times. Called in the run's thread."""
-
-    def __init__(self, report: Callable[[int, str], None]):
-        self.report = report
-        self.bars: list[dict] = []
-
-    def add_task(self, description: str, total: float | None, info: str = "") -> int:
-        self.bars.append({"description": description, "total": total, "done": 0.0, "info": info,
-                          "shown": None})
-        self._report(len(self.bars) - 1)
-        return len(self.bars) - 1
-
-    def update(self, task: int, advance: float | None = None, completed: float | None = None,
-               total: float | None = None, info: str | None = None, **_) -> None:
-        bar = self.bars[task]
-        if total is not None:
-            bar["total"] = total
-        if completed is not None:
-            bar["done"] = completed
-        bar["done"] += advance or 0
-        if info is not None:
-            bar["info"] = info
-        self._report(task)
-
-    def _report(self, task: int) -> None:
-        bar = self.bars[task]
-        total = bar["total"] or 0
-        percent = int(100 * bar["done"] / total) if total else None
-        if (percent, total) != bar["shown"]:
-            bar["shown"] = (percent, total)
-            self.report(task, _bar_line(bar))
-
-
-def _bar_line(bar: dict) -> str:
-    total = "?" if bar["total"] is None else f"{bar['total']:g}"  # parsing: unknown at first
-    info = f" ({bar['info']})" if bar["info"] else ""
-    return f"{bar['description']} {bar['done']:g}/{total}{info}"
 
 
 class SpecializeProgress:
