@@ -540,7 +540,7 @@ def _index_files(repo: Path, files: dict[str, bytes | None], env: dict) -> None:
     for rel, content in files.items():
         if content is None:
             continue
-        sha = _git(repo, "hash-object", "-w", "--stdin", "--path", rel,
+        sha = _git(repo, "hash-object", "-w", "--stdin", "--no-filters",
                    stdin=content.decode("utf-8", "surrogateescape")).stdout.strip()
         mode = "100755" if (_mode(repo / rel) or 0) & 0o111 else "100644"
         _git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{sha},{rel}", env=env)
