@@ -108,6 +108,8 @@ def history(tmp_path_factory) -> History:
     calc = (repo.root / "calc.py").read_text()
     repo.write("calc.py", calc.replace("return values  \n", multiplied))
     repo.write("tests/test_calc.py", "def test_scale():\n    assert True\n")
+    repo.write("releasenotes/notes/scale-multiplies-3f2a.yaml", "fixes:\n  - scale multiplies\n")
+    repo.write("CHANGES.md", "- scale multiplies\n")
     repo.commit("mixed", "Make scale multiply and test it")
     repo.write("data/logo.png", b"\x89PNG\0\2")
     repo.commit("binary", "Replace the logo with a new image file")
@@ -144,10 +146,11 @@ def test_small_replayable_commits_with_real_messages_are_mined_newest_first(hist
     assert changed_lines(fix.patch) == ["-    return a - b", "+    return a + b"]
 
 
-def test_the_reference_patch_leaves_out_test_files(tasks):
+def test_the_reference_patch_leaves_out_test_files_release_notes_and_changelogs(tasks):
     mixed = tasks[MINED.index("mixed")]
     assert mixed.files == ["calc.py"]
     assert "tests/test_calc.py" not in mixed.patch and "diff --git a/calc.py" in mixed.patch
+    assert "releasenotes" not in mixed.patch and "CHANGES.md" not in mixed.patch
 
 
 def test_reference_patches_are_what_git_diff_gives_for_the_non_test_files(history, tasks):

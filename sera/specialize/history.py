@@ -187,6 +187,11 @@ def _preselect(entry: _LogEntry, max_changed_lines: int) -> list[int]:
         return []
     sources = [index for index, change in enumerate(entry.changes)
                if not all(is_test_path(path) for path in change.paths)]
+    # A release note or changelog entry rides along with many fixes (tenacity's all do); no model
+    # can be asked to write one (a random file name, a summary of the fix), so it stays out of
+    # the reference and the training rows. A commit of such files only is a chore (is_chore).
+    code = [index for index in sources if not CHORE_NAMES.search(entry.changes[index].paths[-1])]
+    sources = code or sources
     if not sources or not all(_replayable(entry.changes[index]) for index in sources):
         return []
     total = sum((entry.changes[i].added or 0) + (entry.changes[i].deleted or 0) for i in sources)
