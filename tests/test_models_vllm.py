@@ -21,12 +21,28 @@ from sera.models.registry import load_model
 STAND_IN = Path(__file__).parent / "stand_ins"
 
 
+def _vllm_modules() -> list[str]:
+    return [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]
+
+
 @pytest.fixture
-def stand_in(monkeypatch):
+def no_stand_in_left():
+    """After the test, and after monkeypatch has restored sys.modules (this fixture is set up
+    before it, so it is torn down after it), no module of the stand-in stays: other libraries
+    (trl) probe for vllm and would find it."""
+    yield
+    for name in _vllm_modules():
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(STAND_IN)):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def stand_in(no_stand_in_left, monkeypatch):
     """The stand-in vllm importable, and a GPU said to be present (torch is the edge here)."""
     import torch
     monkeypatch.syspath_prepend(str(STAND_IN))
-    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
+    for name in _vllm_modules():
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     vllm = importlib.import_module("vllm")
@@ -123,3 +139,13 @@ def test_the_real_vllm_answers_a_chat(tmp_path):
         assert len(answers) == 2 and all(a.completion_tokens <= 8 for a in answers)
     finally:
         model.close()
+
+
+def test_the_stand_in_is_gone_after_its_tests():
+    """Runs after the tests above (file order): trl's GRPO import probes for vllm (find_spec,
+    then its version), and a stand-in left in sys.modules broke the policy tests after these."""
+    import importlib.util
+    assert not any(str(getattr(sys.modules.get(name), "__file__", None) or "").startswith(
+        str(STAND_IN)) for name in _vllm_modules())
+    spec = importlib.util.find_spec("vllm")
+    assert spec is None or not str(spec.origin).startswith(str(STAND_IN))
