@@ -743,6 +743,20 @@ def test_preview_without_show_document_shows_the_patch_in_a_message(repo, tmp_pa
     assert "sera: candidate 0 of run" in shown and "-    return a - b\n+    return a + b" in shown
 
 
+def test_a_client_without_progress_is_told_in_a_message_that_the_solve_started(repo, tmp_path):
+    script = write_script(tmp_path / "guided.json", [GOOD])
+
+    async def body(client):
+        await command(client, "sera.solve", "calc.add is wrong")
+
+    bare = types.ClientCapabilities()
+    client = asyncio.run(editor_session(repo, script, body, "--scaffold", "guided",
+                                        capabilities=bare))
+    assert "sera: calc.add is wrong: started; its steps go to the log" in client.said()
+    assert any("candidate 0 step 1" in line for line in client.logs)
+    assert not client.progress
+
+
 def test_after_a_solve_each_ranked_candidate_is_a_code_action_at_its_lines(repo, tmp_path):
     script = write_script(tmp_path / "guided.json", [GOOD])
     seen = {}

@@ -394,7 +394,8 @@ class SeraServer(LanguageServer):
 
 
 class _Progress:
-    """A cancellable work-done progress when the client supports one; else log lines."""
+    """A cancellable work-done progress when the client supports one; else a message that the
+    work started (the steps then go to the log; the outcome comes as a message anyway)."""
 
     def __init__(self, server: SeraServer, token: str | None):
         self.server, self.token = server, token
@@ -402,7 +403,7 @@ class _Progress:
     @classmethod
     async def start(cls, server: SeraServer, title: str, cancel: threading.Event) -> "_Progress":
         if not server.supports("window.work_done_progress"):
-            server.log(title)
+            server.say(f"{title}: started; its steps go to the log, sera.cancel stops it")
             return cls(server, None)
         token = str(uuid.uuid4())
         await server.work_done_progress.create_async(token)
