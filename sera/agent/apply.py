@@ -278,11 +278,7 @@ def undo_last(repo: Path) -> AppliedPatch:
     next to the patched ones); refuse, changing nothing, when they rewrote a patched line."""
     with _apply_lock(repo):
         _settle_pending(repo)
-        stack = _load_stack(repo)
-        if not stack:
-            raise ApplyError("nothing to undo: no patch applied by sera is on record for this "
-                             "repository")
-        entry = stack[-1]
+        entry = _last_entry(repo)
         _refuse_unsafe_state(repo, f"undo {entry['label']}")
         _remove_temp_files(repo, entry)  # a killed undo's half-written copies
         folder = _undo_dir(repo) / entry["id"]
@@ -295,9 +291,17 @@ def undo_last(repo: Path) -> AppliedPatch:
             for f in entry["files"]:
                 _restore(repo, f["path"], restored[f["path"]], f["mode"])
                 fault_point("undo-restoring")
-        _save_stack(repo, stack[:-1])
-        shutil.rmtree(folder, ignore_errors=True)
+        _drop_last_entry(repo)
     return AppliedPatch(entry["label"], [f["path"] for f in entry["files"]], three_way=bool(edited))
+
+
+def _last_entry(repo: Path) -> dict:
+    """The newest undo entry; ApplyError when none is on record."""
+    stack = _load_stack(repo)
+    if not stack:
+        raise ApplyError("nothing to undo: no patch applied by sera is on record for this "
+                         "repository")
+    return stack[-1]
 
 
 def _undone_content(repo: Path, folder: Path, entry: dict, f: dict,
@@ -455,13 +459,14 @@ class EditorApply:
         paths = touched_paths(self.repo, patch)
         before = {p: self.read(p) for p in paths}
         try:
-            after, three_way = _planned_contents(self.repo, patch, before, label, merge=False)
+            after, three_way = _planned_contents(self.repo, patch, before, label), False
         except ApplyError:
             # as `_already_applied`: only the reverse fits plainly (a 3-way merge would find
             # nothing to change, or merge the change in twice)
             if self._reverse_fits(patch, before):
                 raise _already_applied_error(label) from None
-            after, three_way = _planned_contents(self.repo, patch, before, label)
+            after, three_way = _planned_contents(self.repo, patch, before, label,
+                                                 three_way=True), True
         if after == before:
             raise _already_applied_error(label)
         change = PlannedChange(label, before, after, three_way)
@@ -473,18 +478,14 @@ class EditorApply:
 
     def _reverse_fits(self, patch: str, before: dict[str, bytes | None]) -> bool:
         try:
-            _planned_contents(self.repo, patch, before, "", reverse=True, merge=False)
+            _planned_contents(self.repo, patch, before, "", reverse=True)
             return True
         except ApplyError:
             return False
 
     @reports_disk_errors
     def plan_undo(self) -> PlannedChange:
-        stack = _load_stack(self.repo)
-        if not stack:
-            raise ApplyError("nothing to undo: no patch applied by sera is on record for this "
-                             "repository")
-        entry = stack[-1]
+        entry = _last_entry(self.repo)
         _refuse_unsafe_state(self.repo, f"undo {entry['label']}")
         folder = _undo_dir(self.repo) / entry["id"]
         if any("after_file" not in f for f in entry["files"]):
@@ -494,14 +495,9 @@ class EditorApply:
         after = {f["path"]: _undone_content(self.repo, folder, entry, f, before[f["path"]])
                  for f in entry["files"]}
         edited = any(_sha(before[f["path"]]) != f["after"] for f in entry["files"])
-        self._finish = lambda: self._drop_undone(entry)
+        # the apply lock is held until the block ends: the last entry is still this one
+        self._finish = lambda: _drop_last_entry(self.repo)
         return PlannedChange(entry["label"], before, after, three_way=edited)
-
-    def _drop_undone(self, entry: dict) -> None:
-        stack = _load_stack(self.repo)
-        if stack and stack[-1]["id"] == entry["id"]:
-            _save_stack(self.repo, stack[:-1])
-            shutil.rmtree(_undo_dir(self.repo) / entry["id"], ignore_errors=True)
 
     @reports_disk_errors
     def done(self) -> None:
@@ -513,25 +509,20 @@ class EditorApply:
 
 
 def _planned_contents(repo: Path, patch: str, before: dict[str, bytes | None], label: str,
-                      reverse: bool = False,
-                      merge: bool = True) -> tuple[dict[str, bytes | None], bool]:
-    """The files of `before` after `patch` (plainly, else by a 3-way merge unless `merge` is
-    False), computed on a throwaway index: nothing in the working tree or the user's index
-    changes."""
-    args = ["--whitespace=nowarn", "--cached", *(["-R"] if reverse else [])]
+                      reverse: bool = False, three_way: bool = False) -> dict[str, bytes | None]:
+    """The files of `before` after `patch` (plainly, or by a 3-way merge), computed on a
+    throwaway index: nothing in the working tree or the user's index changes."""
+    args = ["--whitespace=nowarn", "--cached", *(["-R"] if reverse else []),
+            *(["--3way"] if three_way else [])]
     with tempfile.TemporaryDirectory(prefix="sera-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _index_files(repo, before, env)
         result = _git(repo, "apply", *args, env=env, stdin=patch)
-        three_way = result.returncode != 0 and merge
-        if three_way:
-            _index_files(repo, before, env)
-            result = _git(repo, "apply", "--3way", *args, env=env, stdin=patch)
         if result.returncode != 0:
             reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "conflicts"
             raise ApplyError(f"{label} does not apply to your files as they are now ({reason}); "
                              f"nothing was changed. Run sera solve again on the current code")
-        return {p: _indexed(repo, p, env) for p in before}, three_way
+        return {p: _indexed(repo, p, env) for p in before}
 
 
 def _index_files(repo: Path, files: dict[str, bytes | None], env: dict) -> None:
