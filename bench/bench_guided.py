@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sera.agent.tools import ToolEnvironment
 from sera.agent.guided import GuidedAgent  # noqa: E402
 from sera.agent.localize import VIEW_POOL, localize, pick_view  # noqa: E402
 from sera.agent.sourcecode import list_source_files  # noqa: E402
@@ -92,7 +93,8 @@ def guided_recall(repo: Path, tasks, model, settings, adapter: str | None) -> li
     for task in tasks:
         with WorkCopy.create(repo, task.parent) as wc:
             trajectory = Trajectory(meta={})
-            GuidedAgent(model, wc, trajectory, settings.agent, settings.model, adapter=adapter).run(task.message)
+            GuidedAgent(model, ToolEnvironment(wc, settings.agent), trajectory, settings.agent,
+                        settings.model, adapter=adapter).run(task.message)
         recalls.append(line_recall(task.patch, trajectory.patch) or 0.0)
     return recalls
 

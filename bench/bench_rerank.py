@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tiny_models
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sera.models.reranker import (LoraReranker, collate, encode_candidates,  # noqa: E402
@@ -43,7 +44,7 @@ WORDS = ("def return self value path config items result error line index name i
 def resolve_model(arg: str) -> tuple[Path, str]:
     """(transformers folder, spec) of --model."""
     if arg in ("", "tiny"):
-        from sera.models.testing import build_tiny_model
+        from tiny_models import build_tiny_model
         folder = build_tiny_model()
         return folder, f"transformers:{folder}"
     from sera.models.local import transformers_folder

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tiny_models
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sera.specialize.dataset import IGNORE_INDEX  # noqa: E402
@@ -75,7 +76,7 @@ def make_rows(count: int, seed: int, max_lines: int) -> list[list[dict]]:
 
 def resolve_model(arg: str | None) -> Path:
     if arg in (None, "", "tiny"):
-        from sera.models.testing import build_tiny_model
+        from tiny_models import build_tiny_model
         return build_tiny_model()
     if arg in ("0.5b", "1.5b"):
         from sera.models.embedded import embedded_gguf_path

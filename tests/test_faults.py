@@ -407,7 +407,7 @@ def test_a_specialize_killed_at_a_random_moment_resumes_to_the_end(tmp_path, mon
     """kill -9 at a random moment of a whole `sera specialize` (rollouts, dataset, training):
     `--resume` finishes the run with an adapter, and the user's state never changed."""
     from test_specialize_pipeline import commit, teacher_script
-    from sera.models.testing import build_tiny_model
+    from tiny_models import build_tiny_model
     monkeypatch.setenv("SERA_CACHE_DIR", str(tmp_path / "cache"))
     projects = []
     for name in ("calibration", "killed"):
@@ -533,7 +533,7 @@ def test_a_teacher_that_drops_connections_and_answers_garbage_costs_no_work(proj
                            {1: "drop", 2: "busy", 4: "garbage", 9: "empty"})
     before = user_state(project)
     env = {**os.environ, **GIT_IDENTITY, "SERA_SPECIALIZE_HISTORY_TASKS": "0"}
-    from sera.models.testing import build_tiny_model
+    from tiny_models import build_tiny_model
     argv = [sys.executable, "-m", "sera", "specialize", str(project), "--teacher", teacher.spec,
             "--model", f"transformers:{build_tiny_model(tmp_path / 'tiny')}", "--functions", "2",
             "--concurrency", "1", "--max-steps", "7", "--no-train"]

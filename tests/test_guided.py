@@ -13,6 +13,7 @@ from sera.agent.guided import PROMPTS, GuidedAgent
 from sera.agent.localize import Location
 from sera.agent.prompts import render
 from sera.agent.searchreplace import apply_edits
+from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, snapshot_commit
 from sera.config import AgentConfig, ModelConfig
@@ -33,6 +34,12 @@ ADD = [Location("calc.py", "add", 1, 3)]
 TEST = "python3 -c 'import calc; assert calc.add(2, 3) == 5, calc.add(2, 3)'"
 
 
+
+def guided_agent(model, workcopy, trajectory, config, model_config, **options) -> GuidedAgent:
+    """The guided scaffold on a work copy, in the environment rollout gives it."""
+    return GuidedAgent(model, ToolEnvironment(workcopy, config), trajectory, config, model_config,
+                       **options)
+
 def block(search: str, replace: str, path: str = "calc.py") -> str:
     return f"{path}\n```python\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```"
 
@@ -50,7 +57,7 @@ def run_guided(repo, tmp_path, replies, test_command=None, locations=ADD, max_to
     path = tmp_path / "trajectory.json"
     events = []
     with WorkCopy.create(repo, snapshot_commit(repo), parent=tmp_path / "work") as workcopy:
-        traj = GuidedAgent(model, workcopy, Trajectory(path=path), AgentConfig(**agent),
+        traj = guided_agent(model, workcopy, Trajectory(path=path), AgentConfig(**agent),
                            ModelConfig(spec=spec, temperature=0.0, max_tokens=max_tokens),
                            on_step=events.append,
                            test_command=test_command).run("calc.add returns the wrong sum",
@@ -255,7 +262,7 @@ def test_cancel_before_the_first_request(repo, tmp_path):
     spec = write_script(tmp_path / "script.json", [GOOD])
     model = load_model(spec, ModelConfig(spec=spec))
     with WorkCopy.create(repo, snapshot_commit(repo), parent=tmp_path / "work") as workcopy:
-        traj = GuidedAgent(model, workcopy, Trajectory(path=tmp_path / "t.json"), AgentConfig(),
+        traj = guided_agent(model, workcopy, Trajectory(path=tmp_path / "t.json"), AgentConfig(),
                            ModelConfig(spec=spec), cancel=cancel).run("task", locations=ADD)
     assert Trajectory.load(tmp_path / "t.json").meta["status"] == "interrupted" == traj.status
 
@@ -264,11 +271,11 @@ def test_code_view_merges_context_and_clips(repo, tmp_path):
     spec = write_script(tmp_path / "script.json", [GOOD])
     model = load_model(spec, ModelConfig(spec=spec))
     with WorkCopy.create(repo, snapshot_commit(repo), parent=tmp_path / "work") as workcopy:
-        agent = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(), ModelConfig(spec=spec))
+        agent = guided_agent(model, workcopy, Trajectory(), AgentConfig(), ModelConfig(spec=spec))
         view = agent.code_view([Location("calc.py", "add", 1, 3), Location("calc.py", "scale", 6, 7)])
         assert view.count("calc.py (lines") == 1 and "add, scale" in view
         assert "   7 |     return [v * factor for v in values]" in view
-        small = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(),
+        small = guided_agent(model, workcopy, Trajectory(), AgentConfig(),
                             ModelConfig(spec=spec, context_tokens=0, max_tokens=0))
         (workcopy.path / "long.py").write_text("".join(f"x{i} = {i}\n" for i in range(500)))
         clipped = small.code_view([Location("calc.py", "add", 1, 3),
@@ -277,9 +284,9 @@ def test_code_view_merges_context_and_clips(repo, tmp_path):
         assert "more lines not shown" in clipped and len(clipped) < 2500
         # A large window, but agent.code_tokens caps the code: fewer lines than the default shows.
         long_file = [Location("long.py", "x", 1, 500)]
-        default = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(),
+        default = guided_agent(model, workcopy, Trajectory(), AgentConfig(),
                               ModelConfig(spec=spec)).code_view(long_file)
-        capped = GuidedAgent(model, workcopy, Trajectory(), AgentConfig(code_tokens=1000),
+        capped = guided_agent(model, workcopy, Trajectory(), AgentConfig(code_tokens=1000),
                              ModelConfig(spec=spec)).code_view(long_file)
         assert "more lines not shown" in capped and "more lines not shown" in default
         assert 0 < capped.count(" | x") < default.count(" | x")

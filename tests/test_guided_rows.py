@@ -13,6 +13,7 @@ from sera.agent.guided import GuidedAgent, opening
 from sera.agent.localize import Location
 from sera.agent.prompts import render
 from sera.agent.searchreplace import apply_edits
+from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import load_settings
@@ -73,7 +74,8 @@ def reproduces(root: Path, row: Trajectory, edit_format: str, task) -> bool:
     """The row's answer read and applied as solve reads and applies one, at the parent."""
     settings = settings_for(root, edit_format)
     with WorkCopy.create(root, task.parent) as workcopy:
-        agent = GuidedAgent(None, workcopy, Trajectory(), settings.agent, settings.model)
+        agent = GuidedAgent(None, ToolEnvironment(workcopy, settings.agent), Trajectory(),
+                            settings.agent, settings.model)
         agent.shown = [Location(loc["path"], loc["name"], loc["start_line"], loc["end_line"],
                                 loc["score"]) for loc in row.meta["locations"]]
         apply_edits(workcopy.path, agent.read_edits(row.messages[-1]["content"], None), None)

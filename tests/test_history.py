@@ -21,7 +21,7 @@ from sera.specialize import history as history_module
 from sera.specialize.history import (HistoryTask, _edit_blocks, _lines, _replay_edits,
                                      is_test_path, mine_history, reconstruct_trajectory,
                                      split_by_date)
-from sera.specialize.recall import changed_lines
+from sera.diff import changed_lines
 
 START = 1_700_000_000
 CALC = "def add(a, b):\n    return a - b\n\n\ndef scale(values, factor):\n    return values\n"

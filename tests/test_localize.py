@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sera.agent.localize import (Location, candidate_view, clear_cache, localize,
-                                 pick_view, repo_map)
+from sera.agent.localize import (Location, candidate_view, clear_cache, localize, pick_view)
 
 IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
 
@@ -726,24 +725,11 @@ def test_index_follows_edits(shop):
     assert localize(shop, "compute_tax is wrong")[0].name == "compute_tax"
 
 
-def test_repo_map_respects_budget(shop):
-    full = repo_map(shop, TASKS[1][0], token_budget=10_000)
-    assert full.startswith("shop/config.py:")
-    assert "def parse_config(text):" in full and "class Money:" in full
-    assert "export function renderTotal(total) {" in full
-    for budget in (20, 64, 200):
-        fitted = repo_map(shop, TASKS[1][0], token_budget=budget)
-        assert len(fitted) <= budget * 4
-        assert fitted and full.startswith(fitted[: len(fitted) - 1])
-    assert repo_map(shop, TASKS[1][0], token_budget=0) == ""
-
-
 def test_empty_repository(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     assert localize(root, "anything") == []
-    assert repo_map(root, "anything") == ""
     (root / "README.md").write_text("# no code here\n")
     assert localize(root, "README") == []
 

@@ -529,7 +529,7 @@ def refusing_teacher(path: Path, slow: bool = False) -> str:
 
 
 def specialize_options(tmp_path: Path, teacher: str) -> dict:
-    from sera.models.testing import build_tiny_model
+    from tiny_models import build_tiny_model
     return {"model.spec": f"transformers:{build_tiny_model(tmp_path / 'tiny')}",
             "specialize.teacher": teacher, "specialize.functions": 1, "specialize.history_tasks": 0,
             "specialize.concurrency": 1, "agent.max_steps": 40, "agent.scaffold": "agent"}

@@ -16,7 +16,7 @@ from sera.config import ModelConfig
 from sera.errors import ModelError
 from sera.models.base import ChatModel
 from sera.models.registry import load_model
-from sera.models.testing import (SPECIAL_TOKENS, TOOL_TOKENS, build_tiny_gguf, build_tiny_model,
+from tiny_models import (SPECIAL_TOKENS, TOOL_TOKENS, build_tiny_gguf, build_tiny_model,
                                  make_random_lora)
 
 MESSAGES = [{"role": "system", "content": "You are a coding agent."},

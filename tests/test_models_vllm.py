@@ -131,7 +131,7 @@ def _real_vllm_and_gpu() -> str | None:
 
 @pytest.mark.skipif(_real_vllm_and_gpu() is not None, reason=str(_real_vllm_and_gpu()))
 def test_the_real_vllm_answers_a_chat(tmp_path):
-    from sera.models.testing import build_tiny_model
+    from tiny_models import build_tiny_model
     model = load_model(f"vllm:{build_tiny_model(tmp_path / 'tiny')}",
                        ModelConfig(context_tokens=512))
     try:

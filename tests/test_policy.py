@@ -16,7 +16,7 @@ import pytest
 from conftest import GIT_IDENTITY
 from sera.agent.guided import opening
 from sera.errors import SeraError
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 from sera.specialize.history import mine_history
 from sera.specialize.labels import LabeledPatch, TaskGroup
 from sera.specialize.policy import (PolicyConfig, PolicyTask, code_view, completion_patch,
@@ -111,19 +111,20 @@ def test_prompt_is_the_guided_edit_request_with_numbered_lines(task):
     system, user = prompt[0], prompt[-1]
     assert system["role"] == "system" and "SEARCH/REPLACE" in system["content"]
     assert user["role"] == "user" and MESSAGE in user["content"]
-    assert "calc.py (lines 1-7)" in user["content"]
+    assert "calc.py (lines 1-6: add)" in user["content"]  # the changed function, as solve shows
     assert "   3 |     return a - b" in user["content"]
+    assert "v * factor" not in user["content"]  # nor a function the reference leaves alone
 
 
-def test_long_files_are_shown_around_the_changed_lines():
+def test_changes_outside_functions_are_shown_with_the_lines_around():
     lines = [f"value_{n} = {n}" for n in range(1, 401)]
     text = "\n".join(lines) + "\n"
     reference = ("diff --git a/big.py b/big.py\n--- a/big.py\n+++ b/big.py\n"
                  "@@ -200,3 +200,3 @@\n value_200 = 200\n-value_201 = 201\n+value_201 = -1\n"
                  " value_202 = 202\n")
     view = code_view(PolicyTask("change 201", reference, {"big.py": text}),
-                     PolicyConfig(code_tokens=400, context_lines=5))
-    assert view.startswith("big.py (lines 195-207)")
+                     PolicyConfig(code_tokens=400))
+    assert view.startswith("big.py (lines 198-204)")  # the changed line 201, 3 lines around
     assert " 201 | value_201 = 201" in view and "value_100 " not in view
     assert len(view) <= 400 * 3
 

@@ -15,7 +15,8 @@ import pytest
 from conftest import CALC, FIX_SCRIPT_REPLIES, tool_call, user_state, write_script
 from sera import cli
 from sera.agent.apply import apply_candidate
-from sera.agent.ranking import normalize_patch, rank_candidates
+from sera.agent.ranking import rank_candidates
+from sera.diff import normalize
 from sera.agent.solve import solve
 from sera.agent.summary import ordering_notes
 from sera.agent.workcopy import WorkCopy, snapshot_commit
@@ -88,10 +89,10 @@ def test_normalize_patch_ignores_line_numbers_index_lines_and_trailing_spaces():
          "@@ -1,3 +1,3 @@ def f():\n     y = 1\n-    return a\n+    return b\n")
     b = ("diff --git a/x.py b/x.py\nindex 3333333..4444444 100644\n--- a/x.py\n+++ b/x.py\n"
          "@@ -10,3 +10,3 @@\n     y = 1   \n-    return a\n+    return b  \n\n")
-    assert normalize_patch(a) == normalize_patch(b)
-    assert "index" not in normalize_patch(a) and "+    return b" in normalize_patch(a)
-    assert normalize_patch(a) != normalize_patch(a.replace("+    return b", "+    return c"))
-    assert normalize_patch(a) != normalize_patch(a.replace("x.py", "z.py"))
+    assert normalize(a) == normalize(b)
+    assert "index" not in normalize(a) and "+    return b" in normalize(a)
+    assert normalize(a) != normalize(a.replace("+    return b", "+    return c"))
+    assert normalize(a) != normalize(a.replace("x.py", "z.py"))
 
 
 def test_identical_patches_are_one_vote_each_and_scored_once(repo, patches):

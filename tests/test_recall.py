@@ -8,7 +8,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sera.specialize.recall import changed_line_count, changed_lines, line_recall
+from sera.diff import changed_lines
+from sera.specialize.recall import line_recall
 
 FIX = """\
 diff --git a/calc.py b/calc.py
@@ -26,7 +27,7 @@ index 1111111..2222222 100644
 
 def test_a_simple_fix_has_two_changed_lines_with_their_signs():
     assert changed_lines(FIX) == ["-    return a - b", "+    return a + b"]
-    assert changed_line_count(FIX) == 2
+    assert len(changed_lines(FIX)) == 2
 
 
 def test_lines_that_look_like_headers_inside_a_hunk_are_changes():

@@ -14,7 +14,7 @@ import pytest
 from conftest import GIT_IDENTITY, git, tool_call
 from sera.agent.workcopy import snapshot_commit
 from sera.config import AgentConfig, load_settings
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 from sera.specialize.labels import LabeledPatch, TaskGroup
 from sera.specialize.rerank_pool import (Labeler, PoolTask, merge_rows, mine_hard_negatives,
                                          pick_tasks, pool_tasks, read_groups, round0_groups)

@@ -16,9 +16,9 @@ import pytest
 from sera.config import Settings, replace_section
 from sera.errors import SeraError
 from sera.models.reranker import (LoraReranker, encode_candidate, encode_candidates, final_marker,
-                                  list_rerankers, load_reranker, newest_reranker, resolve_reranker,
+                                  list_rerankers, newest_reranker, open_reranker, resolve_reranker,
                                   update_reranker_card)
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 from sera.paths import rerankers_dir
 from sera.specialize.labels import LabeledPatch, TaskGroup
 from sera.specialize.rerank_train import (RerankTrainConfig, build_reward_model, make_pairs,
@@ -252,7 +252,7 @@ def test_on_the_agents_model_it_scores_the_same_without_a_second_base(trained, l
         base_before = agent.complete(messages, max_tokens=8)[0].text
         tuned_before = agent.complete(messages, adapter=str(sft), max_tokens=8)[0].text
         settings = replace_section(Settings(), "model", spec=spec)
-        shared = load_reranker(trained["root"], settings, agent_model=agent)
+        shared = settings_reranker(trained["root"], settings, agent_model=agent)
         assert shared.shares_base and not loaded.shares_base
         params = sum(p.numel() for p in agent._model.parameters())
         for group_ in TRAIN[:3]:
@@ -265,7 +265,7 @@ def test_on_the_agents_model_it_scores_the_same_without_a_second_base(trained, l
         assert agent.complete(messages, adapter=str(sft), max_tokens=8)[0].text == tuned_before
         shared.close()
         assert agent.complete(messages, max_tokens=8)[0].text == base_before  # not closed
-        other = load_reranker(trained["root"], settings, agent_model=load_model(
+        other = settings_reranker(trained["root"], settings, agent_model=load_model(
             "scripted:" + str(write_replies(tmp_path)), ModelConfig()))
         assert other is None or not other.shares_base  # no decoder to share: a copy of its own
         if other is not None:
@@ -335,10 +335,10 @@ def test_resolve_picks_the_newest_for_the_base_and_names_the_known_ones(tmp_path
                     "metrics": {"auc": 0.8}}
 
 
-def test_load_reranker_follows_the_settings(trained, tiny_dir):
+def test_the_reranker_follows_the_settings(trained, tiny_dir):
     root = trained["root"]
     settings = replace_section(Settings(), "model", spec=f"transformers:{tiny_dir}")
-    reranker = load_reranker(root, replace_section(settings, "rerank", max_tokens=256))
+    reranker = settings_reranker(root, replace_section(settings, "rerank", max_tokens=256))
     try:
         assert reranker.name == "run-1" and reranker.max_tokens == 256
         assert math.isfinite(reranker.score(TRAIN[0].task, [TRAIN[0].reference])[0])
@@ -347,11 +347,11 @@ def test_load_reranker_follows_the_settings(trained, tiny_dir):
     with pytest.raises(Exception, match="closed"):
         reranker.score("x", ["y"])
     reranker.close()  # twice is fine
-    assert load_reranker(root, Settings()) is None  # none trained for the embedded model
-    assert load_reranker(root, replace_section(settings, "rerank", reranker="none")) is None
+    assert settings_reranker(root, Settings()) is None  # none trained for the embedded model
+    assert settings_reranker(root, replace_section(settings, "rerank", reranker="none")) is None
     # rerank.base wins over model.spec: one base can serve any agent model
     based = replace_section(Settings(), "rerank", base=f"transformers:{tiny_dir}")
-    other = load_reranker(root, based)
+    other = settings_reranker(root, based)
     assert other is not None and other.name == "run-1"
     other.close()
 
@@ -366,3 +366,10 @@ def test_a_calibrated_threshold_is_read_from_the_card(trained, tmp_path):
         assert reranker.card["data"]["pairs"] == 12  # the rest of the card is kept
     finally:
         reranker.close()
+
+
+def settings_reranker(root, settings, agent_model=None):
+    """The reranker a solve session opens for `settings` (as Session.load does), or None."""
+    folder = resolve_reranker(root, settings.rerank.reranker,
+                              settings.rerank.base or settings.model.spec)
+    return None if folder is None else open_reranker(folder, settings, agent_model)

@@ -7,7 +7,7 @@ from sera.agent.solve import solve
 from sera.agent.trajectory import Trajectory
 from sera.config import load_settings
 from sera.models.registry import load_model
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 
 
 def test_tiny_model_rollout_through_transformers_backend(repo, tmp_path):

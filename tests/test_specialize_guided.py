@@ -14,7 +14,7 @@ from conftest import GIT_IDENTITY, git
 from sera.agent.example import without_examples
 from sera.agent.guided import opening
 from sera.agent.prompts import render
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 
 CALC = ('def add(a, b):\n    """Return the sum of a and b."""\n    return a - b\n\n\n'
         'def scale(values, factor):\n    return [v * factor for v in values]\n')

@@ -15,7 +15,7 @@ import pytest
 from conftest import GIT_IDENTITY, git, tool_call
 from sera.agent.workcopy import snapshot_commit
 from sera.config import load_settings
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 from sera.paths import RunInUse
 from sera.specialize.run import new_run, resume_run, run_stages
 

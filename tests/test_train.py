@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub
 import pytest
 
 from sera.errors import SeraError
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 from sera.specialize import train as train_module
 from sera.specialize.dataset import (IGNORE_INDEX, Example, encode_for_training, load_rows,
                                      mix_rows, pack_or_group)

@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from sera.models.testing import build_tiny_model
+from tiny_models import build_tiny_model
 from sera.specialize.train import TrainConfig, mean_nll, train_lora
 from test_train import ROWS
 

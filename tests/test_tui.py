@@ -320,7 +320,7 @@ SLOW_STEPS = [tool_call("bash", command="sleep 0.5")] * 40
 
 def specialize_flags(tmp_path: Path, teacher: str) -> dict:
     """The app's settings for a one-function run; the student must be a local model."""
-    from sera.models.testing import build_tiny_model
+    from tiny_models import build_tiny_model
     return {"model.spec": f"transformers:{build_tiny_model(tmp_path / 'tiny')}",
             "specialize.teacher": teacher, "specialize.functions": 1,
             "specialize.history_tasks": 0, "specialize.concurrency": 1, "agent.max_steps": 40,

@@ -31,24 +31,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sera.agent.checks import language_name, new_syntax_errors, run_tests, workcopy_sandbox
+from sera.agent.checks import language_name, new_syntax_errors, run_tests
 from sera.agent.example import COPIED, copies_the_example, example_messages
 from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
-from sera.agent.sandbox import Sandbox, clip_text
+from sera.agent.sandbox import clip_text
 from sera.agent.rewrite import function_edits
 from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound, apply_edits,
                                       numbered_rewrite_edits, parse_edits)
+from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
-from sera.agent.views import function_block, render_code_view, view_lines
-from sera.agent.workcopy import WorkCopy
+from sera.agent.views import function_block, located_view, view_lines
 from sera.config import AgentConfig, ModelConfig
 from sera.errors import SeraError
 from sera.models.base import ChatModel, Completion
 
 LOCATIONS = 5           # functions localized and shown
-CONTEXT_LINES = 3       # lines shown before and after each function
 CHARS_PER_TOKEN = 3     # code is token-dense; a cautious estimate for the code budget
 MIN_CODE_CHARS = 2000
 PATCH_CHARS = 4000      # patch shown with a failed check
@@ -89,20 +88,22 @@ class CheckResult:
 
 
 class GuidedAgent:
-    def __init__(self, model: ChatModel, workcopy: WorkCopy, trajectory: Trajectory,
+    def __init__(self, model: ChatModel, env: ToolEnvironment, trajectory: Trajectory,
                  agent_config: AgentConfig, model_config: ModelConfig, adapter: str | None = None,
                  on_step: Callable[[StepEvent], None] | None = None,
                  cancel: threading.Event | None = None, test_command: str | None = None,
                  candidate: int = 0):
-        self.model, self.workcopy, self.trajectory = model, workcopy, trajectory
+        # The environment both scaffolds share: the work copy, its sandbox (tests run in it) and
+        # the sandbox's warning, which rollout reports for either scaffold.
+        self.model, self.env, self.trajectory = model, env, trajectory
+        self.workcopy = env.workcopy
         self.candidate = candidate  # which view of the localization this candidate gets
         self.config, self.model_config, self.adapter = agent_config, model_config, adapter
         self.on_step, self.cancel = on_step, cancel
         self.test_command = test_command or None
-        self.root = Path(workcopy.path)
+        self.root = Path(env.workcopy.path)
         self._originals: dict[str, bytes | None] = {}  # file contents before the first edit
         self._changed: list[str] = []
-        self._sandbox: Sandbox | None = None
         self.skeleton: tuple[str, str] | None = None  # (what, block) for a retry; see edit_round
         if agent_config.edit_format not in PROMPTS:
             raise SeraError(f"agent.edit_format = {agent_config.edit_format!r} is not valid; use "
@@ -313,19 +314,14 @@ class GuidedAgent:
 
     def code_view(self, locations: Sequence[Any]) -> str:
         """The located functions with line numbers and a few lines around, merged per file and
-        clipped to `code_budget` (render_code_view)."""
-        ranges: dict[str, list[tuple[int, int, str]]] = {}
-        for loc in locations:
-            ranges.setdefault(loc.path, []).append((loc.start_line, loc.end_line, loc.name))
-        files, spans = {}, {}
-        for rel, file_spans in ranges.items():
+        clipped to `code_budget` (views.located_view)."""
+        files = {}
+        for rel in dict.fromkeys(loc.path for loc in locations):
             try:
-                text = (self.root / rel).read_bytes().decode("utf-8", "replace")
+                files[rel] = view_lines((self.root / rel).read_bytes().decode("utf-8", "replace"))
             except OSError:
                 continue
-            files[rel] = view_lines(text)
-            spans[rel] = _merge(file_spans, len(files[rel]))
-        return render_code_view(files, spans, self.code_budget()) or \
+        return located_view(files, locations, self.code_budget()) or \
             "(no code was located for this task; name the file to change in your block)"
 
     def code_budget(self) -> int:
@@ -406,11 +402,7 @@ class GuidedAgent:
                     self._originals[rel] = None
 
     def _run_tests(self) -> tuple[bool, str]:
-        if self._sandbox is None:
-            self._sandbox = workcopy_sandbox(self.workcopy, self.config)
-            if self._sandbox.warning:
-                self.trajectory.meta["sandbox_warning"] = self._sandbox.warning
-        return run_tests(self._sandbox, self.test_command, self.config)
+        return run_tests(self.env.sandbox, self.test_command, self.config)
 
     # -----------------------------------------------------------------------------------------
     # Bookkeeping
@@ -445,22 +437,6 @@ def parse_choice(answer: str, count: int) -> tuple[list[int], str | None]:
 def _location_meta(loc: Any) -> dict[str, Any]:
     return {"path": loc.path, "name": loc.name, "start_line": loc.start_line,
             "end_line": loc.end_line, "score": loc.score, "reasons": list(loc.reasons)}
-
-
-def _merge(spans: list[tuple[int, int, str]], line_count: int) -> list[tuple[int, int, str]]:
-    """Ranges widened by CONTEXT_LINES, clipped to the file, overlapping ones merged (names
-    joined), in file order."""
-    widened = sorted((max(1, s - CONTEXT_LINES), min(line_count, e + CONTEXT_LINES), name)
-                     for s, e, name in spans if s <= line_count)
-    merged: list[tuple[int, int, str]] = []
-    for start, end, name in widened:
-        if merged and start <= merged[-1][1] + 1:
-            last = merged[-1]
-            names = last[2] if name in last[2].split(", ") else f"{last[2]}, {name}"
-            merged[-1] = (last[0], max(last[1], end), names)
-        else:
-            merged.append((start, end, name))
-    return merged
 
 
 def opening(edit_format: str) -> list[dict[str, Any]]:

@@ -105,6 +105,25 @@ class Location:
     reasons: list[str] = field(default_factory=list)
 
 
+def changed_functions(path: str, text: str, ranges: list[tuple[int, int]],
+                      reason: str) -> list[Location]:
+    """The innermost functions of `text` (the file at `path`) that the 1-based (first, last) line
+    ranges touch, in the order of the ranges, each once, scored 1.0 with `reason`: where a known
+    change is, as the scaffold shows locations."""
+    functions = functions_in_source(text.encode("utf-8"), path)
+    found: list[Location] = []
+    for first, last in ranges:
+        inside = [f for f in functions if f.start_line <= last and first <= f.end_line]
+        innermost = [f for f in inside if not any(
+            g is not f and f.start_line <= g.start_line and g.end_line <= f.end_line
+            for g in inside)]
+        for function in innermost:
+            if all(function.qualified_name != o.name for o in found):
+                found.append(Location(path, function.qualified_name, function.start_line,
+                                      function.end_line, 1.0, [reason]))
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # The per-file index
 
@@ -126,7 +145,6 @@ class _FileIndex:
     functions: list[_FunctionIndex]
     defines: frozenset        # function and class names defined here
     references: Counter       # identifier -> uses in the file
-    signatures: list[tuple[int, int, str]]  # (line, depth, first line of a definition)
 
 
 _cache: dict[str, dict[str, tuple[tuple[int, int], _FileIndex]]] = {}
@@ -196,7 +214,6 @@ def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
         functions = [header, *functions]
     indexed = []
     defines: set[str] = set()
-    signatures: dict[int, tuple[int, int, str]] = {}
     for fn in functions:
         body = "\n".join(text_lines[fn.start_line - 1:fn.end_line])
         identifiers = IDENT.findall(body)
@@ -210,24 +227,11 @@ def _index_file(repo_root: Path, rel: str) -> _FileIndex | None:
             function=fn, terms=terms, name_terms=frozenset(_subwords(fn.name) + scope_terms),
             scopes=frozenset(scopes), identifiers=frozenset(identifiers),
             words=" ".join(WORD.findall(body.lower()))))
-        if fn is header:
-            continue  # a region, not a definition: nothing for the graph or the repository map
-        defines.add(fn.name)
-        defines.update(scopes)
-        depth = len(scopes)
-        signatures[fn.start_line] = (fn.start_line, depth,
-                                     _signature(text_lines[fn.start_line - 1]))
-        # The enclosing class's line, found by its name above the method (cheap, good enough).
-        if scopes:
-            for line_no in range(fn.start_line - 1, 0, -1):
-                line = text_lines[line_no - 1]
-                if re.search(rf"\b(class|struct|impl|interface|object|const|let|var|type)\b.*\b"
-                             rf"{re.escape(scopes[-1])}\b", line):
-                    signatures.setdefault(line_no, (line_no, depth - 1, _signature(line)))
-                    break
+        if fn is not header:  # a region, not a definition: nothing for the graph
+            defines.add(fn.name)
+            defines.update(scopes)
     return _FileIndex(path=rel, family=GRAMMAR_FAMILY.get(grammar, grammar), functions=indexed,
-                      defines=frozenset(defines),
-                      references=references, signatures=sorted(signatures.values()))
+                      defines=frozenset(defines), references=references)
 
 
 TOP_OF_FILE = "(top of file)"
@@ -249,11 +253,6 @@ def _file_header(rel: str, lines: list[str], functions: list[Function]) -> Funct
         return None
     return Function(path=rel, name=TOP_OF_FILE, qualified_name=TOP_OF_FILE,
                     language=grammar_of(rel) or "", start_line=1, end_line=end)
-
-
-def _signature(line: str) -> str:
-    line = line.strip()
-    return line if len(line) <= 120 else line[:117] + "..."
 
 
 def _repository_index(repo_root: Path) -> list[_FileIndex]:
@@ -579,46 +578,6 @@ def localize(repo_root: Path, task: str, limit: int = 5) -> list[Location]:
         locations.append(Location(path=fn.path, name=fn.qualified_name, start_line=fn.start_line,
                                   end_line=fn.end_line, score=round(score, 4), reasons=reasons))
     return locations
-
-
-def repo_map(repo_root: Path, task: str, token_budget: int = 1024) -> str:
-    """The top-ranked files with their definitions' signatures (one line each, indented by
-    nesting), most relevant file first, cut to `token_budget` tokens (counted as chars/4)."""
-    result = _rank(Path(repo_root), task)
-    functions, scored = result[0], result[1]
-    if not functions:
-        return ""
-    files, file_rank = result[2], result[3]
-    # A file's relevance: its best function's score, then its PageRank.
-    best: dict[str, float] = defaultdict(float)
-    for fi in functions:
-        best[fi.function.path] = max(best[fi.function.path], scored[id(fi)][0])
-    ordered = sorted(files, key=lambda f: (-round(best.get(f.path, 0.0), 9),
-                                           -file_rank.get(f.path, 0.0), f.path))
-    budget = max(token_budget, 0) * 4
-    out: list[str] = []
-    used = 0
-    for f in ordered:
-        if not f.signatures:
-            continue
-        block = [f"{f.path}:"] + [f"{line:>5}│{'    ' * (depth + 1)}{text}"
-                                  for line, depth, text in f.signatures]
-        chunk = "\n".join(block) + "\n"
-        if used + len(chunk) > budget:
-            # Part of a file is still useful: as many of its lines as fit, then stop.
-            partial = []
-            size = used
-            for line in block:
-                if size + len(line) + 1 > budget:
-                    break
-                partial.append(line)
-                size += len(line) + 1
-            if len(partial) > 1:
-                out.append("\n".join(partial) + "\n")
-            break
-        out.append(chunk)
-        used += len(chunk)
-    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------

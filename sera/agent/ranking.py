@@ -1,6 +1,6 @@
 """Order the candidate patches of one solve: votes, cheap filters, then the reranker's score.
 
-1. Votes: candidates whose patches are the same after `normalize_patch` are one patch; its votes
+1. Votes: candidates whose patches are the same after `sera.diff.normalize` are one patch; its votes
    are how many candidates produced it. Duplicates are neither checked nor scored again.
 2. Filters, cheap first: the patch applies to the user's working tree as it is now (`sera apply`'s
    check); in a fresh work copy of the solve's snapshot, the changed files still parse; the test
@@ -17,7 +17,6 @@ of steps 1-2 and says why in `Ranking.error`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -26,9 +25,9 @@ from sera.agent.checks import PatchCheck, check_patch, patch_applies
 from sera.agent.testcmd import resolve_test_command
 from sera.agent.trajectory import Trajectory
 from sera.config import Settings
+from sera.diff import normalize
 from sera.models.base import Reranker
 
-HUNK_HEADER = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@")
 DETAIL_CHARS = 2000  # of test output or parse errors kept per candidate
 
 
@@ -75,19 +74,6 @@ class Ranking:
         return data | {"order": [e.index for e in self.entries]}
 
 
-def normalize_patch(patch: str) -> str:
-    """The patch with `index` lines, hunk line numbers and trailing whitespace dropped: file names,
-    context and changed lines are kept, so equal patches made at other offsets compare equal."""
-    lines = []
-    for line in patch.splitlines():
-        if line.startswith("index "):
-            continue
-        lines.append("@@" if HUNK_HEADER.match(line) else line.rstrip())
-    while lines and not lines[-1]:
-        lines.pop()
-    return "\n".join(lines)
-
-
 def rank_candidates(repo_root: Path, commit: str, task: str, candidates: Sequence[CandidatePatch],
                     reranker: Reranker | None, settings: Settings,
                     progress: Callable[[str], None] | None = None,
@@ -127,7 +113,7 @@ def _group(candidates: Sequence[CandidatePatch]) -> list[list[CandidatePatch]]:
     by_patch: dict[str, list[CandidatePatch]] = {}
     for c in sorted(candidates, key=lambda c: c.index):
         if c.patch.strip():
-            by_patch.setdefault(normalize_patch(c.patch), []).append(c)
+            by_patch.setdefault(normalize(c.patch), []).append(c)
     return list(by_patch.values())
 
 

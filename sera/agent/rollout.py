@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from sera.agent.guided import GuidedAgent
 from sera.agent.loop import Agent, StepEvent
 from sera.agent.testcmd import resolve_test_command
 from sera.agent.tools import ToolEnvironment
@@ -29,18 +30,15 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
     trajectory = Trajectory(path=path, meta={**(meta or {}), "scaffold": scaffold})
     with WorkCopy.create(repo_root, commit) as workcopy:
         fault_point("solve-candidate")  # the fault suite's kill -9 with a work copy on disk
+        env = ToolEnvironment(workcopy, settings.agent)  # one environment, either scaffold
         if scaffold == "guided":
-            from sera.agent.guided import GuidedAgent
             tests = resolve_test_command(repo_root, settings.agent.test_command)
-            GuidedAgent(model, workcopy, trajectory, settings.agent, settings.model, adapter=adapter,
+            GuidedAgent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
                         on_step=on_step, cancel=cancel, test_command=tests,
                         candidate=int((meta or {}).get("candidate", 0))).run(task)
-            # set when the guided check ran a command without a sandbox
-            return trajectory, trajectory.meta.get("sandbox_warning")
-        env = ToolEnvironment(workcopy, settings.agent)
-        agent = Agent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
-                      on_step=on_step, cancel=cancel)
-        agent.run(task)
+        else:
+            Agent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
+                  on_step=on_step, cancel=cancel).run(task)
     return trajectory, env.sandbox_warning
 
 

@@ -4,14 +4,11 @@ server sends it in messages and the TUI shows it."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 from typing import Any
 
 from sera.agent.solve import Candidate, SolveResult
 
-DIFF_FILE = re.compile(r"^diff --git a/(.+?) b/(.+)$", re.MULTILINE)
-HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
 
 
 def rank_line(c: Candidate) -> str:
@@ -34,26 +31,6 @@ def location_lines(c: Candidate) -> list[str]:
     """Where a guided candidate looked, and why: one line per located function."""
     return [f"looked at {place['path']}:{place['start_line']} {place['name']} "
             f"({'; '.join(place['reasons'])})" for place in c.locations]
-
-
-def changed_files(patch: str) -> list[str]:
-    """The files a git patch changes, in order (a rename's new name)."""
-    return list(dict.fromkeys(match.group(2) for match in DIFF_FILE.finditer(patch)))
-
-
-def changed_ranges(patch: str) -> dict[str, list[tuple[int, int]]]:
-    """Per file (its path before the change), the 0-based line ranges [first, last] of the
-    hunks, as the file reads before the patch: where an editor offers to apply it."""
-    ranges: dict[str, list[tuple[int, int]]] = {}
-    path = None
-    for line in patch.splitlines():
-        if line.startswith("--- "):
-            path = line[6:] if line.startswith("--- a/") else None
-        elif path and (hunk := HUNK.match(line)):
-            start, count = int(hunk.group(1)), int(hunk.group(2) or 1)
-            first = max(start - 1, 0)
-            ranges.setdefault(path, []).append((first, first + max(count, 1) - 1))
-    return ranges
 
 
 def ordering_notes(result: SolveResult, reranker_off: bool = False) -> list[str]:

@@ -1,14 +1,56 @@
 """The code views of the guided scaffold's edit request, for solve and for training alike.
 
-`render_code_view`: numbered lines around the located functions (the SEARCH/REPLACE format);
-`function_block`: one function whole, without numbers (the whole-function format). The worked
-example (example.py), the policy stage and the history rows render through these, so what a
-model is trained on is what solve shows it.
+`located_view`: numbered lines around the located functions (the SEARCH/REPLACE format), built
+on `render_code_view`; `function_block`: one function whole, without numbers (the whole-function
+format). Solve (guided.py), the worked example (example.py), the policy stage and the history
+rows render through these, so what a model is trained on is what solve shows it.
 """
 
 from __future__ import annotations
 
+from typing import Protocol, Sequence
+
 from sera.agent.checks import language_name
+
+CONTEXT_LINES = 3  # lines shown before and after each located function
+
+
+class Located(Protocol):
+    """A place to show (localize.Location has these)."""
+
+    path: str
+    name: str
+    start_line: int
+    end_line: int
+
+
+def located_view(files: dict[str, list[str]], locations: Sequence[Located], budget: int) -> str:
+    """THE view of an edit request: each location's lines (files[path], from view_lines) with
+    CONTEXT_LINES around, merged where they touch, in file order per file and files in the order
+    the locations name them; clipped to `budget` characters ('' when nothing fits)."""
+    spans = {}
+    for rel in dict.fromkeys(loc.path for loc in locations):
+        if rel in files:
+            spans[rel] = merge_spans([(loc.start_line, loc.end_line, loc.name)
+                                      for loc in locations if loc.path == rel], len(files[rel]))
+    return render_code_view(files, spans, budget)
+
+
+def merge_spans(spans: list[tuple[int, int, str]], line_count: int) -> list[tuple[int, int, str]]:
+    """Ranges widened by CONTEXT_LINES, clipped to the file, overlapping ones merged (names
+    joined), in file order."""
+    widened = sorted((max(1, s - CONTEXT_LINES), min(line_count, e + CONTEXT_LINES), name)
+                     for s, e, name in spans if s <= line_count)
+    merged: list[tuple[int, int, str]] = []
+    for start, end, name in widened:
+        if merged and start <= merged[-1][1] + 1:
+            last = merged[-1]
+            names = last[2] if not name or name in last[2].split(", ") else \
+                ", ".join(filter(None, (last[2], name)))
+            merged[-1] = (last[0], max(last[1], end), names)
+        else:
+            merged.append((start, end, name))
+    return merged
 
 
 def render_code_view(files: dict[str, list[str]], spans: dict[str, list[tuple[int, int, str]]],

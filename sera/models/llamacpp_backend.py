@@ -79,7 +79,6 @@ class LlamaCppModel:
         self.path = Path(path)
         self.config = config
         self.spec = spec or f"llamacpp:{self.path}"
-        self.load_seconds = 0.0
         self._lock = threading.Lock()
         self._adapters: list[Path] = []  # GGUF adapters in server id order
         self._adapter_mtimes: dict[Path, float] = {}
@@ -129,7 +128,6 @@ class LlamaCppModel:
     def _start(self) -> None:
         import xllamacpp
 
-        started = time.perf_counter()
         try:
             self._server = xllamacpp.Server(self._server_params(xllamacpp))
         except RuntimeError as error:
@@ -137,7 +135,6 @@ class LlamaCppModel:
             raise ModelError(f"llama.cpp could not load {self.path} ({error}); check that the file "
                              f"is a complete GGUF chat model (set SERA_DEBUG=1 to see llama.cpp's "
                              f"log), or lower model.context_tokens if memory is short") from None
-        self.load_seconds = time.perf_counter() - started
 
     def _stop(self) -> None:
         # dropping the last reference runs the server's destructor, which ends its threads

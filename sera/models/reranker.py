@@ -1,6 +1,7 @@
 """The RewardRanker reward model: one scalar score for (task text, candidate patch).
 
-    reranker = load_reranker(repo_root, settings)     # None when none is trained or 'none' is set
+    folder = resolve_reranker(repo_root, settings.rerank.reranker, base)  # None: none trained
+    reranker = open_reranker(folder, settings, agent_model)
     scores = reranker.score(task, [patch_a, patch_b])   # higher = more likely right
 
 The model is the agent's base model loaded as a sequence classifier with one label
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sera.errors import ModelError, SeraError
+from sera.models.device import pick_device
 from sera.paths import atomic_write_json, card_folders, rerankers_dir
 from sera.prompts import render_from
 
@@ -136,19 +138,6 @@ def _pad_id(tokenizer: Any, config_pad: int | None = None) -> int:
     return next(v for v in choices if isinstance(v, int) and v != last)
 
 
-def pick_device(device: str) -> str:
-    """auto -> cuda when torch sees a GPU, else cpu."""
-    import torch
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SeraError("the reranker was asked to run on a GPU (device cuda) but torch sees none; "
-                        "use device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise SeraError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
-
-
 class LoraReranker:
     """A base model + LoRA reward model that scores candidate patches (the `Reranker` protocol).
 
@@ -201,7 +190,7 @@ class LoraReranker:
 
         folder = Path(folder)
         card = read_card(folder)
-        target = pick_device(device)
+        target = pick_device(device, "the reranker")
         base = _base_folder(card)
         tokenizer = load_tokenizer(base)
         model = _with_adapter(load_reward_base(base, tokenizer, bf16=target == "cuda"), folder)
@@ -386,17 +375,6 @@ def resolve_reranker(repo_root: Path, name: str, base_spec: str) -> Path | None:
     listing = ", ".join(known) if known else "none yet (sera specialize . trains one)"
     raise SeraError(f"reranker {name!r} not found in {rerankers_dir(repo_root)} nor as a folder; "
                     f"rerankers of this repository: {listing}; --reranker none turns scoring off")
-
-
-def load_reranker(repo_root: Path, settings: "Settings",
-                  agent_model: Any = None) -> LoraReranker | None:
-    """The reranker that settings.rerank names for this repository, or None when there is none
-    (none trained for the base yet, or rerank.reranker = 'none'). When `agent_model` is the
-    in-process transformers model the reranker was trained on, it scores on that model
-    (`LoraReranker.sharing`) instead of loading a second copy of the base."""
-    base = settings.rerank.base or settings.model.spec
-    folder = resolve_reranker(repo_root, settings.rerank.reranker, base)
-    return None if folder is None else open_reranker(folder, settings, agent_model)
 
 
 def open_reranker(folder: Path, settings: "Settings", agent_model: Any = None) -> LoraReranker:

@@ -37,11 +37,6 @@ def load(arg: str, config: ModelConfig) -> "ScriptedChatModel":
     return ScriptedChatModel(f"scripted:{arg}", _replies(data, arg), _conversations(data, arg))
 
 
-def read_replies(arg: str) -> list[str]:
-    """The fallback replies in a script file; a ModelError that says what to fix otherwise."""
-    return _replies(_read_json(arg), arg)
-
-
 def _read_json(arg: str):
     if not arg.strip():
         raise ModelError("the scripted model needs a file: --model scripted:/path/to/replies.json "

@@ -88,12 +88,10 @@ class VllmModel:
         self.vllm, self.config = vllm, config
         self.spec = f"vllm:{model}"
         known = [config.adapter] if config.adapter and Path(config.adapter).is_dir() else []
-        started = time.perf_counter()
         self.llm = vllm.LLM(model=model, enable_lora=True,
                             max_lora_rank=lora_rank([*known, *adapters]),
                             enable_prefix_caching=True, max_model_len=config.context_tokens,
                             seed=config.seed if config.seed >= 0 else 0)
-        self.load_seconds = time.perf_counter() - started
         self._lora_ids: dict[str, int] = {}
         self._queue: list[_Request] = []
         self._queue_lock = threading.Lock()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from lsprotocol import types
 
+from sera.diff import changed_ranges
+
 TODO = re.compile(r"\b(?:TODO|FIXME)\b[:\s-]*(.+)$")
 TITLE_CHARS = 60
 
@@ -32,13 +34,12 @@ def candidate_actions(last_solve, rel: str, params: types.CodeActionParams) -> l
     """The last solve's ranked candidates that change `rel` at the requested lines."""
     if last_solve is None:
         return []
-    from sera.agent.summary import changed_ranges
     _, run_id, candidates = last_solve
     start, end = params.range.start.line, params.range.end.line
     found = []
     for c in sorted(candidates, key=lambda c: c["rank"]):
         if any(first <= end and start <= last
-               for first, last in changed_ranges(c["patch"]).get(rel, [])):
+               for first, last in _editor_ranges(c["patch"], rel)):
             title = (f"sera: apply candidate {c['index']} (rank {c['rank']}, {c['votes']} "
                      f"vote{'s' if c['votes'] != 1 else ''})")
             found.append(types.CodeAction(title=title, kind=types.CodeActionKind.QuickFix,
@@ -81,3 +82,8 @@ def relative(root: Path, path: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def _editor_ranges(patch: str, rel: str) -> list[tuple[int, int]]:
+    """The 0-based line ranges the patch's hunks cover in `rel` as it reads before the patch."""
+    return [(first - 1, last - 1) for first, last in changed_ranges(patch).get(rel, [])]

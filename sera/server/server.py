@@ -37,7 +37,8 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from sera import __version__
 from sera.agent.session import Session
-from sera.agent.summary import (changed_files, distinct_patches, location_lines, ordering_notes,
+from sera.diff import changed_files
+from sera.agent.summary import (distinct_patches, location_lines, ordering_notes,
                                 rank_line, step_line)
 from sera.errors import SeraError
 from sera.server.actions import candidate_actions, code_actions, relative

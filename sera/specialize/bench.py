@@ -33,7 +33,8 @@ from typing import Any, Callable
 from sera.agent.runs import new_run_id
 from sera.agent.session import Session
 from sera.agent.solve import SolveResult, solve
-from sera.agent.summary import changed_files, top_candidate
+from sera.diff import changed_files
+from sera.agent.summary import top_candidate
 from sera.agent.workcopy import ensure_state_dir, run_git
 from sera.config import Settings, load_settings
 from sera.errors import SeraError

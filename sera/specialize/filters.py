@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from sera.agent.parse import format_observation
-from sera.specialize.recall import changed_line_count
+from sera.diff import changed_lines
 
 Message = dict[str, str]
 CountTokens = Callable[[str], int]
@@ -28,7 +28,7 @@ _OPEN, _CLOSE = format_observation("\0").split("\0")
 
 
 def too_many_changed_lines(patch: str, limit: int = MAX_CHANGED_LINES) -> bool:
-    return changed_line_count(patch) > limit
+    return len(changed_lines(patch)) > limit
 
 
 def tool_outputs(messages: Sequence[Message]) -> list[str]:

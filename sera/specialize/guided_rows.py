@@ -21,11 +21,12 @@ from pathlib import Path
 
 from sera.agent.checks import language_name
 from sera.agent.guided import LOCATIONS, GuidedAgent, _location_meta, opening
-from sera.agent.localize import Location, candidate_view
+from sera.agent.localize import Location, candidate_view, changed_functions
 from sera.agent.prompts import render
 from sera.agent.rollout import choose_scaffold
-from sera.agent.searchreplace import Edit, EditError, apply_edits
 from sera.agent.sourcecode import functions_in_source
+from sera.agent.searchreplace import Edit, EditError, apply_edits
+from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import Settings
@@ -44,7 +45,8 @@ def guided_history_trajectory(repo_root: Path, task: HistoryTask,
     if not edits or any(edit.new is None for edit in edits):
         return None  # a file the commit deletes: no edit format writes that
     with WorkCopy.create(repo_root, task.parent) as workcopy:
-        agent = GuidedAgent(None, workcopy, Trajectory(), settings.agent, settings.model)
+        agent = GuidedAgent(None, ToolEnvironment(workcopy, settings.agent), Trajectory(),
+                            settings.agent, settings.model)
         changed = _changed_functions(edits)
         if agent.format == "functions":
             answer = _function_answer(edits, changed)
@@ -88,20 +90,10 @@ def _changed_functions(edits: list[_FileEdit]) -> list[Location]:
     """The functions of the parent whose lines the commit changes (innermost definitions)."""
     found: list[Location] = []
     for edit in edits:
-        if edit.old is None:
-            continue
-        functions = functions_in_source(edit.old.encode("utf-8"), edit.path)
-        for i1, i2, _, _ in _edit_blocks(_lines(edit.old), _lines(edit.new or "")):
-            first, last = i1 + 1, max(i2, i1 + 1)  # 1-based lines the region touches
-            inside = [f for f in functions if f.start_line <= last and first <= f.end_line]
-            innermost = [f for f in inside if not any(
-                g is not f and f.start_line <= g.start_line and g.end_line <= f.end_line
-                for g in inside)]
-            for function in innermost:
-                loc = Location(edit.path, function.qualified_name, function.start_line,
-                               function.end_line, 1.0, [REASON])
-                if all((loc.path, loc.name) != (o.path, o.name) for o in found):
-                    found.append(loc)
+        if edit.old is not None:
+            ranges = [(i1 + 1, max(i2, i1 + 1)) for i1, i2, _, _ in
+                      _edit_blocks(_lines(edit.old), _lines(edit.new or ""))]
+            found += changed_functions(edit.path, edit.old, ranges, REASON)
     return found
 
 

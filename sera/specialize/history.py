@@ -30,12 +30,12 @@ from sera.agent.workcopy import WorkCopy, git, git_bytes
 from sera.config import AgentConfig
 from sera.errors import RepositoryError, SeraError
 from sera.agent.sourcecode import is_test_path
-from sera.specialize.recall import changed_line_count, changed_lines
+from sera.diff import changed_lines, file_sections, unquote
 
 log = logging.getLogger(__name__)
 
 MAX_CHANGED_LINES = 40
-# numstat counts blank lines too, which changed_line_count ignores: a commit is only diffed when
+# numstat counts blank lines too, which changed_lines ignores: a commit is only diffed when
 # its numstat total could still shrink to the limit. Blank lines rarely make up two thirds of one.
 PRESELECT_SLACK = 3
 MIN_MESSAGE_CHARS = 10
@@ -67,7 +67,6 @@ DIFF_BATCH = 256  # candidate commits diffed per git call
 DIFF_OPTIONS = ["--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
                 "--dst-prefix=b/"]
 _RECORD, _FIELD = "\x1e", "\x1f"
-_C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
 @dataclass
@@ -175,7 +174,7 @@ def _file_change(raw: str, numstat: str) -> _FileChange:
     info, *paths = raw.split("\t")
     old_mode, new_mode, _, _, status = info[1:].split()
     added, deleted, _ = numstat.split("\t", 2)
-    return _FileChange(status[:1], old_mode, new_mode, [_unquote(p) for p in paths],
+    return _FileChange(status[:1], old_mode, new_mode, [unquote(p) for p in paths],
                        None if added == "-" else int(added),
                        None if deleted == "-" else int(deleted))
 
@@ -227,7 +226,7 @@ def _task_from(entry: _LogEntry, sources: list[int], patch: bytes,
         return None  # not UTF-8: the editor could not make this change
     if "\0" in text or not _replayable_patch(text):
         return None
-    if not 1 <= changed_line_count(text) <= max_changed_lines:
+    if not 1 <= len(changed_lines(text)) <= max_changed_lines:
         return None
     files = sorted(entry.changes[index].paths[-1] for index in sources)
     if is_chore(entry.message, files, text):
@@ -276,7 +275,7 @@ def _commit_patches(repo_root: Path, entries: list[_LogEntry]) -> list[bytes | N
 def _source_patch(repo_root: Path, entry: _LogEntry, sources: list[int],
                   full_patch: bytes | None) -> bytes:
     """The file sections of the non-test changes: the reference patch."""
-    sections = _file_sections(full_patch) if full_patch is not None else []
+    sections = file_sections(full_patch) if full_patch is not None else []
     aligned = len(sections) == len(entry.changes) and all(
         _names(sections[index], entry.changes[index].paths[-1]) for index in sources)
     if aligned:
@@ -286,37 +285,9 @@ def _source_patch(repo_root: Path, entry: _LogEntry, sources: list[int],
                        *(f":(literal){path}" for path in paths)], repo_root)
 
 
-def _file_sections(patch: bytes) -> list[bytes]:
-    """A patch cut before each "diff --git" line (inside hunks every line starts with a sign)."""
-    if not patch:
-        return []
-    starts = [0] + [match.start() + 1 for match in re.finditer(rb"\ndiff --git ", patch)]
-    return [patch[start:end] for start, end in zip(starts, starts[1:] + [len(patch)])]
-
-
 def _names(section: bytes, path: str) -> bool:
     header = section.split(b"\n", 1)[0]
     return header.endswith(f" b/{path}".encode()) or header.endswith(b'"')
-
-
-def _unquote(path: str) -> str:
-    """A path as git prints it, C-quoted when it holds special characters, back to the name."""
-    if not (len(path) >= 2 and path[0] == path[-1] == '"'):
-        return path
-    body, out, index = path[1:-1], bytearray(), 0
-    while index < len(body):
-        char = body[index]
-        if char != "\\" or index + 1 == len(body):
-            out += char.encode("utf-8", "surrogateescape")
-            index += 1
-        elif body[index + 1] in "01234567":
-            out.append(int(body[index + 1:index + 4], 8) & 0xFF)
-            index += 4
-        else:
-            out += _C_ESCAPES.get(body[index + 1], body[index + 1]).encode()
-            index += 2
-    return out.decode("utf-8", "surrogateescape")
-
 
 # --- reconstruction --------------------------------------------------------------------------
 

@@ -56,12 +56,15 @@ from sera.config import doc_field
 from sera.agent.guided import opening
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
-from sera.agent.views import render_code_view, view_lines
+from sera.agent.localize import Location, changed_functions
+from sera.agent.views import Located, located_view, view_lines
 from sera.agent.workcopy import git, git_bytes
 from sera.errors import RepositoryError, SeraError
-from sera.specialize.history import HistoryTask, _unquote
+from sera.models.device import pick_device
+from sera.specialize.history import HistoryTask
 from sera.specialize.labels import TaskGroup
-from sera.specialize.recall import changed_lines, line_recall
+from sera.diff import change_ranges, changed_lines, parse
+from sera.specialize.recall import line_recall
 from sera.specialize.rerank_pool import PoolTask
 from sera.specialize.train import ALL_PROJECTIONS, save_peft_folder
 
@@ -72,6 +75,7 @@ log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[str, Sequence[str]], Sequence[float]]  # reranker.score(task, patches)
 CHARS_PER_TOKEN = 3  # as the guided scaffold estimates the room code takes
+CHANGED = "changed by the reference"
 DIFF_OPTIONS = ["--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
                 "--dst-prefix=b/"]
 SCRATCH_GIT = ["-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c",
@@ -88,8 +92,6 @@ class PolicyConfig:
                             "accumulated (activation memory grows with it)", 1)
     max_completion_tokens: int = doc_field("longest answer in tokens; longer ones are cut", 128)
     code_tokens: int = doc_field("room for the files in the prompt (about 3 characters a token)", 1024)
-    context_lines: int = doc_field("lines shown around each changed place when a file does not fit",
-                              20)
     temperature: float = doc_field("sampling temperature of the answers", 1.0)
     beta: float = doc_field("weight of the KL penalty to the starting adapter (0 = none, no "
                        "reference pass: cheaper)", 0.04)
@@ -200,57 +202,16 @@ def _task_fields(item: Any, commit: str | None) -> tuple[str, str | None, str, s
 
 
 def _files_at(repo_root: Path, commit: str, reference: str) -> dict[str, str] | None:
+    """The text at `commit` of each file the reference changes (not those it creates: there is
+    nothing to show of them yet); None when one is not UTF-8."""
     files = {}
-    for path, (old_path, _) in _file_hunks(reference).items():
-        if old_path is None:
-            continue  # a file the reference creates: there is nothing to show yet
+    for old_path in dict.fromkeys(f.old_path for f in parse(reference) if f.old_path):
         try:
             data = git_bytes(["cat-file", "blob", f"{commit}:{old_path}"], repo_root)
             files[old_path] = data.decode("utf-8")
         except (RepositoryError, UnicodeDecodeError):
             return None
     return files
-
-
-def _file_hunks(patch: str) -> dict[str, tuple[str | None, list[tuple[int, int]]]]:
-    """Per file of a git patch: (its old path or None for a new file, the old-side line ranges
-    (first, last) of its hunks)."""
-    result: dict[str, tuple[str | None, list[tuple[int, int]]]] = {}
-    old: str | None = None
-    left = 0  # lines of the current hunk still to come (old + new side)
-    for line in patch.split("\n"):
-        if left > 0:
-            if not line.startswith("\\"):  # "\ No newline at end of file" is no line
-                left -= 2 if line.startswith(" ") or not line else 1
-            continue
-        if line.startswith("--- "):
-            old = _patch_path(line[4:])
-        elif line.startswith("+++ "):
-            new = _patch_path(line[4:])
-            current = old or new
-            if current:
-                result[current] = (old, [])
-        elif line.startswith("@@") and result:
-            start, old_count, new_count = _hunk_header(line)
-            ranges = list(result.values())[-1][1]
-            ranges.append((max(1, start), max(1, start) + max(old_count, 1) - 1))
-            left = old_count + new_count
-    return result
-
-
-def _hunk_header(line: str) -> tuple[int, int, int]:
-    """(old start, old count, new count) of "@@ -a,b +c,d @@"."""
-    old, new = line.split(" ")[1:3]
-    start, _, old_count = old[1:].partition(",")
-    _, _, new_count = new[1:].partition(",")
-    return int(start), int(old_count or 1), int(new_count or 1)
-
-
-def _patch_path(name: str) -> str | None:
-    name = _unquote(name.rstrip("\t").strip())
-    if name == "/dev/null":
-        return None
-    return name[2:] if name[:2] in ("a/", "b/") else name
 
 
 # --- the prompt -----------------------------------------------------------------------------
@@ -264,29 +225,22 @@ def policy_prompt(task: PolicyTask, config: PolicyConfig) -> list[dict[str, str]
 
 
 def code_view(task: PolicyTask, config: PolicyConfig) -> str:
-    """The task's files with line numbers, as the guided scaffold renders code
-    (views.render_code_view): whole when they fit `code_tokens`, else windows of
-    `context_lines` around the reference's changes; clipped to the room either way."""
-    budget = config.code_tokens * CHARS_PER_TOKEN
-    hunks = {old: ranges for old, ranges in _file_hunks(task.reference).values()}
+    """The task's code as solve's guided scaffold shows it (views.located_view): the functions
+    the reference changes, and the changed lines outside any function, with the lines around;
+    clipped to `code_tokens`."""
+    ranges = change_ranges(task.reference)
     files = {path: view_lines(text) for path, text in task.files.items()}
-    fits = sum(len(line) + 8 for lines in files.values() for line in lines) <= budget
-    spans = {path: [(first, last, "") for first, last in (
-        [(1, len(lines))] if fits else _windows(hunks.get(path, []), len(lines),
-                                                config.context_lines))]
-             for path, lines in files.items()}
-    return render_code_view(files, spans, budget) or "(the files are empty)"
-
-
-def _windows(ranges: list[tuple[int, int]], count: int, context: int) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        first, last = max(1, first - context), min(count, last + context)
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged or [(1, count)]
+    locations: list[Located] = []
+    for path, text in task.files.items():
+        functions = changed_functions(path, text, ranges.get(path, []), CHANGED)
+        locations += functions
+        outside = [(first, last) for first, last in ranges.get(path, [])
+                   if not any(f.start_line <= last and first <= f.end_line for f in functions)]
+        if path not in ranges:  # a reference without line numbers: the whole file
+            outside = [(1, len(files[path]))]
+        locations += [Location(path, "", first, last, 1.0, [CHANGED]) for first, last in outside]
+    return located_view(files, locations, config.code_tokens * CHARS_PER_TOKEN) or \
+        "(the files are empty)"
 
 
 # --- the reward -----------------------------------------------------------------------------
@@ -432,13 +386,6 @@ def _weight_change(before: tuple[dict, dict], after: tuple[dict, dict]) -> tuple
     return math.sqrt(moved / size) if size else math.sqrt(moved), before[1] != after[1]
 
 
-def _device(config: PolicyConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _policy_model(folder: Path, adapter_in: Path | None, config: PolicyConfig) -> Any:
     """The frozen base (float32) with the adapter's LoRA weights trainable."""
     import torch
@@ -464,10 +411,7 @@ def _trainer(model: Any, tokenizer: Any, tasks: Sequence[PolicyTask], score_fn: 
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    device = _device(config)
-    if device == "cuda" and not _cuda_available():
-        raise SeraError("policy optimization was asked to run on a GPU (device cuda) but torch "
-                        "sees none; use device cpu or auto")
+    device = pick_device(config.device, "policy optimization")
     args = GRPOConfig(
         output_dir=str(scratch), max_steps=config.steps, learning_rate=config.lr,
         lr_scheduler_type="constant", num_generations=config.num_generations,
@@ -486,11 +430,6 @@ def _trainer(model: Any, tokenizer: Any, tasks: Sequence[PolicyTask], score_fn: 
                           processing_class=tokenizer, callbacks=[_progress_callback(progress)])
     trainer.remove_callback(PrinterCallback)  # progress reports instead of printed log dicts
     return trainer
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def _progress_callback(progress: Callable[[dict], None] | None) -> Any:

@@ -8,7 +8,7 @@ the mean recall of the pick ("recall@1"):
 - top-1: the reranker's highest score (tied top scores split in expectation);
 - random: the expected value of a uniform pick, computed exactly, not sampled;
 - majority: the most frequent patch, patches compared as `sera solve` counts its votes
-  (`ranking.normalize_patch`: index lines, hunk line numbers and trailing blanks ignored); an
+  (`sera.diff.normalize`: index lines, hunk line numbers and trailing blanks ignored); an
   empty patch does not vote unless every candidate is empty; tied clusters split in expectation;
 - oracle: the best available (solved when any candidate succeeded; the highest recall).
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable, Sequence
 
-from sera.agent.ranking import normalize_patch
+from sera.diff import normalize
 from sera.specialize.labels import LabeledPatch, TaskGroup
 
 METHODS = ("top1", "random", "majority", "oracle")
@@ -82,8 +82,8 @@ def majority_vote(group: TaskGroup, recall_threshold: float) -> tuple[float, flo
 
 def majority_weights(candidates: Sequence[LabeledPatch]) -> list[float]:
     """Pick probabilities of the majority vote: the largest clusters of identical patches (after
-    `normalize_patch`) share the pick equally, each spread over its members."""
-    keys = [normalize_patch(c.patch) for c in candidates]
+    `sera.diff.normalize`) share the pick equally, each spread over its members."""
+    keys = [normalize(c.patch) for c in candidates]
     voters = [i for i, key in enumerate(keys) if key] or list(range(len(candidates)))
     clusters: dict[str, list[int]] = defaultdict(list)
     for i in voters:

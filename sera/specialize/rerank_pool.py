@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sera.agent.checks import tests_pass
-from sera.agent.ranking import normalize_patch
+from sera.diff import normalize
 from sera.agent.rollout import rollout
 from sera.config import AgentConfig, Settings
 from sera.errors import SeraError
@@ -251,7 +251,7 @@ def _distinct(pairs: list[tuple[float, LabeledPatch]]) -> list[tuple[float, Labe
 
 
 def _key(patch: str) -> str:
-    return normalize_patch(patch)
+    return normalize(patch)
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from sera.config import doc_field
 from sera.errors import SeraError
+from sera.models.device import pick_device
 from sera.specialize.labels import TaskGroup
 from sera.specialize.train import ALL_PROJECTIONS, lr_schedule, save_peft_folder
 
@@ -62,9 +63,8 @@ class RerankTrainConfig:
     @classmethod
     def for_device(cls, device: str = "auto") -> "RerankTrainConfig":
         """Defaults for a CPU (fp32) or a GPU (bf16, bigger micro-batches)."""
-        from sera.models.reranker import pick_device
         if device == "auto":
-            device = pick_device(device)
+            device = pick_device(device, "reranker training")
         if device == "cpu":
             return cls(device="cpu")
         if device == "cuda":
@@ -152,14 +152,14 @@ def train_reranker(base_folder: Path, groups: Sequence[TaskGroup], out_dir: Path
     `base_spec` (the model spec of `base_folder`) goes into the card: it is how a reranker is
     matched to the model in use. `progress` gets a dict after every optimizer step."""
     import torch
-    from sera.models.reranker import LoraReranker, pick_device
+    from sera.models.reranker import LoraReranker
     from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 
     config.check()
     pairs = make_pairs(groups, min_gap)
     if not pairs:
         raise SeraError(_no_pairs_message(groups, min_gap))
-    device = pick_device(config.device)
+    device = pick_device(config.device, "reranker training")
     folder = resolve_model_folder(str(base_folder))
     tokenizer = load_tokenizer(folder)
     torch.manual_seed(config.seed)

@@ -27,7 +27,8 @@ from sera.models.base import ChatModel, Completion
 from sera.paths import atomic_write_json
 from sera.specialize import teacher
 from sera.agent.sourcecode import Function
-from sera.specialize.recall import changed_line_count, changed_lines, line_recall
+from sera.diff import changed_lines
+from sera.specialize.recall import line_recall
 
 Record = dict[str, Any]
 
@@ -109,7 +110,7 @@ def _rollout1_until_checked(ctx: SVGContext, index: int, fn: Function, record: R
         path = ctx.run_dir / "trajectories" / f"{index:05d}-t1-{attempt}.json"
         t1 = _run(ctx, request, path, record, {"role": "t1", "function": fn.qualified_name})
         entry = {"request": request, "trajectory": str(path), "status": t1.status,
-                 "changed_lines": changed_line_count(t1.patch), "self_check": None}
+                 "changed_lines": len(changed_lines(t1.patch)), "self_check": None}
         record["attempts"].append(entry)
         if t1.status == "model_error":
             raise SeraError(f"the teacher failed during rollout 1: {t1.meta.get('exit_message')}")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sera.config import doc_field
 from sera.errors import SeraError
+from sera.models.device import pick_device
 from sera.paths import atomic_write_json
 from sera.specialize.dataset import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
 
@@ -80,7 +81,7 @@ class TrainConfig:
         """Defaults for a CPU (small and quick) or a GPU (METHODS.md's LoRA recipe: r 32, alpha 128,
         lr 5e-5, bf16, 3 epochs, long context)."""
         if device == "auto":
-            device = "cuda" if _cuda_available() else "cpu"
+            device = pick_device(device, "training")
         if device == "cpu":
             return cls(device="cpu")
         if device == "cuda":
@@ -106,11 +107,6 @@ class TrainResult:
     seconds: float  # the training loop (loading and saving excluded)
     input_tokens: int = 0  # all tokens fed to the model, padding excluded, over all steps
     steps: int = 0
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -166,9 +162,7 @@ def encode_rows(rows: Sequence[Row], tokenizer: Any, max_tokens: int) -> list[Ex
 
 def _accelerator(config: TrainConfig) -> Any:
     from accelerate import Accelerator
-    if config.device == "cuda" and not _cuda_available():
-        raise SeraError("training was asked to run on a GPU (device cuda) but torch sees none; "
-                        "use device cpu or auto")
+    pick_device(config.device, "training")  # cuda without a GPU: say so before loading
     # Mixed precision stays off: the base is loaded in its training dtype, LoRA stays float32.
     return Accelerator(cpu=config.device == "cpu", mixed_precision="no")
 
@@ -398,8 +392,7 @@ def mean_nll(base: Path, rows: Sequence[Row], adapter: Path | None = None, max_t
 
     folder = resolve_model_folder(str(base))
     examples = encode_rows(rows, load_tokenizer(folder), max_tokens)
-    target = torch.device("cuda" if device == "cuda" or (device == "auto" and _cuda_available())
-                          else "cpu")
+    target = torch.device(pick_device(device, "evaluation"))
     model = load_causal_lm(folder)
     if target.type == "cuda":
         model = model.to(torch.bfloat16)

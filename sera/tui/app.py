@@ -31,8 +31,8 @@ from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from sera.agent.session import Session
 from sera.agent.solve import Candidate
-from sera.agent.summary import (candidate_from_record, changed_files, location_lines,
-                                ordering_notes, step_line)
+from sera.agent.summary import candidate_from_record, location_lines, ordering_notes, step_line
+from sera.diff import changed_files
 from sera.errors import SeraError
 from sera.tui.presets import DEFAULT, PresetScreen
 from sera.tui.progress import SolveProgress, SpecializeProgress, StageBars

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from sera.agent.summary import DIFF_FILE
+from sera.diff import git_header_paths
 
 # git's header lines: on an 80x24 terminal they filled the patch pane, leaving no changed line
 HEADER_PREFIXES = ("index ", "--- ", "+++ ", "similarity index ")
@@ -33,9 +33,9 @@ def patch_view(patch: str) -> Text:
     (diff --git, index, ---/+++) are left out. Mode, rename and binary lines stay."""
     view, in_header = Text(), False
     for line in patch.rstrip("\n").splitlines():
-        named = DIFF_FILE.match(line)
+        named = git_header_paths(line)
         if named:
-            view.append(("\n" if view else "") + named.group(2) + "\n", style="bold")
+            view.append(("\n" if view else "") + named[1] + "\n", style="bold")
             in_header = True
             continue
         in_header = in_header and not line.startswith("@@")
