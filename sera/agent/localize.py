@@ -438,108 +438,39 @@ def _graph(files: list[_FileIndex], mentioned: set[str]):
 # Ranking
 
 
-def _rank(repo_root: Path, task: str):
+@dataclass
+class _Scored:
+    """One function's score for a task, and the reasons behind it."""
+
+    index: _FunctionIndex
+    score: float
+    reasons: list[str]
+
+
+def _rank(repo_root: Path, task: str) -> list[_Scored]:
+    """Every indexed function of the repository scored for `task` (the module says how)."""
     files = _repository_index(repo_root)
     if not files:
-        return [], {}, files, {}
+        return []
     parsed = _parse_task(task)
     paths = [f.path for f in files]
     named_files: set[str] = set()
     for mentioned in parsed.paths + [fr.path for fr in parsed.frames]:
         named_files.update(_match_path(mentioned, paths))
     mentioned_names = set(parsed.identifiers) | {fr.name for fr in parsed.frames if fr.name}
-
-    # The graph, personalized toward named files and files defining mentioned identifiers.
-    edges, by_name = _graph(files, mentioned_names)
-    personalization = {p: 1.0 for p in named_files}
-    for f in files:
-        hits = len(f.defines & mentioned_names)
-        if hits:
-            personalization[f.path] = personalization.get(f.path, 0.0) + hits
-    file_rank = _pagerank(paths, edges, personalization)
-    # Spread each file's rank over the definitions it uses (aider's ranked definitions), plus a
-    # share to its own definitions so a file nobody references still ranks its functions.
-    definition_rank: dict[tuple[str, str], float] = defaultdict(float)
-    for f in files:
-        out = by_name.get(f.path, [])
-        total = sum(w for _, _, w in out)
-        for target, name, weight in out:
-            definition_rank[(target, name)] += file_rank[f.path] * weight / total
-        for name in f.defines:
-            definition_rank[(f.path, name)] += 0.1 * file_rank[f.path] / max(len(f.defines), 1)
+    definition_rank = _definition_rank(files, paths, named_files, mentioned_names)
     best_rank = max(definition_rank.values(), default=0.0) or 1.0
-
-    # Lexical: BM25 of task words over functions' sub-words.
     functions = [fi for f in files for fi in f.functions]
-    doc_freq: Counter = Counter()
-    for fi in functions:
-        doc_freq.update(fi.terms.keys())
-    count = len(functions)
-    average_length = (sum(sum(fi.terms.values()) for fi in functions) / count) if count else 1.0
+    lexical = _lexical(functions, parsed.words)
+    best_lexical = max((hit[0] for hit in lexical if hit), default=0.0) or 1.0
     name_count = Counter(fi.function.name for fi in functions)
-
-    def idf(term: str) -> float:
-        return math.log(1 + (count - doc_freq[term] + 0.5) / (doc_freq[term] + 0.5))
-
-    raw_lexical = {}
-    for fi in functions:
-        length = sum(fi.terms.values()) or 1
-        score = 0.0
-        matched = []
-        for word in parsed.words:
-            tf = fi.terms.get(word, 0)
-            if not tf:
-                continue
-            boost = 2.0 if word in fi.name_terms else 1.0
-            score += boost * idf(word) * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / average_length))
-            matched.append(word)
-        if score:
-            raw_lexical[id(fi)] = (score, matched)
-    best_lexical = max((s for s, _ in raw_lexical.values()), default=0.0) or 1.0
-
-    scored: dict[int, tuple[float, list[str]]] = {}
-    for fi in functions:
+    scored = []
+    for fi, hit in zip(functions, lexical):
+        score, reasons = _evidence(fi, parsed, named_files, mentioned_names, name_count)
+        if hit:
+            score += W_LEXICAL * hit[0] / best_lexical
+            reasons.append("matches words of the task: " + ", ".join(hit[1][:5]))
         fn = fi.function
-        score = 0.0
-        reasons: list[str] = []
-        for frame in parsed.frames:
-            if fn.path in _match_path(frame.path, [fn.path]) and \
-                    fn.start_line <= frame.line <= fn.end_line:
-                # Nested functions: the innermost containing one is meant; its name confirms it.
-                innermost = not frame.name or frame.name.split(".")[-1] == fn.name
-                weight = W_TRACEBACK_LAST if frame.last else W_TRACEBACK
-                score += weight if innermost else weight / 3
-                reasons.append(f"in a traceback line {frame.line}"
-                               + (" (where the error was raised)" if frame.last else ""))
-        if any(q == fn.qualified_name or q.endswith("." + fn.qualified_name)
-               for q in parsed.qualified) and "." in fn.qualified_name:
-            score += W_NAMED_QUALIFIED
-            reasons.append(f"named in the task ({fn.qualified_name})")
-        elif fn.name in parsed.identifiers or any(fn.name == fr.name for fr in parsed.frames):
-            score += W_NAMED / math.sqrt(name_count[fn.name])
-            reasons.append("named in the task")
-        elif _stem(fn.name.lower()) in parsed.words and len(fn.name) > 2:
-            score += W_NAMED_WORD
-            reasons.append(f"its name is a word of the task: {fn.name}")
-        named_scopes = sorted(fi.scopes & set(parsed.identifiers))
-        if named_scopes:
-            score += W_NAMED_CLASS
-            reasons.append(f"its class is named in the task ({named_scopes[0]})")
-        if fn.path in named_files:
-            score += W_FILE_NAMED
-            reasons.append(f"in a file the task names ({fn.path})")
-        texts = [t for t in parsed.texts if _text_in(t, fi.words)]
-        if texts:
-            score += W_ERROR_TEXT
-            reasons.append(f"contains the task's error text: {texts[0]!r}")
-        used = sorted(n for n in mentioned_names if n in fi.identifiers and n != fn.name)
-        if used:
-            score += W_USES_IDENT * min(len(used), 3)
-            reasons.append("uses identifiers the task mentions: " + ", ".join(used[:5]))
-        if id(fi) in raw_lexical:
-            lexical, matched = raw_lexical[id(fi)]
-            score += W_LEXICAL * lexical / best_lexical
-            reasons.append("matches words of the task: " + ", ".join(matched[:5]))
         rank = definition_rank.get((fn.path, fn.name), 0.0)
         if fn.name in CONSTRUCTORS and "." in fn.qualified_name:
             rank += definition_rank.get((fn.path, fn.qualified_name.split(".")[-2]), 0.0) / 2
@@ -548,8 +479,105 @@ def _rank(repo_root: Path, task: str):
             reasons.append(f"central in the repository map (PageRank {rank:.3f})")
         if not reasons:
             reasons.append("no direct evidence: ranked by position in the repository")
-        scored[id(fi)] = (score, reasons)
-    return functions, scored, files, file_rank
+        scored.append(_Scored(fi, score, reasons))
+    return scored
+
+
+def _definition_rank(files: list[_FileIndex], paths: list[str], named_files: set[str],
+                     mentioned_names: set[str]) -> dict[tuple[str, str], float]:
+    """(path, name) -> rank of the definition: the file graph's PageRank, personalized toward
+    named files and files defining mentioned identifiers, spread over the definitions each file
+    uses (aider's ranked definitions), plus a share to its own definitions so a file nobody
+    references still ranks its functions."""
+    edges, by_name = _graph(files, mentioned_names)
+    personalization = {p: 1.0 for p in named_files}
+    for f in files:
+        hits = len(f.defines & mentioned_names)
+        if hits:
+            personalization[f.path] = personalization.get(f.path, 0.0) + hits
+    file_rank = _pagerank(paths, edges, personalization)
+    definition_rank: dict[tuple[str, str], float] = defaultdict(float)
+    for f in files:
+        out = by_name.get(f.path, [])
+        total = sum(w for _, _, w in out)
+        for target, name, weight in out:
+            definition_rank[(target, name)] += file_rank[f.path] * weight / total
+        for name in f.defines:
+            definition_rank[(f.path, name)] += 0.1 * file_rank[f.path] / max(len(f.defines), 1)
+    return definition_rank
+
+
+def _lexical(functions: list[_FunctionIndex],
+             words: list[str]) -> list[tuple[float, list[str]] | None]:
+    """BM25 of the task's words over each function's sub-words: (score, the words matched), or
+    None where nothing matched; aligned with `functions`."""
+    doc_freq: Counter = Counter()
+    for fi in functions:
+        doc_freq.update(fi.terms.keys())
+    count = len(functions)
+    average_length = (sum(sum(fi.terms.values()) for fi in functions) / count) if count else 1.0
+
+    def idf(term: str) -> float:
+        return math.log(1 + (count - doc_freq[term] + 0.5) / (doc_freq[term] + 0.5))
+
+    hits: list[tuple[float, list[str]] | None] = []
+    for fi in functions:
+        length = sum(fi.terms.values()) or 1
+        score = 0.0
+        matched = []
+        for word in words:
+            tf = fi.terms.get(word, 0)
+            if not tf:
+                continue
+            boost = 2.0 if word in fi.name_terms else 1.0
+            score += boost * idf(word) * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / average_length))
+            matched.append(word)
+        hits.append((score, matched) if score else None)
+    return hits
+
+
+def _evidence(fi: _FunctionIndex, parsed: _Task, named_files: set[str],
+              mentioned_names: set[str], name_count: Counter) -> tuple[float, list[str]]:
+    """The score and reasons from what the task says outright: traceback frames, names of the
+    function or its class, files, error text, identifiers it uses."""
+    fn = fi.function
+    score = 0.0
+    reasons: list[str] = []
+    for frame in parsed.frames:
+        if fn.path in _match_path(frame.path, [fn.path]) and \
+                fn.start_line <= frame.line <= fn.end_line:
+            # Nested functions: the innermost containing one is meant; its name confirms it.
+            innermost = not frame.name or frame.name.split(".")[-1] == fn.name
+            weight = W_TRACEBACK_LAST if frame.last else W_TRACEBACK
+            score += weight if innermost else weight / 3
+            reasons.append(f"in a traceback line {frame.line}"
+                           + (" (where the error was raised)" if frame.last else ""))
+    if any(q == fn.qualified_name or q.endswith("." + fn.qualified_name)
+           for q in parsed.qualified) and "." in fn.qualified_name:
+        score += W_NAMED_QUALIFIED
+        reasons.append(f"named in the task ({fn.qualified_name})")
+    elif fn.name in parsed.identifiers or any(fn.name == fr.name for fr in parsed.frames):
+        score += W_NAMED / math.sqrt(name_count[fn.name])
+        reasons.append("named in the task")
+    elif _stem(fn.name.lower()) in parsed.words and len(fn.name) > 2:
+        score += W_NAMED_WORD
+        reasons.append(f"its name is a word of the task: {fn.name}")
+    named_scopes = sorted(fi.scopes & set(parsed.identifiers))
+    if named_scopes:
+        score += W_NAMED_CLASS
+        reasons.append(f"its class is named in the task ({named_scopes[0]})")
+    if fn.path in named_files:
+        score += W_FILE_NAMED
+        reasons.append(f"in a file the task names ({fn.path})")
+    texts = [t for t in parsed.texts if _text_in(t, fi.words)]
+    if texts:
+        score += W_ERROR_TEXT
+        reasons.append(f"contains the task's error text: {texts[0]!r}")
+    used = sorted(n for n in mentioned_names if n in fi.identifiers and n != fn.name)
+    if used:
+        score += W_USES_IDENT * min(len(used), 3)
+        reasons.append("uses identifiers the task mentions: " + ", ".join(used[:5]))
+    return score, reasons
 
 
 def _text_in(text: str, body_words: str) -> bool:
@@ -565,19 +593,13 @@ def _text_in(text: str, body_words: str) -> bool:
 def localize(repo_root: Path, task: str, limit: int = 5) -> list[Location]:
     """The `limit` functions most likely to need changing for `task`, best first, each with
     its score and the reasons behind it. [] for a repository without supported source files."""
-    result = _rank(Path(repo_root), task)
-    functions, scored = result[0], result[1]
-    if not functions:
-        return []
-    order = sorted(functions, key=lambda fi: (-round(scored[id(fi)][0], 9), fi.function.path,
-                                              fi.function.start_line, fi.function.qualified_name))
-    locations = []
-    for fi in order[:max(limit, 0)]:
-        score, reasons = scored[id(fi)]
-        fn = fi.function
-        locations.append(Location(path=fn.path, name=fn.qualified_name, start_line=fn.start_line,
-                                  end_line=fn.end_line, score=round(score, 4), reasons=reasons))
-    return locations
+    scored = _rank(Path(repo_root), task)
+    order = sorted(scored, key=lambda s: (-round(s.score, 9), s.index.function.path,
+                                          s.index.function.start_line,
+                                          s.index.function.qualified_name))
+    return [Location(path=s.index.function.path, name=s.index.function.qualified_name,
+                     start_line=s.index.function.start_line, end_line=s.index.function.end_line,
+                     score=round(s.score, 4), reasons=s.reasons) for s in order[:max(limit, 0)]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ T = TypeVar("T")
 
 MAX_CHANGED_LINES = 40
 MAX_MEAN_TOOL_OUTPUT_TOKENS = 600
-CONTEXT_TOKENS = 32768
 TRUNCATION_THRESHOLD = 0.95
 PER_MESSAGE_TOKENS = 8  # e.g. "<|im_start|>assistant\n" ... "<|im_end|>\n" in Qwen's template
 

@@ -214,7 +214,9 @@ def _step_plan(examples: list[Example], config: TrainConfig, rank: int,
 
 
 def lr_schedule(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:
-    """Linear warmup, then cosine or linear decay to zero at the last step."""
+    """Linear warmup, then cosine or linear decay to zero at the last step. Not
+    transformers.get_scheduler: its warmup gives step 0 a learning rate of 0, so the first
+    optimizer step of a run does nothing, and CPU runs here have 2 to 6 steps in all."""
     import torch
     warmup = max(1, round(config.warmup_ratio * total_steps)) if config.warmup_ratio > 0 else 0
 
