@@ -30,7 +30,7 @@ from sera.agent.workcopy import WorkCopy, find_repo_root  # noqa: E402
 from sera.config import load_settings  # noqa: E402
 from sera.models.adapters import resolve_adapter  # noqa: E402
 from sera.models.registry import load_model  # noqa: E402
-from sera.specialize.history import mine_history  # noqa: E402
+from sera.specialize.mining import mine_history  # noqa: E402
 from sera.specialize.recall import line_recall  # noqa: E402
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sera.models.reranker import LoraReranker  # noqa: E402
-from sera.specialize.labels import LabeledPatch, TaskGroup  # noqa: E402
-from sera.specialize.policy import (PolicyConfig, optimize_policy, policy_prompt,  # noqa: E402
+from sera.reranker.model import LoraReranker  # noqa: E402
+from sera.reranker.labels import LabeledPatch, TaskGroup  # noqa: E402
+from sera.specialize.grpo import (PolicyConfig, optimize_policy, policy_prompt,  # noqa: E402
                                     policy_tasks)
-from sera.specialize.rerank_train import RerankTrainConfig, train_reranker  # noqa: E402
+from sera.reranker.train import RerankTrainConfig, train_reranker  # noqa: E402
 
 from bench_rerank import resolve_model  # noqa: E402  (this folder is on sys.path: a script's own)
 
@@ -70,7 +70,7 @@ def make_task(root: Path):
     git("commit", "-qm", "config parser")
     (root / "config.py").write_text(FIXED)
     git("commit", "-qam", TASK)
-    from sera.specialize.history import mine_history
+    from sera.specialize.mining import mine_history
     return policy_tasks(root, [t for t in mine_history(root) if t.message.startswith("parse()")])
 
 

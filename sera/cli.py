@@ -142,6 +142,9 @@ def cmd_specialize(args) -> int:
 
     if args.resume is not None:
         run = resume_run(args.repo_root, args.resume or None)
+        if args.no_train:  # from now on this run goes without training, whoever resumes it
+            run.manifest["options"]["no_train"] = True
+            run.save()
         _err(f"resuming {run.id}")
     else:
         flags = {k: v for k, v in _specialize_flags(args).items() if v is not None}
@@ -156,11 +159,8 @@ def cmd_specialize(args) -> int:
         if note:
             _err(note)
         _err(f"specialize run {run.id}: teacher {teacher}, student {settings.model.spec}")
-    # a run started with --no-train stays without training when it is resumed
-    no_train = args.no_train or run.manifest["options"].get("no_train", False)
-    skip = ("train", "reranker", "policy") if no_train else ()
     try:
-        _run_with_progress(run, args.stage, skip)
+        _run_with_progress(run, args.stage)
     except KeyboardInterrupt:
         _err(f"interrupted; continue with: sera specialize --resume {run.id}")
         raise
@@ -181,7 +181,7 @@ def _specialize_flags(args) -> dict:
             "rerank.rounds": args.rounds, "rerank.policy_steps": args.policy_steps}
 
 
-def _run_with_progress(run, stage, skip) -> None:
+def _run_with_progress(run, stage) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from sera.specialize.run import run_stages
@@ -189,7 +189,7 @@ def _run_with_progress(run, stage, skip) -> None:
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, transient=False) as progress:
         run.progress, run.say = progress, progress.console.print
-        run_stages(run, only=stage, skip=skip)
+        run_stages(run, only=stage)
 
 
 def cmd_eval(args) -> int:

@@ -15,6 +15,7 @@ would also split source lines at \\f, \\v or U+2028).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -112,6 +113,11 @@ def change_ranges(patch: str) -> dict[str, list[tuple[int, int]]]:
         if file.old_path is not None and counted:
             ranges.setdefault(file.old_path, []).extend(counted)
     return ranges
+
+
+def digest(patch: str) -> str:
+    """A short fingerprint of a patch's exact text (what a test run was made on)."""
+    return hashlib.sha1(patch.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def file_sections(patch: bytes) -> list[bytes]:

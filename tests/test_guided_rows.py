@@ -18,7 +18,7 @@ from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import load_settings
 from sera.specialize.guided_rows import guided_history_trajectory, writes_guided_rows
-from sera.specialize.history import _same_changes, mine_history
+from sera.specialize.mining import _same_changes, mine_history
 
 CALC = '''import math
 

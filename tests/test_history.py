@@ -17,8 +17,8 @@ from sera.agent.editor import Editor
 from sera.agent.loop import system_prompt
 from sera.agent.parse import parse_reply
 from sera.agent.prompts import render
-from sera.specialize import history as history_module
-from sera.specialize.history import (HistoryTask, _edit_blocks, _lines, _replay_edits,
+from sera.specialize import mining as history_module
+from sera.specialize.mining import (HistoryTask, _edit_blocks, _lines, _replay_edits,
                                      is_test_path, mine_history, reconstruct_trajectory,
                                      split_by_date)
 from sera.diff import changed_lines

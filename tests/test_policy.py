@@ -17,11 +17,11 @@ from conftest import GIT_IDENTITY
 from sera.agent.guided import opening
 from sera.errors import SeraError
 from tiny_models import build_tiny_model
-from sera.specialize.history import mine_history
-from sera.specialize.labels import LabeledPatch, TaskGroup
-from sera.specialize.policy import (PolicyConfig, PolicyTask, code_view, completion_patch,
+from sera.specialize.mining import mine_history
+from sera.reranker.labels import LabeledPatch, TaskGroup
+from sera.specialize.grpo import (PolicyConfig, PolicyTask, code_view, completion_patch,
                                     optimize_policy, policy_prompt, policy_tasks, reward)
-from sera.specialize.train import TrainConfig, train_lora
+from sera.specialize.lora import TrainConfig, train_lora
 
 CALC = '''def add(a, b):
     """Return the sum of a and b."""

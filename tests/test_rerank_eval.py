@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sera.specialize.labels import LabeledPatch, TaskGroup
-from sera.specialize.rerank_eval import (auc, calibrate_threshold, evaluate, majority_vote,
+from sera.reranker.labels import LabeledPatch, TaskGroup
+from sera.reranker.metrics import (auc, calibrate_threshold, evaluate, majority_vote,
                                          oracle, per_task_auc, random_choice, top1)
 
 

@@ -15,8 +15,8 @@ from conftest import GIT_IDENTITY, git, tool_call
 from sera.agent.workcopy import snapshot_commit
 from sera.config import AgentConfig, load_settings
 from tiny_models import build_tiny_model
-from sera.specialize.labels import LabeledPatch, TaskGroup
-from sera.specialize.rerank_pool import (Labeler, PoolTask, merge_rows, mine_hard_negatives,
+from sera.reranker.labels import LabeledPatch, TaskGroup
+from sera.reranker.pool import (Labeler, PoolTask, merge_rows, mine_hard_negatives,
                                          pick_tasks, pool_tasks, read_groups, round0_groups)
 from sera.specialize.run import new_run, run_stages
 
@@ -150,7 +150,7 @@ def test_self_training_adds_the_mined_rows_and_calibrates_on_held_out_tasks(proj
 
 def expected_scores(folder: Path, heldout: list[TaskGroup]) -> tuple[float, float]:
     """The reranker's score of the held-out task's right candidates and of the wrong ones."""
-    from sera.models.reranker import LoraReranker
+    from sera.reranker.model import LoraReranker
     reranker = LoraReranker.load(folder, device="cpu", max_tokens=512)
     try:
         scores = {g.task.split(":")[0]: reranker.score(g.task, [c.patch for c in g.candidates])

@@ -15,13 +15,13 @@ import pytest
 
 from sera.config import Settings, replace_section
 from sera.errors import SeraError
-from sera.models.reranker import (LoraReranker, encode_candidate, encode_candidates, final_marker,
+from sera.reranker.model import (LoraReranker, encode_candidate, encode_candidates, final_marker,
                                   list_rerankers, newest_reranker, open_reranker, resolve_reranker,
                                   update_reranker_card)
 from tiny_models import build_tiny_model
 from sera.paths import rerankers_dir
-from sera.specialize.labels import LabeledPatch, TaskGroup
-from sera.specialize.rerank_train import (RerankTrainConfig, build_reward_model, make_pairs,
+from sera.reranker.labels import LabeledPatch, TaskGroup
+from sera.reranker.train import (RerankTrainConfig, build_reward_model, make_pairs,
                                           pair_accuracy, train_reranker)
 
 
@@ -239,7 +239,7 @@ def test_on_the_agents_model_it_scores_the_same_without_a_second_base(trained, l
     with the base and with its own adapter."""
     from sera.config import ModelConfig
     from sera.models.registry import load_model
-    from sera.specialize.train import TrainConfig, train_lora
+    from sera.specialize.lora import TrainConfig, train_lora
 
     spec = f"transformers:{tiny_dir}"
     agent = load_model(spec, ModelConfig(spec=spec))

@@ -137,6 +137,20 @@ def assert_solve_uses_the_new_adapter(project: Path, spec: str, adapter: str) ->
     assert trajectory.meta["adapter"] == adapter and trajectory.steps == 1
 
 
+def test_a_no_train_run_goes_without_training_from_any_front_end(project, tmp_path):
+    """The rule lives in the run, not in the CLI: the language server and the TUI resume runs
+    with a plain run_stages(run), and a run started with --no-train must still not train."""
+    run = start(project, tmp_path)
+    run.manifest["options"]["no_train"] = True
+    try:
+        run_stages(run)
+    finally:
+        run.close()
+    assert [run.stage(n)["status"] for n in ("train", "reranker", "policy")] == ["pending"] * 3
+    assert run.manifest["status"] == "done" and run.stage("report")["status"] == "done"
+    assert not list((project / ".sera" / "adapters").glob("*"))
+
+
 def test_truncation_cuts_the_longest_trajectory_and_the_threshold_drops_it(project, tmp_path):
     from sera.specialize.student import student_folder, token_counter
     run = start(project, tmp_path)

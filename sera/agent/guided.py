@@ -41,7 +41,8 @@ from sera.agent.rewrite import function_edits
 from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound, apply_edits,
                                       numbered_rewrite_edits, parse_edits)
 from sera.agent.tools import ToolEnvironment
-from sera.agent.trajectory import Trajectory
+from sera.diff import digest
+from sera.agent.trajectory import TestRun, Trajectory
 from sera.agent.views import function_block, located_view, view_lines
 from sera.config import AgentConfig, ModelConfig
 from sera.errors import SeraError
@@ -380,6 +381,8 @@ class GuidedAgent:
             ok, detail = self._run_tests()
             checks.append({"name": "tests", "ok": ok, "command": self.test_command,
                            "detail": detail if not ok else ""})
+            self.trajectory.meta["tests"] = TestRun(command=self.test_command, patch=digest(patch),
+                                                    ok=ok, detail=detail if not ok else "")
             if not ok:
                 problems.append(f"The test command `{self.test_command}` failed:\n{detail}")
         self.trajectory.meta.setdefault("checks", []).append(checks)

@@ -25,7 +25,7 @@ from sera.agent.checks import PatchCheck, check_patch, patch_applies
 from sera.agent.testcmd import resolve_test_command
 from sera.agent.trajectory import Trajectory
 from sera.config import Settings
-from sera.diff import normalize
+from sera.diff import digest, normalize
 from sera.models.base import Reranker
 
 DETAIL_CHARS = 2000  # of test output or parse errors kept per candidate
@@ -138,17 +138,14 @@ def _filters(repo_root: Path, commit: str, candidate: CandidatePatch, command: s
 
 
 def _own_test_result(candidate: CandidatePatch, command: str | None) -> tuple[bool, str] | None:
-    """(passed, detail) of the guided scaffold's last test run when it ran `command` on the final
-    patch: it checks after every applied edit, so with as many check rounds as edit rounds the last
-    round saw the final patch (a failed edit changes nothing)."""
+    """(passed, detail) of the scaffold's own last test run (meta "tests", the guided scaffold's
+    checks) when it ran `command` on exactly the candidate's patch; None otherwise."""
     if not command or not candidate.trajectory or not Path(candidate.trajectory).is_file():
         return None
-    meta = Trajectory.load(candidate.trajectory).meta
-    rounds = meta.get("checks") or []
-    if meta.get("test_command") != command or len(rounds) != len(meta.get("edits") or []):
+    run = Trajectory.load(candidate.trajectory).meta.get("tests")
+    if not run or run["command"] != command or run["patch"] != digest(candidate.patch):
         return None
-    tests = [check for check in (rounds[-1] if rounds else []) if check.get("name") == "tests"]
-    return (bool(tests[0]["ok"]), tests[0].get("detail", "")) if tests else None
+    return bool(run["ok"]), run["detail"]
 
 
 def _score(reranker: Reranker | None, task: str, passing: list[CandidatePatch],

@@ -60,7 +60,7 @@ class Session:
              note: NoteFn) -> tuple[ChatModel, Reranker | None]:
         """The agent's model and the repository's reranker for `settings`, loaded when they are
         not the ones already in memory."""
-        from sera.models.reranker import open_reranker, resolve_reranker
+        from sera.reranker.model import open_reranker, resolve_reranker
         folder = resolve_reranker(repo_root, settings.rerank.reranker,  # a bad name fails here
                                   settings.rerank.base or settings.model.spec)
         model_key = (settings.model.spec, settings.model.context_tokens, settings.model.threads)

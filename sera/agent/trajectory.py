@@ -14,17 +14,78 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sera.redact import mask_secrets
 from sera.models.base import Message
 from sera.paths import atomic_write_json
 
 
+class Check(TypedDict, total=False):
+    """One check of a guided edit round."""
+
+    name: str     # "patch" (not empty), "parse <path>" or "tests"
+    ok: bool
+    detail: str   # what failed (the parse errors, the test output)
+    command: str  # the test command, for "tests"
+
+
+class TestRun(TypedDict):
+    """The scaffold's own last test run, which ranking reuses when it saw the final patch."""
+
+    command: str
+    patch: str    # sera.diff.digest of the patch the tests ran on
+    ok: bool
+    detail: str   # the output when they failed
+
+
+class TrajectoryMeta(TypedDict, total=False):
+    """What a trajectory's meta holds: each key written by the step named, read by the others."""
+
+    # the run (loop.py, guided.py, rollout.py)
+    task: str
+    model: str                 # the model's spec
+    adapter: str | None        # the adapter folder it ran with
+    scaffold: str              # "agent" or "guided"
+    edit_format: str           # the guided scaffold's "blocks" or "functions"
+    status: str                # running, submitted, a limit's name, interrupted, failed (loop.py)
+    exit_message: str          # why it ended, for people and for the retry's observation
+    patch: str                 # the diff handed in ("" when none)
+    started: float             # time.time() at the start
+    seconds: float
+    steps: int                 # the model's replies (save())
+    updated: float             # time.time() at the last save
+    prompt_tokens: int
+    completion_tokens: int
+    # where it comes from (solve.py, svg.py, mining.py, guided_rows.py, reranker/pool.py)
+    source: str                # svg, history, rerank, general
+    run: str                   # the solve run's id
+    candidate: int             # the candidate's index in its solve
+    role: str                  # svg: "rollout1" or "rollout2"
+    function: str              # svg: the sampled function
+    commit: str                # history: the commit, and its parent and date
+    parent: str
+    date: str
+    files: list[str]
+    task_id: str               # reranker pools: the pool task
+    recall: float | None       # line recall of the reference (soft verification)
+    # the guided scaffold (guided.py)
+    locations: list[dict[str, Any]]     # the functions shown (path, name, lines, score, reasons)
+    localization: dict[str, Any]        # which view of the ranking this candidate got
+    location_choice: dict[str, Any]     # with agent.choose_locations: offered, chosen, fallback
+    edits: list[dict[str, Any]]         # each applied edit round: round, attempt, files
+    checks: list[list[Check]]           # the checks after each applied edit round
+    test_command: str | None            # the command its checks run (None: no tests)
+    tests: TestRun                      # the last test run
+    skeleton: str                       # the function offered as a ready block on a retry
+    closest_block: list[str]            # files where a SEARCH part missed and the closest
+                                        # lines were shown
+
+
 @dataclass
 class Trajectory:
     messages: list[Message] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: TrajectoryMeta = field(default_factory=TrajectoryMeta)  # type: ignore[assignment]
     path: Path | None = None
 
     def add(self, role: str, content: str) -> None:

@@ -39,7 +39,7 @@ from sera.agent.workcopy import ensure_state_dir, run_git
 from sera.config import Settings, load_settings
 from sera.errors import SeraError
 from sera.models.adapters import resolve_adapter
-from sera.models.reranker import resolve_reranker
+from sera.reranker.model import resolve_reranker
 from sera.paths import atomic_write_json, claim_run, state_dir
 from sera.specialize.bench_tasks import BenchTask, bench_tasks, bench_test_command, resolves
 from sera.specialize.recall import line_recall

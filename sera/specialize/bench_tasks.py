@@ -37,7 +37,7 @@ from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION, is_test_path
 from sera.agent.testcmd import resolve_test_command
 from sera.agent.workcopy import WorkCopy, git, run_git
 from sera.config import AgentConfig, Settings
-from sera.specialize.history import DIFF_OPTIONS, HistoryTask, mine_history
+from sera.specialize.mining import DIFF_OPTIONS, HistoryTask, mine_history
 
 JUNIT_FILE = ".sera-bench-junit.xml"  # written in the work copy, read, then removed
 MINE_FACTOR = 4  # commits mined per task wanted: some change no source file

@@ -31,7 +31,7 @@ from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import Settings
 from sera.errors import SeraError
-from sera.specialize.history import (HistoryTask, _edit_blocks, _file_edits, _FileEdit, _lines,
+from sera.specialize.mining import (HistoryTask, _edit_blocks, _file_edits, _FileEdit, _lines,
                                      _same_changes, _unique_span)
 
 log = logging.getLogger(__name__)

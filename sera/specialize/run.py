@@ -8,12 +8,12 @@ running, and the rollouts stage skips every function that already has its record
 
 from __future__ import annotations
 
-import importlib
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any, Callable
 
 from sera.agent.runs import find_run, new_run_id, read_manifest, write_manifest
@@ -22,8 +22,13 @@ from sera.config import Settings, load_settings
 from sera.errors import SeraError
 from sera.paths import claim_run, claimed, runs_dir
 from sera.specialize.presets import preset
+from sera.specialize.stages import (dataset, functions, history, policy, report, reranker,
+                                    rollouts, train)
 
-STAGES = ["functions", "history", "rollouts", "dataset", "train", "reranker", "policy", "report"]
+def _no_training(run: "SpecializeRun") -> bool:
+    """Started (or resumed) with --no-train: the run stays without training when resumed,
+    from any front end."""
+    return bool(run.manifest["options"].get("no_train"))
 
 
 def _no_reranker(run: "SpecializeRun") -> str | None:
@@ -37,8 +42,25 @@ def _no_policy(run: "SpecializeRun") -> str | None:
     return "policy optimization is opt-in: start a run with --policy-steps N"
 
 
-# Stages a run may go without: why this run does (None: it runs the stage).
-OPTIONAL_STAGES = {"reranker": _no_reranker, "policy": _no_policy}
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: its module's `run(run)` does it."""
+
+    name: str
+    module: ModuleType
+    # why this run goes without the stage (it is marked done, its stats say why); None: it runs
+    without: Callable[["SpecializeRun"], str | None] | None = None
+    # the stage needs training: a --no-train run leaves it pending and finishes without it
+    trains: bool = False
+
+
+PIPELINE = [Stage("functions", functions), Stage("history", history),
+            Stage("rollouts", rollouts), Stage("dataset", dataset),
+            Stage("train", train, trains=True),
+            Stage("reranker", reranker, without=_no_reranker, trains=True),
+            Stage("policy", policy, without=_no_policy, trains=True),
+            Stage("report", report)]
+STAGES = [stage.name for stage in PIPELINE]
 
 
 class Cancelled(SeraError):
@@ -201,36 +223,37 @@ def _reopen_failed_rollouts(run_dir: Path, manifest: dict[str, Any], lock: IO[st
 
 
 def run_stages(run: SpecializeRun, only: str | None = None, skip: tuple[str, ...] = ()) -> None:
-    """Run every stage not done yet, in order (or just `only`), marking each in the manifest."""
+    """Run every stage not done yet, in order (or just `only`), marking each in the manifest;
+    `skip` (tests) and the run's own options (`Stage.trains`, `Stage.without`) leave stages out."""
     cleanup_stale(run.repo_root)  # work copies of a killed earlier process
-    for name in STAGES:
-        if (only and name != only) or name in skip or (run.stage(name)["status"] == "done" and not only):
+    skip = (*skip, *(s.name for s in PIPELINE if s.trains and _no_training(run)))
+    for stage in PIPELINE:
+        status = run.stage(stage.name)["status"]
+        if (only and stage.name != only) or stage.name in skip or (status == "done" and not only):
             continue
-        _require_earlier_stages(run, name, skip)
+        _require_earlier_stages(run, stage.name, skip)
         run.check_cancel()
-        stage = run.stage(name)
-        stage.update(status="running", started=time.time())
-        run.save()
-        try:
-            stats = _skipped_by_option(run, name) or \
-                importlib.import_module(f"sera.specialize.stages.{name}").run(run) or {}
-        except BaseException as error:
-            stopped = isinstance(error, (KeyboardInterrupt, Cancelled))
-            stage.update(status="interrupted" if stopped else "failed", error=str(error))
-            run.manifest["status"] = stage["status"]
-            run.save()
-            raise
-        stage.update(status="done", finished=time.time(), stats=stats)
-        run.save()
+        _run_stage(run, stage)
     if all(run.stage(n)["status"] == "done" or n in skip for n in STAGES):
         run.manifest["status"] = "done"
         run.save()
 
 
-def _skipped_by_option(run: SpecializeRun, name: str) -> dict[str, str] | None:
-    """{"skipped": why} when the run goes without this stage."""
-    reason = OPTIONAL_STAGES[name](run) if name in OPTIONAL_STAGES else None
-    return {"skipped": reason} if reason else None
+def _run_stage(run: SpecializeRun, stage: Stage) -> None:
+    record = run.stage(stage.name)
+    record.update(status="running", started=time.time())
+    run.save()
+    try:
+        reason = stage.without(run) if stage.without else None
+        stats = {"skipped": reason} if reason else stage.module.run(run) or {}
+    except BaseException as error:
+        stopped = isinstance(error, (KeyboardInterrupt, Cancelled))
+        record.update(status="interrupted" if stopped else "failed", error=str(error))
+        run.manifest["status"] = record["status"]
+        run.save()
+        raise
+    record.update(status="done", finished=time.time(), stats=stats)
+    run.save()
 
 
 def _require_earlier_stages(run: SpecializeRun, name: str, skip: tuple[str, ...]) -> None:

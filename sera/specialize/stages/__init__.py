@@ -1,1 +1,1 @@
-"""The stages of `sera specialize`, in order (run.STAGES); each module's `run(run)` does one."""
+"""The stages of `sera specialize`, in order (run.PIPELINE); each module's `run(run)` does one."""

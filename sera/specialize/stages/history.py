@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from sera.paths import atomic_write_json
 from sera.specialize.guided_rows import guided_history_trajectory, writes_guided_rows
-from sera.specialize.history import mine_history, reconstruct_trajectory, split_by_date
+from sera.specialize.mining import mine_history, reconstruct_trajectory, split_by_date
 
 
 def run(run) -> dict:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sera.paths import adapters_dir
-from sera.specialize.rerank_pool import pool_tasks, read_groups
+from sera.reranker.pool import pool_tasks, read_groups
 from sera.specialize.stages import reranker as stage
 
 
@@ -74,8 +74,8 @@ def _optimize(run, tasks, reranker_dir: Path) -> dict[str, Any]:
         card = json.loads(card_file.read_text("utf-8"))
         if card.get("run") == run.id and card.get("method") == "grpo":
             return _summary(card, out_dir)
-    from sera.models.reranker import LoraReranker
-    from sera.specialize.policy import PolicyConfig, optimize_policy, policy_tasks
+    from sera.reranker.model import LoraReranker
+    from sera.specialize.grpo import PolicyConfig, optimize_policy, policy_tasks
     from sera.specialize.student import student_folder
 
     settings = run.settings

@@ -29,12 +29,12 @@ from typing import Any, Sequence
 
 from sera.errors import SeraError
 from sera.paths import atomic_write_json, rerankers_dir
-from sera.specialize.labels import TaskGroup
-from sera.specialize.rerank_eval import auc, evaluate
-from sera.specialize.rerank_pool import (Labeler, PoolTask, Sampler, count_sources,
+from sera.reranker.labels import TaskGroup
+from sera.reranker.metrics import auc, evaluate
+from sera.reranker.pool import (Labeler, PoolTask, Sampler, count_sources,
                                          mine_hard_negatives, merge_rows, pick_tasks, pool_tasks,
                                          read_groups, round0_groups, sample_round, write_groups)
-from sera.specialize.rerank_train import make_pairs
+from sera.reranker.train import make_pairs
 
 HELDOUT = "heldout.jsonl"  # the held-out tasks' candidates, sampled with the SFT agent
 HELDOUT_POLICY = "heldout-policy.jsonl"  # ... sampled again by the policy stage's agent
@@ -113,8 +113,8 @@ def heldout_comparison(run, tasks: Sequence[PoolTask], agent: "CurrentAgent", ou
 
 def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings) -> dict[str, Any]:
     """The reranker in `reranker_dir` scores `groups`; rerank_eval.evaluate compares it."""
-    from sera.models.reranker import LoraReranker
-    from sera.specialize.rerank_train import group_scores
+    from sera.reranker.model import LoraReranker
+    from sera.reranker.train import group_scores
     reranker = LoraReranker.load(reranker_dir, max_tokens=settings.rerank.max_tokens)
     try:
         scores = group_scores(reranker, groups)
@@ -125,7 +125,7 @@ def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings
 
 def finish(run, out_dir: Path, pool: list[TaskGroup], rounds: dict[int, dict], metrics,
             train_tasks: int, heldout: str = HELDOUT) -> dict[str, Any]:
-    from sera.models.reranker import update_reranker_card
+    from sera.reranker.model import update_reranker_card
     history = [rounds[k] for k in sorted(rounds)]
     threshold = metrics["threshold"] if metrics else None
     update_reranker_card(out_dir, run=run.id, rounds=history, metrics=metrics or {},
@@ -156,7 +156,7 @@ class RerankerTrainer:
     @classmethod
     def for_run(cls, run) -> "RerankerTrainer":
         from sera.models.local import transformers_folder
-        from sera.specialize.rerank_train import RerankTrainConfig
+        from sera.reranker.train import RerankTrainConfig
         base = run.settings.rerank.base or run.settings.model.spec
         config = dataclasses.replace(RerankTrainConfig.for_device("auto"),
                                      max_tokens=run.settings.rerank.max_tokens,
@@ -165,7 +165,7 @@ class RerankerTrainer:
                    rerankers_dir(run.repo_root) / run.id, config)
 
     def train(self, pool: Sequence[TaskGroup], what: str):
-        from sera.specialize.rerank_train import train_reranker
+        from sera.reranker.train import train_reranker
         advance = self.run.bar(f"reranker {what}", 1)
         return train_reranker(self.base_folder, pool, self.out_dir, self.config,
                               base_spec=self.base_spec, min_gap=self.run.settings.rerank.min_gap,
@@ -174,8 +174,8 @@ class RerankerTrainer:
                                                             info=f"loss {info['loss']:.3f}"))
 
     def scores(self, groups: Sequence[TaskGroup]) -> list[list[float]]:
-        from sera.models.reranker import LoraReranker
-        from sera.specialize.rerank_train import group_scores
+        from sera.reranker.model import LoraReranker
+        from sera.reranker.train import group_scores
         reranker = LoraReranker.load(self.out_dir, max_tokens=self.config.max_tokens)
         try:
             return group_scores(reranker, groups)
@@ -267,7 +267,7 @@ def evaluate_run(repo_root: Path, run_id: str | None, reranker: str) -> dict[str
     (default: the newest for the run's base, else the newest of all)."""
     from sera.agent.runs import find_run, list_runs
     from sera.config import load_settings
-    from sera.models.reranker import list_rerankers, resolve_reranker
+    from sera.reranker.model import list_rerankers, resolve_reranker
     if run_id:
         manifest = find_run(repo_root, run_id, kind="specialize")
     else:

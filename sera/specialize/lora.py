@@ -37,7 +37,7 @@ from sera.config import doc_field
 from sera.errors import SeraError
 from sera.models.device import pick_device
 from sera.paths import atomic_write_json
-from sera.specialize.dataset import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
+from sera.specialize.rows import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
 
 if TYPE_CHECKING:
     import torch

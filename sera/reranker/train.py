@@ -12,7 +12,7 @@ least `min_gap`. The loss is Bradley-Terry with the label gap as margin,
 far apart must be scored further apart. `pairs_per_step` pairs are accumulated per optimizer step
 (in micro-batches under `batch_tokens` padded tokens); the step's loss is their mean.
 
-Only the LoRA weights and the score head train (sera.models.reranker describes the model); the
+Only the LoRA weights and the score head train (sera.reranker.model describes the model); the
 base is frozen. The folder (peft's files with the head, `card.json`, `loss.png`) is written to a
 temporary sibling and renamed into place. torch and peft are imported inside functions.
 """
@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 from sera.config import doc_field
 from sera.errors import SeraError
 from sera.models.device import pick_device
-from sera.specialize.labels import TaskGroup
-from sera.specialize.train import ALL_PROJECTIONS, lr_schedule, save_peft_folder
+from sera.reranker.labels import TaskGroup
+from sera.specialize.lora import ALL_PROJECTIONS, lr_schedule, save_peft_folder
 
 GAP_TOLERANCE = 1e-9  # labels are sums of floats: a gap of exactly min_gap must count
 
@@ -152,7 +152,7 @@ def train_reranker(base_folder: Path, groups: Sequence[TaskGroup], out_dir: Path
     `base_spec` (the model spec of `base_folder`) goes into the card: it is how a reranker is
     matched to the model in use. `progress` gets a dict after every optimizer step."""
     import torch
-    from sera.models.reranker import LoraReranker
+    from sera.reranker.model import LoraReranker
     from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 
     config.check()
@@ -192,7 +192,7 @@ def build_reward_model(folder: Path, tokenizer: Any, config: RerankTrainConfig) 
     """The frozen base as a one-label classifier with fresh LoRA weights and a trainable score head
     (peft SEQ_CLS: the head is in modules_to_save); LoRA and head in float32."""
     from peft import LoraConfig, get_peft_model
-    from sera.models.reranker import load_reward_base
+    from sera.reranker.model import load_reward_base
 
     model = load_reward_base(folder, tokenizer, bf16=config.precision == "bf16")
     model.config.use_cache = False
@@ -235,7 +235,7 @@ def _run_steps(model: Any, tokenizer: Any, pairs: list[Pair], config: RerankTrai
                progress: Callable[[dict], None] | None) -> tuple[list[float], int]:
     """The loop; returns the loss of each step and how many pairs were trained."""
     import torch
-    from sera.models.reranker import encode_candidate
+    from sera.reranker.model import encode_candidate
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -293,7 +293,7 @@ def _micro_batches(step: list[Pair], encode: Callable[[str, str], list[int]],
 def _pair_loss(model: Any, batch: list[Pair], encode: Callable[[str, str], list[int]]) -> Any:
     """Summed -log sigmoid(r_good - r_bad - margin) over the pairs of one forward pass."""
     import torch
-    from sera.models.reranker import collate
+    from sera.reranker.model import collate
 
     sequences = [encode(p.task, p.good) for p in batch] + [encode(p.task, p.bad) for p in batch]
     device = next(model.parameters()).device

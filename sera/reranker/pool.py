@@ -36,8 +36,8 @@ from sera.config import AgentConfig, Settings
 from sera.errors import SeraError
 from sera.models.base import ChatModel
 from sera.paths import atomic_write_text
-from sera.specialize.history import HistoryTask
-from sera.specialize.labels import LabeledPatch, TaskGroup
+from sera.specialize.mining import HistoryTask
+from sera.reranker.labels import LabeledPatch, TaskGroup
 from sera.specialize.recall import line_recall
 
 EASY_NEGATIVES = 2  # other tasks' references added to each round-0 task

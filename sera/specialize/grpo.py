@@ -61,12 +61,12 @@ from sera.agent.views import Located, located_view, view_lines
 from sera.agent.workcopy import git, git_bytes
 from sera.errors import RepositoryError, SeraError
 from sera.models.device import pick_device
-from sera.specialize.history import HistoryTask
-from sera.specialize.labels import TaskGroup
+from sera.specialize.mining import HistoryTask
+from sera.reranker.labels import TaskGroup
 from sera.diff import change_ranges, changed_lines, parse
 from sera.specialize.recall import line_recall
-from sera.specialize.rerank_pool import PoolTask
-from sera.specialize.train import ALL_PROJECTIONS, save_peft_folder
+from sera.reranker.pool import PoolTask
+from sera.specialize.lora import ALL_PROJECTIONS, save_peft_folder
 
 if TYPE_CHECKING:
     import torch

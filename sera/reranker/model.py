@@ -16,7 +16,7 @@ The head runs in float32 (its input is cast up), the base in float32 on CPU, bfl
 
 A reranker folder is `.sera/reranker/<name>/`: peft's files, `card.json` (base spec, data,
 training figures, loss, `threshold` once calibrated, `metrics` once evaluated) and `loss.png`.
-sera.specialize.rerank_train trains it. torch, transformers and peft are imported inside functions.
+sera.reranker.train trains it. torch, transformers and peft are imported inside functions.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def final_marker(tokenizer: Any) -> list[int]:
 
 def _frame(tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
     """The template's tokens before the task, between task and patch, and after the patch."""
-    text = render_from("sera.models", "reranker", task=_TASK, patch=_PATCH)
+    text = render_from("sera.reranker", "reranker", task=_TASK, patch=_PATCH)
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)

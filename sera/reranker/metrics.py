@@ -26,7 +26,7 @@ from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 from sera.diff import normalize
-from sera.specialize.labels import LabeledPatch, TaskGroup
+from sera.reranker.labels import LabeledPatch, TaskGroup
 
 METHODS = ("top1", "random", "majority", "oracle")
 Scores = Sequence[Sequence[float]]  # one score per candidate, per group, in candidate order

@@ -1,0 +1,1 @@
+"""The RewardRanker reranker: its model, training data, training and evaluation."""
