@@ -29,9 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sera.reranker.model import LoraReranker  # noqa: E402
 from sera.reranker.labels import LabeledPatch, TaskGroup  # noqa: E402
-from sera.specialize.grpo import (PolicyConfig, optimize_policy, policy_prompt,  # noqa: E402
-                                    policy_tasks)
-from sera.reranker.train import RerankTrainConfig, train_reranker  # noqa: E402
+from sera.config import PolicyConfig, RerankTrainConfig  # noqa: E402
+from sera.specialize.grpo import optimize_policy, policy_prompt, policy_tasks  # noqa: E402
+from sera.reranker.train import train_reranker  # noqa: E402
 
 from bench_rerank import resolve_model  # noqa: E402  (this folder is on sys.path: a script's own)
 

@@ -34,7 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from sera.reranker.model import (LoraReranker, collate, encode_candidates,  # noqa: E402
                                   length_batches)
 from sera.reranker.labels import LabeledPatch, TaskGroup  # noqa: E402
-from sera.reranker.train import RerankTrainConfig, train_reranker  # noqa: E402
+from sera.config import RerankTrainConfig  # noqa: E402
+from sera.reranker.train import train_reranker  # noqa: E402
 
 WORDS = ("def return self value path config items result error line index name import os sys "
          "json for in if else while try except raise with open as None True False int str list "

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tin
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sera.specialize.rows import IGNORE_INDEX  # noqa: E402
-from sera.specialize.lora import TrainConfig, encode_rows, train_lora  # noqa: E402
+from sera.config import TrainConfig  # noqa: E402
+from sera.specialize.lora import encode_rows, train_lora  # noqa: E402
 
 WORDS = ("def return self value path config items result error line index name self.cache "
          "import os sys json for in if else while try except raise with open as yield None True "

@@ -148,9 +148,7 @@ def cmd_specialize(args) -> int:
         _err(f"resuming {run.id}")
     else:
         flags = {k: v for k, v in _specialize_flags(args).items() if v is not None}
-        overrides = {"epochs": args.epochs, "rank": args.rank, "alpha": args.lora_alpha, "lr": args.lr}
         run = start_run(args.repo_root, args.preset, flags,
-                        {k: v for k, v in overrides.items() if v is not None},
                         {"no_reranker": args.no_reranker, "no_train": args.no_train})
         settings = run.settings
         teacher = settings.specialize.teacher or settings.model.spec
@@ -178,7 +176,9 @@ def _specialize_flags(args) -> dict:
             "specialize.general_data": args.general_data, "specialize.seed": args.seed,
             "specialize.recall_threshold": args.recall_threshold,
             "specialize.concurrency": args.concurrency, "agent.scaffold": args.scaffold,
-            "rerank.rounds": args.rounds, "rerank.policy_steps": args.policy_steps}
+            "rerank.rounds": args.rounds, "rerank.policy_steps": args.policy_steps,
+            "train.epochs": args.epochs, "train.rank": args.rank, "train.alpha": args.lora_alpha,
+            "train.lr": args.lr}
 
 
 def _run_with_progress(run, stage) -> None:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sera.errors import ConfigError
+from sera.errors import ConfigError, SeraError
+
+
+def derived_field(text: str, default: Any, setting: str) -> Any:
+    """A field of a component's config that is not a setting of its own: the caller sets it from
+    `setting` (one knob, one place); `sera config` and the files do not offer it."""
+    return field(default=default, metadata={"doc": f"{text} (set from {setting})",
+                                            "derived": setting})
 
 
 def doc_field(text: str, default: Any) -> Any:
@@ -155,6 +162,184 @@ class BenchConfig:
     resamples: int = doc_field("bootstrap resamples of the confidence intervals of differences", 2000)
 
 
+# Every linear projection of attention and MLP in Llama-style models (Qwen, Llama, Mistral, ...).
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    rank: int = doc_field("LoRA rank r", 8)
+    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
+    dropout: float = doc_field("dropout on the LoRA input", 0.05)
+    lr: float = doc_field("peak learning rate of AdamW", 2e-4)
+    epochs: int = doc_field("passes over the training rows", 2)
+    max_steps: int = doc_field("exactly this many optimizer steps, cycling through the rows as needed "
+                          "(0 = `epochs` passes)", 0)
+    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
+                              "save what was learnt (0 = no limit; the schedule is not shortened)",
+                              0.0)
+    max_tokens: int = derived_field("longest sequence in tokens; longer rows are cut (the caller "
+                                    "should cut trajectories at a turn boundary first)", 4096,
+                                    "specialize.context_tokens")
+    batch_tokens: int = doc_field("padded tokens in one micro-batch (examples x longest)", 4096)
+    batch_size: int = doc_field("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
+    grad_accum: int = doc_field("micro-batches per optimizer step", 4)
+    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
+                                     ALL_PROJECTIONS)
+    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
+                                        "memory for long trajectories, about 30% more time", True)
+    seed: int = doc_field("seed of LoRA initialisation, dropout and batch order", 0)
+    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
+    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
+    weight_decay: float = doc_field("AdamW weight decay on the LoRA weights", 0.0)
+    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
+    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
+    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
+
+    @classmethod
+    def for_device(cls, device: str = "auto") -> "TrainConfig":
+        """Defaults for a CPU (small and quick) or a GPU (METHODS.md's LoRA recipe: r 32, alpha 128,
+        lr 5e-5, bf16, 3 epochs, long context; GPU_PROFILE)."""
+        return _for_device(cls, "train", device, "training")
+
+    def check(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
+        if self.schedule not in ("cosine", "linear"):
+            raise SeraError(f"learning-rate schedule must be cosine or linear, got {self.schedule!r}")
+        if min(self.rank, self.epochs, self.grad_accum, self.max_tokens, self.batch_tokens) < 1:
+            raise SeraError("rank, epochs, grad_accum, max_tokens and batch_tokens must be >= 1")
+
+
+@dataclass
+class RerankTrainConfig:
+    rank: int = doc_field("LoRA rank r", 8)
+    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
+    dropout: float = doc_field("dropout on the LoRA input", 0.05)
+    lr: float = doc_field("peak learning rate of AdamW (LoRA weights and score head)", 1e-4)
+    epochs: int = doc_field("passes over the training pairs (reshuffled each pass)", 2)
+    pairs_per_step: int = doc_field("pairs accumulated per optimizer step", 8)
+    max_tokens: int = derived_field("most tokens of task + patch one candidate is read with (the "
+                                    "task is cut first): the same as at solve time", 1024,
+                                    "rerank.max_tokens")
+    batch_tokens: int = doc_field("padded tokens in one forward pass; a step's pairs are split into "
+                             "micro-batches under it (a pair is never split)", 4096)
+    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
+                                     ALL_PROJECTIONS)
+    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
+                                        "memory for long candidates, about 30% more time", True)
+    seed: int = doc_field("seed of the head and LoRA initialisation, dropout and pair order", 0)
+    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
+    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
+    weight_decay: float = doc_field("AdamW weight decay", 0.0)
+    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
+    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
+                              "save what was learnt (0 = no limit)", 0.0)
+    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
+    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
+
+    @classmethod
+    def for_device(cls, device: str = "auto") -> "RerankTrainConfig":
+        """Defaults for a CPU (fp32) or a GPU (bf16, bigger micro-batches; GPU_PROFILE)."""
+        return _for_device(cls, "rerank_train", device, "reranker training")
+
+    def check(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
+        if self.schedule not in ("cosine", "linear"):
+            raise SeraError(f"learning-rate schedule must be cosine or linear, "
+                            f"got {self.schedule!r}")
+        if min(self.rank, self.epochs, self.pairs_per_step, self.max_tokens, self.batch_tokens) < 1:
+            raise SeraError("rank, epochs, pairs_per_step, max_tokens and batch_tokens must be "
+                            ">= 1")
+
+
+@dataclass
+class PolicyConfig:
+    steps: int = derived_field("GRPO optimizer steps", 8, "rerank.policy_steps")
+    lr: float = doc_field("learning rate of AdamW on the LoRA weights (constant)", 1e-5)
+    num_generations: int = doc_field("answers sampled per task: the group GRPO compares (>= 2)", 4)
+    tasks_per_step: int = doc_field("tasks per optimizer step (each with its whole group)", 1)
+    micro_batch: int = doc_field("answers per forward/backward pass; the step's answers are "
+                            "accumulated (activation memory grows with it)", 1)
+    max_completion_tokens: int = doc_field("longest answer in tokens; longer ones are cut", 128)
+    code_tokens: int = doc_field("room for the files in the prompt (about 3 characters a token)", 1024)
+    temperature: float = doc_field("sampling temperature of the answers", 1.0)
+    beta: float = doc_field("weight of the KL penalty to the starting adapter (0 = none, no "
+                       "reference pass: cheaper)", 0.04)
+    score_weight: float = doc_field("weight of the reranker's preference over the reference (0..1)",
+                               0.5)
+    recall_weight: float = doc_field("weight of the reference's line recall in the patch (0..1)", 0.5)
+    fail_reward: float = doc_field("reward of an answer that does not parse, apply or change anything",
+                              -1.0)
+    rank: int = doc_field("LoRA rank of a fresh adapter (an existing adapter keeps its own)", 8)
+    alpha: int = doc_field("LoRA alpha of a fresh adapter", 16)
+    target_modules: list[str] = doc_field("modules a fresh adapter adapts", ALL_PROJECTIONS)
+    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: without "
+                                        "it one 1.3k-token answer of a 0.5B model holds about "
+                                        "6 GB of activations", True)
+    seed: int = derived_field("seed of sampling, task order and a fresh adapter", 0,
+                              "specialize.seed")
+    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
+
+    def check(self) -> None:
+        if self.num_generations < 2:
+            raise SeraError("policy optimization needs num_generations >= 2: GRPO compares the "
+                            "answers of one task with each other")
+        if min(self.steps, self.tasks_per_step, self.micro_batch, self.max_completion_tokens,
+               self.code_tokens) < 1:
+            raise SeraError("steps, tasks_per_step, micro_batch, max_completion_tokens and "
+                            "code_tokens must be >= 1")
+        if (self.num_generations * self.tasks_per_step) % self.micro_batch:
+            raise SeraError(f"micro_batch ({self.micro_batch}) must divide the answers of a step "
+                            f"(num_generations x tasks_per_step = "
+                            f"{self.num_generations * self.tasks_per_step})")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise SeraError(f"unknown policy device {self.device!r}; use auto, cpu or cuda")
+
+
+# What a GPU changes of the training defaults (METHODS.md's recipe for the agent's LoRA; bf16 and
+# bigger micro-batches for the reranker). Applied where a setting was left at its default.
+GPU_PROFILE: dict[str, Any] = {
+    "train.rank": 32, "train.alpha": 128, "train.lr": 5e-5, "train.epochs": 3,
+    "train.batch_tokens": 32768, "train.batch_size": 16, "train.grad_accum": 8,
+    "train.precision": "bf16",
+    "rerank_train.precision": "bf16", "rerank_train.batch_tokens": 32768,
+    "rerank_train.pairs_per_step": 16,
+}
+
+
+def _for_device(cls: type, section: str, device: str, what: str) -> Any:
+    """`cls` with its defaults for `device` (auto: the one torch sees; a GPU is not required
+    for cuda here: training says so when it starts)."""
+    from sera.models.device import DEVICES, pick_device
+    if device not in DEVICES:
+        raise SeraError(f"unknown device {device!r} for {what}; use auto, cpu or cuda")
+    device = pick_device(device, what) if device == "auto" else device
+    config = cls(device=device)
+    if device == "cuda":
+        for key, value in GPU_PROFILE.items():
+            if key.startswith(section + "."):
+                setattr(config, key.partition(".")[2], value)
+    if section == "train" and device == "cuda":
+        config.max_tokens = 32768
+    return config
+
+
+def apply_device_profile(settings: "Settings") -> str:
+    """The device training will run on ("cpu" or "cuda", from train.device); on a GPU, the
+    GPU_PROFILE values of the settings still at their defaults (source "gpu profile")."""
+    from sera.models.device import pick_device
+    device = pick_device(settings.train.device, "training")
+    if device == "cuda":
+        for key, value in GPU_PROFILE.items():
+            if settings.sources.get(key, "default") == "default":
+                section, _, name = key.partition(".")
+                setattr(getattr(settings, section), name, value)
+                settings.sources[key] = "gpu profile"
+    return device
+
+
 @dataclass
 class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -163,6 +348,9 @@ class Settings:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     specialize: SpecializeConfig = field(default_factory=SpecializeConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rerank_train: RerankTrainConfig = field(default_factory=RerankTrainConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     def items(self):
@@ -170,6 +358,8 @@ class Settings:
         for section in _sections():
             obj = getattr(self, section)
             for f in fields(obj):
+                if "derived" in f.metadata:
+                    continue  # set from the one setting it names, when the stage runs
                 key = f"{section}.{f.name}"
                 yield key, getattr(obj, f.name), f.metadata["doc"], self.sources.get(key, "default")
 
@@ -197,6 +387,15 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "specialize.price_per_million_in": (0, None), "specialize.price_per_million_out": (0, None),
     "bench.tasks": (1, None), "bench.candidates": (1, None), "bench.max_changed_lines": (1, None),
     "bench.resamples": (1, None),
+    **{f"{section}.{name}": (1, None) for section in ("train", "rerank_train")
+       for name in ("rank", "alpha", "epochs", "batch_tokens")},
+    **{f"{section}.{name}": (0, 1) for section in ("train", "rerank_train")
+       for name in ("dropout", "warmup_ratio")},
+    "train.grad_accum": (1, None), "train.batch_size": (0, None), "train.max_steps": (0, None),
+    "train.lr": (0, None), "rerank_train.lr": (0, None), "rerank_train.pairs_per_step": (1, None),
+    "policy.num_generations": (2, None), "policy.tasks_per_step": (1, None),
+    "policy.micro_batch": (1, None), "policy.max_completion_tokens": (1, None),
+    "policy.code_tokens": (1, None), "policy.lr": (0, None), "policy.temperature": (0, None),
 }
 
 
@@ -214,6 +413,9 @@ def _sections() -> list[str]:
 
 def _coerce(key: str, value: Any, target_type: type) -> Any:
     try:
+        if target_type is list:  # TOML gives a list; the environment and flags "a,b,c"
+            return [str(v).strip() for v in (value if isinstance(value, list)
+                                             else str(value).split(","))]
         if target_type is bool and isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -236,8 +438,12 @@ def _apply(settings: Settings, table: dict[str, Any], source: str) -> None:
         for name, value in values.items():
             if name not in known:
                 raise ConfigError(f"unknown setting {section}.{name} in {source}; valid: "
-                                  f"{', '.join(known)}")
-            ftype = type(known[name].default)
+                                  f"{', '.join(n for n, f in known.items() if 'derived' not in f.metadata)}")
+            if "derived" in known[name].metadata:
+                raise ConfigError(f"{section}.{name} in {source} is not a setting of its own: it "
+                                  f"follows {known[name].metadata['derived']}; set that instead")
+            ftype = list if known[name].default is dataclasses.MISSING else \
+                type(known[name].default)
             setattr(obj, name, _coerce(f"{section}.{name}", value, ftype))
             settings.sources[f"{section}.{name}"] = source
 
@@ -273,6 +479,8 @@ def load_settings(repo_root: Path | None = None, flags: dict[str, Any] | None = 
         section, _, name = key.partition(".")
         _apply(settings, {section: {name: value}}, f"flag --{name.replace('_', '-')}")
     _check_bounds(settings)
+    settings.train.check()
+    settings.rerank_train.check()
     return settings
 
 

@@ -110,6 +110,30 @@ def test_config_shows_sources(repo):
     assert out.returncode == 1 and "unknown setting solve.candidatez" in out.stderr
 
 
+def test_training_knobs_are_settings_like_any_other(repo):
+    """One settings system: LoRA, reranker and policy training show in `sera config` with their
+    source; a field that follows another setting is refused with the one to set."""
+    (repo / ".sera").mkdir(exist_ok=True)
+    (repo / ".sera" / "config.toml").write_text(
+        '[train]\nepochs = 1\ntarget_modules = ["q_proj", "v_proj"]\n[rerank_train]\nlr = 0.001\n')
+    out = sera(repo, "config", env={"SERA_POLICY_NUM_GENERATIONS": "6"})
+    assert "train.epochs = 1  [.sera/config.toml]" in out.stdout
+    assert "train.target_modules = ['q_proj', 'v_proj']  [.sera/config.toml]" in out.stdout
+    assert "rerank_train.lr = 0.001  [.sera/config.toml]" in out.stdout
+    assert "policy.num_generations = 6  [env SERA_POLICY_NUM_GENERATIONS]" in out.stdout
+    assert "train.rank = 8  [default]" in out.stdout
+    assert "train.max_tokens" not in out.stdout and "policy.steps" not in out.stdout
+    (repo / ".sera" / "config.toml").write_text('[train]\nmax_tokens = 100\n')
+    out = sera(repo, "config")
+    assert out.returncode == 1
+    assert "train.max_tokens in .sera/config.toml is not a setting of its own: it follows " \
+           "specialize.context_tokens; set that instead" in out.stderr
+    (repo / ".sera" / "config.toml").write_text('[train]\nrank = 0\n')
+    out = sera(repo, "config")
+    assert out.returncode == 1
+    assert "setting train.rank = 0 (.sera/config.toml) must be at least 1" in out.stderr
+
+
 def test_ctrl_c_removes_work_copies_and_keeps_the_run(repo, tmp_path):
     import signal
     import time

@@ -19,9 +19,11 @@ from sera.errors import SeraError
 from tiny_models import build_tiny_model
 from sera.specialize.mining import mine_history
 from sera.reranker.labels import LabeledPatch, TaskGroup
-from sera.specialize.grpo import (PolicyConfig, PolicyTask, code_view, completion_patch,
-                                    optimize_policy, policy_prompt, policy_tasks, reward)
-from sera.specialize.lora import TrainConfig, train_lora
+from sera.config import PolicyConfig
+from sera.specialize.grpo import (PolicyTask, code_view, completion_patch, optimize_policy,
+                                  policy_prompt, policy_tasks, reward)
+from sera.config import TrainConfig
+from sera.specialize.lora import train_lora
 
 CALC = '''def add(a, b):
     """Return the sum of a and b."""

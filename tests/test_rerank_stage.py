@@ -90,9 +90,9 @@ def start(project: Path, tmp_path: Path, **extra):
         "model.spec": agent(tmp_path), "specialize.teacher": teacher(tmp_path),
         "rerank.base": tiny, "specialize.functions": 2, "specialize.concurrency": 1,
         "specialize.heldout_fraction": 0.5, "agent.max_steps": 6, "rerank.samples": 2,
-        "rerank.max_tokens": 512, "rerank.rounds": 2, **extra})
-    run = new_run(project, settings, snapshot_commit(project),
-                  {"rerank_train": {"epochs": 1, "lr": 1e-3}})
+        "rerank.max_tokens": 512, "rerank.rounds": 2, "rerank_train.epochs": 1,
+        "rerank_train.lr": 1e-3, **extra})
+    run = new_run(project, settings, snapshot_commit(project), {})
     run.say = lambda message: None
     return run
 

@@ -21,8 +21,8 @@ from sera.reranker.model import (LoraReranker, encode_candidate, encode_candidat
 from tiny_models import build_tiny_model
 from sera.paths import rerankers_dir
 from sera.reranker.labels import LabeledPatch, TaskGroup
-from sera.reranker.train import (RerankTrainConfig, build_reward_model, make_pairs,
-                                          pair_accuracy, train_reranker)
+from sera.config import RerankTrainConfig
+from sera.reranker.train import build_reward_model, make_pairs, pair_accuracy, train_reranker
 
 
 def diff(module: str, function: str, old: str, new: str) -> str:
@@ -237,9 +237,9 @@ def test_on_the_agents_model_it_scores_the_same_without_a_second_base(trained, l
     """One base in memory serves agent and reranker: the reranker's LoRA joins the agent's model
     as one more adapter; scores match the reranker loaded on its own; the agent still answers
     with the base and with its own adapter."""
-    from sera.config import ModelConfig
+    from sera.config import ModelConfig, TrainConfig
     from sera.models.registry import load_model
-    from sera.specialize.lora import TrainConfig, train_lora
+    from sera.specialize.lora import train_lora
 
     spec = f"transformers:{tiny_dir}"
     agent = load_model(spec, ModelConfig(spec=spec))

@@ -17,7 +17,7 @@ from sera.agent.workcopy import snapshot_commit
 from sera.config import load_settings
 from tiny_models import build_tiny_model
 from sera.paths import RunInUse
-from sera.specialize.run import new_run, resume_run, run_stages
+from sera.specialize.run import new_run, resume_run, run_stages, start_run
 
 CALC = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a - b\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n'
 
@@ -69,14 +69,15 @@ def flags(tmp_path: Path, **extra) -> dict:
     return {"model.spec": f"transformers:{build_tiny_model(tmp_path / 'tiny')}",
             "specialize.teacher": teacher_script(tmp_path / "teacher.json"),
             "specialize.functions": 2, "specialize.concurrency": 1, "model.max_tokens": 256,
-            "agent.max_steps": 6, "specialize.context_tokens": 8192, **extra}
+            "agent.max_steps": 6, "specialize.context_tokens": 8192, "train.epochs": 2,
+            "train.max_steps": 4, **extra}
 
 
 def start(project: Path, tmp_path: Path, **extra):
     settings = load_settings(project, flags(tmp_path, **extra))
     # The reranker stage has tests of its own (test_rerank_stage.py); here it would only add time.
     run = new_run(project, settings, snapshot_commit(project),
-                  {"train": {"epochs": 2, "max_steps": 4}, "no_reranker": True})
+                  {"no_reranker": True})
     run.say = lambda message: None
     return run
 
@@ -257,3 +258,24 @@ def test_concurrent_rollouts_and_money_in_the_report(project, tmp_path):
     tokens_out = sum(r["tokens_out"] for r in records)
     assert cost["money"] == round((tokens_in * 1.0 + tokens_out * 2.0) / 1e6, 4)
     assert cost["money_per_accepted"] == cost["money"]
+
+
+def test_a_preset_sets_training_settings_and_says_so_and_older_runs_keep_theirs(project):
+    run = start_run(project, "demo", {"specialize.functions": 1}, {})
+    try:
+        assert run.settings.train.epochs == 1 and run.settings.sources["train.epochs"] == "preset demo"
+        assert run.settings.specialize.functions == 1  # an explicit flag wins over the preset
+        assert run.manifest["settings"]["train.epochs"] == 1
+        # a run from before training knobs were settings kept them as options
+        for key in [k for k in run.manifest["settings"] if k.startswith("train.")]:
+            del run.manifest["settings"][key]
+        run.manifest["options"]["train"] = {"epochs": 3, "lr": 0.001}
+        run.save()
+    finally:
+        run.close()
+    resumed = resume_run(project, run.id)
+    try:
+        assert resumed.settings.train.epochs == 3 and resumed.settings.train.lr == 0.001
+    finally:
+        resumed.close()
+

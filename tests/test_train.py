@@ -16,7 +16,8 @@ from tiny_models import build_tiny_model
 from sera.specialize import lora as train_module
 from sera.specialize.rows import (IGNORE_INDEX, Example, encode_for_training, load_rows,
                                      mix_rows, pack_or_group)
-from sera.specialize.lora import TrainConfig, mean_nll, train_lora, update_card
+from sera.config import TrainConfig
+from sera.specialize.lora import mean_nll, train_lora, update_card
 
 SYSTEM = ("You are a coding agent working in a repository. Tools: bash, str_replace_editor, "
           "submit. Call one tool per reply inside <tool_call></tool_call>.")

@@ -10,7 +10,8 @@ import dataclasses
 import pytest
 
 from tiny_models import build_tiny_model
-from sera.specialize.lora import TrainConfig, mean_nll, train_lora
+from sera.config import TrainConfig
+from sera.specialize.lora import mean_nll, train_lora
 from test_train import ROWS
 
 torch = pytest.importorskip("torch")

@@ -25,61 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sera.config import doc_field
+from sera.config import RerankTrainConfig
 from sera.errors import SeraError
 from sera.models.device import pick_device
 from sera.reranker.labels import TaskGroup
-from sera.specialize.lora import ALL_PROJECTIONS, lr_schedule, save_peft_folder
+from sera.specialize.lora import lr_schedule, save_peft_folder
 
 GAP_TOLERANCE = 1e-9  # labels are sums of floats: a gap of exactly min_gap must count
-
-
-@dataclass
-class RerankTrainConfig:
-    rank: int = doc_field("LoRA rank r", 8)
-    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
-    dropout: float = doc_field("dropout on the LoRA input", 0.05)
-    lr: float = doc_field("peak learning rate of AdamW (LoRA weights and score head)", 1e-4)
-    epochs: int = doc_field("passes over the training pairs (reshuffled each pass)", 2)
-    pairs_per_step: int = doc_field("pairs accumulated per optimizer step", 8)
-    max_tokens: int = doc_field("most tokens of task + patch one candidate is read with (the task is "
-                           "cut first); use the same as rerank.max_tokens at solve time", 1024)
-    batch_tokens: int = doc_field("padded tokens in one forward pass; a step's pairs are split into "
-                             "micro-batches under it (a pair is never split)", 4096)
-    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
-                                     ALL_PROJECTIONS)
-    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
-                                        "memory for long candidates, about 30% more time", True)
-    seed: int = doc_field("seed of the head and LoRA initialisation, dropout and pair order", 0)
-    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
-    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
-    weight_decay: float = doc_field("AdamW weight decay", 0.0)
-    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
-    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
-                              "save what was learnt (0 = no limit)", 0.0)
-    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
-    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
-
-    @classmethod
-    def for_device(cls, device: str = "auto") -> "RerankTrainConfig":
-        """Defaults for a CPU (fp32) or a GPU (bf16, bigger micro-batches)."""
-        if device == "auto":
-            device = pick_device(device, "reranker training")
-        if device == "cpu":
-            return cls(device="cpu")
-        if device == "cuda":
-            return cls(precision="bf16", batch_tokens=32768, pairs_per_step=16, device="cuda")
-        raise SeraError(f"unknown training device {device!r}; use auto, cpu or cuda")
-
-    def check(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
-        if self.schedule not in ("cosine", "linear"):
-            raise SeraError(f"learning-rate schedule must be cosine or linear, "
-                            f"got {self.schedule!r}")
-        if min(self.rank, self.epochs, self.pairs_per_step, self.max_tokens, self.batch_tokens) < 1:
-            raise SeraError("rank, epochs, pairs_per_step, max_tokens and batch_tokens must be "
-                            ">= 1")
 
 
 @dataclass(frozen=True)

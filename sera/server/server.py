@@ -196,7 +196,7 @@ class SeraServer(LanguageServer):
             loop.call_soon_threadsafe(progress.report, text)
 
         def work() -> list[str]:
-            run = start_run(repo, request.get("preset"), flags, {}, {})
+            run = start_run(repo, request.get("preset"), flags, {})
             run.cancel, run.say = cancel, report
             run.progress = StageBars(lambda bar, line: report(line))
             report(f"specialize run {run.id}")

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from sera.config import doc_field
+from sera.config import PolicyConfig
 from sera.agent.guided import opening
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
@@ -66,7 +66,7 @@ from sera.reranker.labels import TaskGroup
 from sera.diff import change_ranges, changed_lines, parse
 from sera.specialize.recall import line_recall
 from sera.reranker.pool import PoolTask
-from sera.specialize.lora import ALL_PROJECTIONS, save_peft_folder
+from sera.specialize.lora import save_peft_folder
 
 if TYPE_CHECKING:
     import torch
@@ -80,49 +80,6 @@ DIFF_OPTIONS = ["--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--s
                 "--dst-prefix=b/"]
 SCRATCH_GIT = ["-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c",
                "init.defaultBranch=main", "-c", f"core.hooksPath={os.devnull}"]
-
-
-@dataclass
-class PolicyConfig:
-    steps: int = doc_field("GRPO optimizer steps", 8)
-    lr: float = doc_field("learning rate of AdamW on the LoRA weights (constant)", 1e-5)
-    num_generations: int = doc_field("answers sampled per task: the group GRPO compares (>= 2)", 4)
-    tasks_per_step: int = doc_field("tasks per optimizer step (each with its whole group)", 1)
-    micro_batch: int = doc_field("answers per forward/backward pass; the step's answers are "
-                            "accumulated (activation memory grows with it)", 1)
-    max_completion_tokens: int = doc_field("longest answer in tokens; longer ones are cut", 128)
-    code_tokens: int = doc_field("room for the files in the prompt (about 3 characters a token)", 1024)
-    temperature: float = doc_field("sampling temperature of the answers", 1.0)
-    beta: float = doc_field("weight of the KL penalty to the starting adapter (0 = none, no "
-                       "reference pass: cheaper)", 0.04)
-    score_weight: float = doc_field("weight of the reranker's preference over the reference (0..1)",
-                               0.5)
-    recall_weight: float = doc_field("weight of the reference's line recall in the patch (0..1)", 0.5)
-    fail_reward: float = doc_field("reward of an answer that does not parse, apply or change anything",
-                              -1.0)
-    rank: int = doc_field("LoRA rank of a fresh adapter (an existing adapter keeps its own)", 8)
-    alpha: int = doc_field("LoRA alpha of a fresh adapter", 16)
-    target_modules: list[str] = doc_field("modules a fresh adapter adapts", ALL_PROJECTIONS)
-    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: without "
-                                        "it one 1.3k-token answer of a 0.5B model holds about "
-                                        "6 GB of activations", True)
-    seed: int = doc_field("seed of sampling, task order and a fresh adapter", 0)
-    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
-
-    def check(self) -> None:
-        if self.num_generations < 2:
-            raise SeraError("policy optimization needs num_generations >= 2: GRPO compares the "
-                            "answers of one task with each other")
-        if min(self.steps, self.tasks_per_step, self.micro_batch, self.max_completion_tokens,
-               self.code_tokens) < 1:
-            raise SeraError("steps, tasks_per_step, micro_batch, max_completion_tokens and "
-                            "code_tokens must be >= 1")
-        if (self.num_generations * self.tasks_per_step) % self.micro_batch:
-            raise SeraError(f"micro_batch ({self.micro_batch}) must divide the answers of a step "
-                            f"(num_generations x tasks_per_step = "
-                            f"{self.num_generations * self.tasks_per_step})")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise SeraError(f"unknown policy device {self.device!r}; use auto, cpu or cuda")
 
 
 @dataclass

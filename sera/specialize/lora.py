@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from sera.config import doc_field
+from sera.config import TrainConfig
 from sera.errors import SeraError
 from sera.models.device import pick_device
 from sera.paths import atomic_write_json
@@ -42,60 +42,7 @@ from sera.specialize.rows import IGNORE_INDEX, Example, Row, encode_for_training
 if TYPE_CHECKING:
     import torch
 
-# Every linear projection of attention and MLP in Llama-style models (Qwen, Llama, Mistral, ...).
-ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 HEAD_CHUNK_TOKENS = 1024  # trained positions sent through the LM head at once (memory bound)
-
-
-@dataclass
-class TrainConfig:
-    rank: int = doc_field("LoRA rank r", 8)
-    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
-    dropout: float = doc_field("dropout on the LoRA input", 0.05)
-    lr: float = doc_field("peak learning rate of AdamW", 2e-4)
-    epochs: int = doc_field("passes over the training rows", 2)
-    max_steps: int = doc_field("exactly this many optimizer steps, cycling through the rows as needed "
-                          "(0 = `epochs` passes)", 0)
-    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
-                              "save what was learnt (0 = no limit; the schedule is not shortened)",
-                              0.0)
-    max_tokens: int = doc_field("longest sequence in tokens; longer rows are cut (the caller should "
-                           "cut trajectories at a turn boundary first)", 4096)
-    batch_tokens: int = doc_field("padded tokens in one micro-batch (examples x longest)", 4096)
-    batch_size: int = doc_field("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
-    grad_accum: int = doc_field("micro-batches per optimizer step", 4)
-    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
-                                     ALL_PROJECTIONS)
-    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
-                                        "memory for long trajectories, about 30% more time", True)
-    seed: int = doc_field("seed of LoRA initialisation, dropout and batch order", 0)
-    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
-    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
-    weight_decay: float = doc_field("AdamW weight decay on the LoRA weights", 0.0)
-    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
-    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
-    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
-
-    @classmethod
-    def for_device(cls, device: str = "auto") -> "TrainConfig":
-        """Defaults for a CPU (small and quick) or a GPU (METHODS.md's LoRA recipe: r 32, alpha 128,
-        lr 5e-5, bf16, 3 epochs, long context)."""
-        if device == "auto":
-            device = pick_device(device, "training")
-        if device == "cpu":
-            return cls(device="cpu")
-        if device == "cuda":
-            return cls(rank=32, alpha=128, lr=5e-5, epochs=3, max_tokens=32768, batch_tokens=32768,
-                       batch_size=16, grad_accum=8, precision="bf16", device="cuda")
-        raise SeraError(f"unknown training device {device!r}; use auto, cpu or cuda")
-
-    def check(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
-        if self.schedule not in ("cosine", "linear"):
-            raise SeraError(f"learning-rate schedule must be cosine or linear, got {self.schedule!r}")
-        if min(self.rank, self.epochs, self.grad_accum, self.max_tokens, self.batch_tokens) < 1:
-            raise SeraError("rank, epochs, grad_accum, max_tokens and batch_tokens must be >= 1")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import IO, Any, Callable
 
 from sera.agent.runs import find_run, new_run_id, read_manifest, write_manifest
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
-from sera.config import Settings, load_settings
+from sera.config import Settings, apply_device_profile, load_settings
 from sera.errors import SeraError
 from sera.paths import claim_run, claimed, runs_dir
 from sera.specialize.presets import preset
@@ -137,14 +137,18 @@ def new_run(repo_root: Path, settings: Settings, commit: str, options: dict[str,
 
 
 def start_run(repo_root: Path, preset_name: str | None, flags: dict[str, Any],
-              train: dict[str, Any], options: dict[str, Any]) -> SpecializeRun:
+              options: dict[str, Any]) -> SpecializeRun:
     """A new run of the working tree as it is: the preset's settings under `flags` (explicit
-    settings win), its training overrides under `train`; `options` are kept in the manifest."""
+    settings win), the GPU's training defaults where training will run on one
+    (config.apply_device_profile); `options` are kept in the manifest."""
     chosen = preset(preset_name)
-    settings = load_settings(repo_root, {**chosen["settings"], **flags})
-    ensure_state_dir(repo_root)
+    settings = load_settings(repo_root, {**chosen, **flags})
+    for key in set(chosen) - {k for k, v in flags.items() if v is not None}:
+        settings.sources[key] = f"preset {preset_name}"
+    ensure_state_dir(repo_root)  # a repository that cannot be written to says so first
+    apply_device_profile(settings)
     return new_run(repo_root, settings, snapshot_commit(repo_root),
-                   {"preset": preset_name, "train": {**chosen["train"], **train}, **options})
+                   {"preset": preset_name, **options})
 
 
 def outcome(run: SpecializeRun) -> list[str]:
@@ -186,8 +190,8 @@ def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
     run_dir = Path(manifest.pop("dir"))
     lock = claim_run(run_dir, "specialize run")
     try:
-        settings = load_settings(None, manifest["settings"])  # as the run started, whatever changed since
         manifest = read_manifest(run_dir)
+        settings = load_settings(None, _run_settings(manifest))  # as it started, whatever changed since
     except BaseException:
         lock.close()
         raise
@@ -196,6 +200,16 @@ def resume_run(repo_root: Path, run_id: str | None) -> SpecializeRun:
     if manifest["status"] == "done":
         _reopen_failed_rollouts(run_dir, manifest, lock)
     return SpecializeRun(repo_root, run_dir, settings, manifest, lock=lock)
+
+
+def _run_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run started with, as flags; a run from before training knobs were settings
+    kept them as options ("train": {"epochs": 1}, ...)."""
+    flags = dict(manifest["settings"])
+    for section in ("train", "rerank_train", "policy"):
+        for name, value in (manifest.get("options", {}).get(section) or {}).items():
+            flags.setdefault(f"{section}.{name}", value)
+    return flags
 
 
 def failed_rollouts(run_dir: Path) -> int:

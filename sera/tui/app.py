@@ -262,7 +262,7 @@ class SeraApp(App, inherit_bindings=False):
         the run to resume."""
         from sera.agent.session import where_code_goes
         from sera.specialize.run import outcome, run_stages, start_run
-        run = start_run(self.repo_root, preset, dict(self.flags), {}, {})
+        run = start_run(self.repo_root, preset, dict(self.flags), {})
         try:
             run.cancel, run.say = cancel, lambda note: self.call_from_thread(self._noted, note)
             run.progress = StageBars(

@@ -24,7 +24,7 @@ PRESET_NOTES = {
 
 
 def preset_line(name: str) -> str:
-    functions = PRESETS.get(name, {}).get("settings", {}).get("specialize.functions")
+    functions = PRESETS.get(name, {}).get("specialize.functions")
     parts = ([f"{functions} functions"] if functions else []) + \
         ([PRESET_NOTES[name]] if name in PRESET_NOTES else [])
     return f"{name}: {', '.join(parts)}" if parts else name

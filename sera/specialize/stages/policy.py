@@ -75,13 +75,12 @@ def _optimize(run, tasks, reranker_dir: Path) -> dict[str, Any]:
         if card.get("run") == run.id and card.get("method") == "grpo":
             return _summary(card, out_dir)
     from sera.reranker.model import LoraReranker
-    from sera.specialize.grpo import PolicyConfig, optimize_policy, policy_tasks
+    from sera.specialize.grpo import optimize_policy, policy_tasks
     from sera.specialize.student import student_folder
 
     settings = run.settings
-    config = dataclasses.replace(PolicyConfig(steps=settings.rerank.policy_steps,
-                                              seed=settings.specialize.seed),
-                                 **run.manifest["options"].get("policy", {}))
+    config = dataclasses.replace(settings.policy, steps=settings.rerank.policy_steps,
+                                 seed=settings.specialize.seed)
     problems = policy_tasks(run.repo_root, tasks)
     start = stage.run_adapter(run)
     if "agent" in run.models:  # the sampling agent makes room for policy and reranker

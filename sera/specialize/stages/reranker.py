@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from sera.config import RerankTrainConfig
 from sera.errors import SeraError
 from sera.paths import atomic_write_json, rerankers_dir
 from sera.reranker.labels import TaskGroup
@@ -151,16 +152,14 @@ class RerankerTrainer:
     base_spec: str
     base_folder: Path
     out_dir: Path
-    config: Any  # RerankTrainConfig
+    config: RerankTrainConfig
 
     @classmethod
     def for_run(cls, run) -> "RerankerTrainer":
         from sera.models.local import transformers_folder
-        from sera.reranker.train import RerankTrainConfig
         base = run.settings.rerank.base or run.settings.model.spec
-        config = dataclasses.replace(RerankTrainConfig.for_device("auto"),
-                                     max_tokens=run.settings.rerank.max_tokens,
-                                     **run.manifest["options"].get("rerank_train", {}))
+        config = dataclasses.replace(run.settings.rerank_train,
+                                     max_tokens=run.settings.rerank.max_tokens)
         return cls(run, base, transformers_folder(base, "reranker's base model"),
                    rerankers_dir(run.repo_root) / run.id, config)
 

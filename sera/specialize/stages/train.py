@@ -22,7 +22,7 @@ from sera.agent.trajectory import Trajectory
 from sera.paths import adapters_dir
 from sera.specialize.rows import load_rows
 from sera.specialize.student import student_folder
-from sera.specialize.lora import TrainConfig, mean_nll, train_lora, update_card
+from sera.specialize.lora import mean_nll, train_lora, update_card
 
 
 def run(run) -> dict:
@@ -35,9 +35,8 @@ def run(run) -> dict:
         return {"skipped": reason}
     heldout = load_rows([run.dir / "heldout.jsonl"])
     folder = student_folder(run.settings.model.spec)
-    config = dataclasses.replace(TrainConfig.for_device("auto"),
-                                 max_tokens=run.settings.specialize.context_tokens,
-                                 **run.manifest["options"].get("train", {}))
+    config = dataclasses.replace(run.settings.train,
+                                 max_tokens=run.settings.specialize.context_tokens)
     out_dir = adapters_dir(run.repo_root) / run.id
     nll_before = _heldout_nll(run, "held-out", folder, heldout, None, config.max_tokens)
     advance = run.bar("training", 1)
