@@ -9,16 +9,27 @@ from pathlib import Path
 
 from sera import __version__
 from sera.errors import SeraError, disk_error
+from sera.agent.apply import apply_candidate, undo_last
+from sera.agent.runs import find_run, list_runs
+from sera.agent.session import Session, where_code_goes
+from sera.agent.summary import location_lines, ordering_notes, rank_line, step_line, top_candidate
+from sera.agent.workcopy import find_repo_root
+from sera.config import load_settings
+from sera.models import serve
+from sera.models.catalog import describe
+from sera.models.registry import load_model
+from sera.specialize.bench import (add_configs, find_bench, format_report, new_bench, parse_config,
+                                   run_bench)
+from sera.specialize.run import outcome, resume_run, run_stages, start_run
+from sera.specialize.stages.reranker import evaluate_run
 
 
 
 def _settings(args, flags: dict):
-    from sera.config import load_settings
     return load_settings(args.repo_root, flags)
 
 
 def _repo_root(path: str) -> Path:
-    from sera.agent.workcopy import find_repo_root
     return find_repo_root(Path(path))
 
 
@@ -29,8 +40,6 @@ def _model_flags(args) -> dict:
 
 
 def cmd_solve(args) -> int:
-    from sera.agent.session import Session
-    from sera.agent.summary import ordering_notes
 
     settings = _settings(args, _solve_flags(args))
     session = Session()
@@ -49,12 +58,10 @@ def cmd_solve(args) -> int:
 
 
 def _print_step(index: int, event) -> None:
-    from sera.agent.summary import step_line
     _err(f"  candidate {index} step {event.step}: {step_line(event)}")
 
 
 def _print_result(result) -> None:
-    from sera.agent.summary import location_lines, rank_line
     for c in result.candidates:
         print(f"=== candidate {c.index}: {c.status} ({c.exit_message}); {c.steps} steps, "
               f"{c.prompt_tokens} tokens in, {c.completion_tokens} out, {c.seconds:.1f} s")
@@ -69,7 +76,6 @@ def _print_result(result) -> None:
 
 
 def _print_next_steps(result, repo_root: Path) -> None:
-    from sera.agent.summary import top_candidate
     print(f"run {result.run_id} saved in {result.run_dir}")
     first = top_candidate(result.candidates)
     if first is not None:
@@ -118,7 +124,6 @@ def _run_to_open(repo_root: Path, run_id: str | None) -> str | None:
     the app starts, so a typo is one line on the terminal instead of an app with nothing in it."""
     if run_id is None:
         return None
-    from sera.agent.runs import find_run
     return find_run(repo_root, run_id)["id"]
 
 
@@ -138,7 +143,6 @@ def _solve_flags(args) -> dict:
 
 
 def cmd_specialize(args) -> int:
-    from sera.specialize.run import outcome, resume_run, start_run
 
     if args.resume is not None:
         run = resume_run(args.repo_root, args.resume or None)
@@ -152,7 +156,6 @@ def cmd_specialize(args) -> int:
                         {"no_reranker": args.no_reranker, "no_train": args.no_train})
         settings = run.settings
         teacher = settings.specialize.teacher or settings.model.spec
-        from sera.agent.session import where_code_goes
         note = where_code_goes(teacher)
         if note:
             _err(note)
@@ -184,7 +187,6 @@ def _specialize_flags(args) -> dict:
 def _run_with_progress(run, stage) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sera.specialize.run import run_stages
     columns = [TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, transient=False) as progress:
@@ -193,7 +195,6 @@ def _run_with_progress(run, stage) -> None:
 
 
 def cmd_eval(args) -> int:
-    from sera.specialize.stages.reranker import evaluate_run
     result = evaluate_run(args.repo_root, args.run, args.reranker or "")
     metrics = result["metrics"]
     print(f"run {result['run']}, reranker {result['reranker']}: {metrics['tasks']} held-out tasks, "
@@ -210,8 +211,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from sera.specialize.bench import (add_configs, find_bench, format_report, new_bench,
-                                       parse_config, run_bench)
     configs = dict(parse_config(text) for text in args.config) if args.config else None
     if args.resume is not None:
         folder = find_bench(args.repo_root, args.resume or None)
@@ -243,7 +242,6 @@ def _maybe(value) -> str:
 
 
 def cmd_apply(args) -> int:
-    from sera.agent.apply import apply_candidate
     applied = apply_candidate(args.repo_root, args.target)
     how = " (3-way merge with your edits)" if applied.three_way else ""
     print(f"applied {applied.label}{how} to {', '.join(applied.files)}; undo with: sera undo")
@@ -251,14 +249,12 @@ def cmd_apply(args) -> int:
 
 
 def cmd_undo(args) -> int:
-    from sera.agent.apply import undo_last
     undone = undo_last(args.repo_root)
     print(f"undid {undone.label}: restored {', '.join(undone.files)}")
     return 0
 
 
 def cmd_runs(args) -> int:
-    from sera.agent.runs import list_runs
     runs = list_runs(args.repo_root)
     if not runs:
         print('no runs yet; start one with: sera solve "TASK"')
@@ -273,7 +269,6 @@ def cmd_runs(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from sera.models import serve
     serve.check_exposure(args.host, args.api_key)
     adapters = serve.served_adapters(args.repo_root, args.adapters) if args.repo_root else {}
     if args.engine == "vllm":
@@ -290,8 +285,6 @@ def cmd_serve(args) -> int:
         raise SeraError(f"--engine llamacpp serves a GGUF model (embedded, embedded:0.5b or "
                         f"llamacpp:<file.gguf>), not {spec!r}; --engine vllm serves the others "
                         f"on a GPU")
-    from sera.config import load_settings
-    from sera.models.registry import load_model
     settings = load_settings(args.repo_root, {"model.spec": spec})
     _err(f"loading {spec} ...")
     model = load_model(spec, settings.model)
@@ -311,7 +304,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from sera.models.catalog import describe
     print(describe(args.repo_root))
     return 0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sera.errors import ConfigError, SeraError
+from sera.models.device import DEVICES, pick_device
 
 
 def derived_field(text: str, default: Any, setting: str) -> Any:
@@ -312,7 +313,6 @@ GPU_PROFILE: dict[str, Any] = {
 def _for_device(cls: type, section: str, device: str, what: str) -> Any:
     """`cls` with its defaults for `device` (auto: the one torch sees; a GPU is not required
     for cuda here: training says so when it starts)."""
-    from sera.models.device import DEVICES, pick_device
     if device not in DEVICES:
         raise SeraError(f"unknown device {device!r} for {what}; use auto, cpu or cuda")
     device = pick_device(device, what) if device == "auto" else device
@@ -329,7 +329,6 @@ def _for_device(cls: type, section: str, device: str, what: str) -> Any:
 def apply_device_profile(settings: "Settings") -> str:
     """The device training will run on ("cpu" or "cuda", from train.device); on a GPU, the
     GPU_PROFILE values of the settings still at their defaults (source "gpu profile")."""
-    from sera.models.device import pick_device
     device = pick_device(settings.train.device, "training")
     if device == "cuda":
         for key, value in GPU_PROFILE.items():

@@ -20,6 +20,7 @@ from sera.agent.sandbox import Sandbox
 from sera.agent.workcopy import WorkCopy, run_git
 from sera.config import AgentConfig
 from sera.errors import ApplyError
+from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION, grammar_of, tree_sitter_parser
 
 MAX_ERRORS_SHOWN = 5
 
@@ -29,13 +30,11 @@ MAX_ERRORS_SHOWN = 5
 
 def language_name(rel: str) -> str:
     """The language name of a path (for code fences), '' when unknown."""
-    from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION
     return LANGUAGE_BY_EXTENSION.get(Path(rel).suffix, ("", ""))[0]
 
 
 def parser_for(rel: str):
     """A tree-sitter parser for the path's language, or None (no grammar for it here)."""
-    from sera.agent.sourcecode import grammar_of, tree_sitter_parser
     grammar = grammar_of(rel)
     if grammar is None:
         return None

@@ -47,6 +47,7 @@ from sera.agent.views import function_block, located_view, view_lines
 from sera.config import AgentConfig, ModelConfig
 from sera.errors import SeraError
 from sera.models.base import ChatModel, Completion
+from sera.agent.localize import candidate_view
 
 LOCATIONS = 5           # functions localized and shown
 CHARS_PER_TOKEN = 3     # code is token-dense; a cautious estimate for the code budget
@@ -270,7 +271,6 @@ class GuidedAgent:
         if given is not None:
             self.trajectory.meta["localization"] = {"candidate": self.candidate, "variant": "given"}
             return list(given)
-        from sera.agent.localize import candidate_view
         view = candidate_view(self.root, task, self.candidate, LOCATIONS)
         self.trajectory.meta["localization"] = view.meta(self.candidate)
         return view.locations

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypedDict
 
 from sera.agent.checks import PatchCheck, check_patch, patch_applies
 from sera.agent.testcmd import resolve_test_command
@@ -39,13 +39,21 @@ class CandidatePatch(Protocol):
     trajectory: str  # path of its trajectory file ('' = none): for the guided scaffold's checks
 
 
+class Filters(TypedDict, total=False):
+    """The cheap checks of one candidate's patch, in the order they run."""
+
+    applies: bool              # to the user's working tree (to the commit, for a bench task)
+    parses: bool               # the changed files still parse
+    tests: bool | None         # the test command passed (None: no command)
+    broken_before: list[str]   # changed files that did not parse before the patch either
+
+
 @dataclass
 class RankedCandidate:
     index: int
     rank: int                    # 1 = best
     votes: int                   # candidates that produced the same normalised patch (0: empty)
-    filters: dict[str, Any]      # applies: bool, parses: bool, tests: bool | None (no command),
-                                 # broken_before: files that did not parse before the patch either
+    filters: Filters
     score: float | None = None   # the reranker's, for patches that passed the filters
     duplicate_of: int | None = None  # the candidate whose identical patch was checked and scored
     detail: str = ""             # what failed: why it does not apply, parse errors, test output
@@ -98,7 +106,7 @@ def rank_candidates(repo_root: Path, commit: str, task: str, candidates: Sequenc
             entries.append(RankedCandidate(
                 c.index, 0, len(members), dict(filters), scores.get(first.index),
                 None if c is first else first.index, detail))
-    entries += [RankedCandidate(c.index, 0, 0, {"applies": False, "parses": False, "tests": None},
+    entries += [RankedCandidate(c.index, 0, 0, Filters(applies=False, parses=False, tests=None),
                                 detail="the patch is empty")
                 for c in candidates if not c.patch.strip()]
     entries.sort(key=_order)
@@ -118,7 +126,7 @@ def _group(candidates: Sequence[CandidatePatch]) -> list[list[CandidatePatch]]:
 
 
 def _filters(repo_root: Path, commit: str, candidate: CandidatePatch, command: str | None,
-             settings: Settings, working_tree: bool) -> tuple[dict[str, Any], str]:
+             settings: Settings, working_tree: bool) -> tuple[Filters, str]:
     applies, why_not = patch_applies(repo_root, candidate.patch) if working_tree else (True, "")
     own = _own_test_result(candidate, command)
     checked = check_patch(repo_root, commit, candidate.patch, None if own else command,
@@ -127,8 +135,8 @@ def _filters(repo_root: Path, commit: str, candidate: CandidatePatch, command: s
         checked = PatchCheck(checked.applies, True, own[0], "" if own[0] else own[1],
                              checked.broken_before)
     applies = applies and checked.applies
-    filters = {"applies": applies, "parses": checked.applies and checked.parses,
-               "tests": checked.tests}
+    filters = Filters(applies=applies, parses=checked.applies and checked.parses,
+                      tests=checked.tests)
     if checked.broken_before:
         filters["broken_before"] = list(checked.broken_before)
     detail = "\n".join(d for d in (

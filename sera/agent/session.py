@@ -18,6 +18,8 @@ from sera.config import Settings
 from sera.errors import SeraError, reports_disk_errors
 from sera.models.base import ChatModel, Reranker
 from sera.paths import probe_writable, runs_dir
+from sera.models.registry import load_model
+from sera.reranker.model import open_reranker, resolve_reranker
 
 NoteFn = Callable[[str], None]
 
@@ -60,7 +62,6 @@ class Session:
              note: NoteFn) -> tuple[ChatModel, Reranker | None]:
         """The agent's model and the repository's reranker for `settings`, loaded when they are
         not the ones already in memory."""
-        from sera.reranker.model import open_reranker, resolve_reranker
         folder = resolve_reranker(repo_root, settings.rerank.reranker,  # a bad name fails here
                                   settings.rerank.base or settings.model.spec)
         model_key = (settings.model.spec, settings.model.context_tokens, settings.model.threads)
@@ -71,7 +72,6 @@ class Session:
             if where:
                 note(where)
             note(f"loading model {settings.model.spec} ...")
-            from sera.models.registry import load_model
             self._model, self._model_key = load_model(settings.model.spec, settings.model), model_key
         reranker_key = (str(folder) if folder else None, settings.rerank.max_tokens)
         if reranker_key != self._reranker_key:

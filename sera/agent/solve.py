@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from sera.agent.loop import StepEvent
-from sera.agent.ranking import Ranking, rank_candidates
+from sera.agent.ranking import Filters, Ranking, rank_candidates
 from sera.agent.repostate import unsafe_state
 from sera.agent.rollout import choose_scaffold, rollout
 from sera.agent.runs import new_run_id, write_manifest
@@ -45,7 +45,7 @@ class Candidate:
     # Set by the ranking (ranking.RankedCandidate says what each means); rank None = not ranked.
     rank: int | None = None
     votes: int = 0
-    filters: dict = field(default_factory=dict)
+    filters: Filters = field(default_factory=Filters)  # type: ignore[assignment]
     score: float | None = None
     duplicate_of: int | None = None
     check_detail: str = ""

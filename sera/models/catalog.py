@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sera.models.registry import BACKENDS
 from sera.models.adapters import list_adapters
+from sera.models.embedded import embedded_status
 
 # backend -> (python module it needs, how to get it)
 REQUIREMENTS = {
@@ -38,7 +39,6 @@ def adapter_rows(repo_root: Path | None) -> list[str]:
 
 
 def describe(repo_root: Path | None) -> str:
-    from sera.models.embedded import embedded_status
 
     lines = ["backends:"]
     for name, available, note in backend_rows():

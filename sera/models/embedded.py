@@ -23,6 +23,7 @@ from pathlib import Path
 from sera.config import ModelConfig
 from sera.errors import ModelError
 from sera.paths import user_cache_dir
+from sera.models.llamacpp_backend import LlamaCppModel
 
 CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -68,7 +69,6 @@ DEFAULT_MODEL = "1.5b"
 
 def load(arg: str, config: ModelConfig):
     """The registry's entry point: `embedded`, `embedded:1.5b` or `embedded:0.5b`."""
-    from sera.models.llamacpp_backend import LlamaCppModel
 
     model = embedded_model(arg)
     return LlamaCppModel(embedded_gguf_path(model.name), config, spec=f"embedded:{model.name}")

@@ -43,6 +43,7 @@ from sera.config import ModelConfig
 from sera.errors import ModelError
 from sera.models.base import Completion, Message
 from sera.paths import user_cache_dir
+from sera.models.gguf_adapter import convert_peft_to_gguf
 
 GGUF_MAGIC = b"GGUF"
 PROMPT_CACHE_RAM_MIB = 1024  # host-memory copies of evicted prompts (llama.cpp's default: 8 GiB)
@@ -225,7 +226,6 @@ class LlamaCppModel:
 def converted_adapter(peft_dir: Path, base_gguf: Path) -> Path:
     """`peft_dir/adapter.gguf`, converted from the peft weights when missing or older than them
     (in the user cache when `peft_dir` is read-only)."""
-    from sera.models.gguf_adapter import convert_peft_to_gguf
 
     newest_source = max((peft_dir / name).stat().st_mtime for name in PEFT_FILES)
     for out in (peft_dir / "adapter.gguf", _cached_adapter_path(peft_dir)):

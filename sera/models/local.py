@@ -11,13 +11,13 @@ from pathlib import Path
 
 from sera.errors import SeraError
 from sera.models.registry import split_spec
+from sera.models.embedded import embedded_gguf_path
+from sera.models.transformers_backend import dequantize_gguf, resolve_model_folder
 
 
 def transformers_folder(spec: str, purpose: str = "model to specialize") -> Path:
-    from sera.models.transformers_backend import dequantize_gguf, resolve_model_folder
     name, arg = split_spec(spec)
     if name == "embedded":
-        from sera.models.embedded import embedded_gguf_path
         return dequantize_gguf(embedded_gguf_path(arg or "1.5b"))
     if name == "transformers":
         return resolve_model_folder(arg)

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from sera.errors import SeraError
 from sera.models.adapters import list_adapters
+from sera.models.vllm_backend import lora_rank
 
 BASE_NAME = "base"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -225,7 +226,6 @@ def vllm_command(model: str, adapters: dict[str, str], host: str, port: int, api
     if gpus > 1:
         command += ["--tensor-parallel-size", str(gpus)]
     if adapters:
-        from sera.models.vllm_backend import lora_rank
         command += ["--enable-lora", "--max-lora-rank", str(lora_rank(list(adapters.values()))),
                     "--lora-modules", *(f"{name}={folder}" for name, folder in adapters.items())]
     parser = next((p for family, p in TOOL_PARSERS.items() if family in model.lower()), None)

@@ -30,6 +30,8 @@ from sera.errors import ModelError, SeraError
 from sera.models.device import pick_device
 from sera.paths import atomic_write_json, card_folders, rerankers_dir
 from sera.prompts import render_from
+from sera.models.local import transformers_folder
+from sera.models.transformers_backend import load_tokenizer
 
 if TYPE_CHECKING:
     from sera.config import Settings
@@ -186,7 +188,6 @@ class LoraReranker:
         cost about a quarter more time per candidate; the scores move by ~1e-6), keep it apart in
         bfloat16 (merging would round the small LoRA update into bf16 weights).
         """
-        from sera.models.transformers_backend import load_tokenizer
 
         folder = Path(folder)
         card = read_card(folder)
@@ -293,7 +294,6 @@ def _with_adapter(model: Any, folder: Path) -> Any:
 
 def _base_folder(card: dict[str, Any]) -> Path:
     """The base model's transformers folder: as trained when it is still there, else the spec's."""
-    from sera.models.local import transformers_folder
     folder = Path(card.get("base_folder", ""))
     if card.get("base_folder") and (folder / "config.json").is_file():
         return folder

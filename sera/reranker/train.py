@@ -30,6 +30,8 @@ from sera.errors import SeraError
 from sera.models.device import pick_device
 from sera.reranker.labels import TaskGroup
 from sera.specialize.lora import lr_schedule, save_peft_folder
+from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
+from sera.reranker.model import LoraReranker, collate, encode_candidate, load_reward_base
 
 GAP_TOLERANCE = 1e-9  # labels are sums of floats: a gap of exactly min_gap must count
 
@@ -104,8 +106,6 @@ def train_reranker(base_folder: Path, groups: Sequence[TaskGroup], out_dir: Path
     `base_spec` (the model spec of `base_folder`) goes into the card: it is how a reranker is
     matched to the model in use. `progress` gets a dict after every optimizer step."""
     import torch
-    from sera.reranker.model import LoraReranker
-    from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 
     config.check()
     pairs = make_pairs(groups, min_gap)
@@ -144,7 +144,6 @@ def build_reward_model(folder: Path, tokenizer: Any, config: RerankTrainConfig) 
     """The frozen base as a one-label classifier with fresh LoRA weights and a trainable score head
     (peft SEQ_CLS: the head is in modules_to_save); LoRA and head in float32."""
     from peft import LoraConfig, get_peft_model
-    from sera.reranker.model import load_reward_base
 
     model = load_reward_base(folder, tokenizer, bf16=config.precision == "bf16")
     model.config.use_cache = False
@@ -187,7 +186,6 @@ def _run_steps(model: Any, tokenizer: Any, pairs: list[Pair], config: RerankTrai
                progress: Callable[[dict], None] | None) -> tuple[list[float], int]:
     """The loop; returns the loss of each step and how many pairs were trained."""
     import torch
-    from sera.reranker.model import encode_candidate
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -245,7 +243,6 @@ def _micro_batches(step: list[Pair], encode: Callable[[str, str], list[int]],
 def _pair_loss(model: Any, batch: list[Pair], encode: Callable[[str, str], list[int]]) -> Any:
     """Summed -log sigmoid(r_good - r_bad - margin) over the pairs of one forward pass."""
     import torch
-    from sera.reranker.model import collate
 
     sequences = [encode(p.task, p.good) for p in batch] + [encode(p.task, p.bad) for p in batch]
     device = next(model.parameters()).device

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from sera.errors import SeraError
+from sera.config import load_settings
+from sera.specialize.presets import PRESETS
 
 # Short option names a client may use, and the setting each one sets (dotted keys work too).
 OPTIONS = {
@@ -45,7 +47,6 @@ def settings_flags(options: dict[str, Any] | None, where: str) -> dict[str, Any]
 def valid_options(options: Any, where: str) -> tuple[dict[str, Any], list[str]]:
     """The options that are valid settings, and a line for each that is not (the key named):
     a client's settings are taken but for the bad ones, which it is told about."""
-    from sera.config import load_settings
     if options is None:
         return {}, []
     if not isinstance(options, dict):
@@ -77,7 +78,6 @@ def solve_request(args: tuple[Any, ...]) -> dict[str, Any]:
 
 def specialize_request(args: tuple[Any, ...]) -> dict[str, Any]:
     """sera.specialize's arguments: [] or [{"uri": ..., "preset": "demo", option: value}]."""
-    from sera.specialize.presets import PRESETS
     if not args:
         return {}
     if len(args) == 1 and isinstance(args[0], dict):

@@ -45,6 +45,16 @@ from sera.server.actions import candidate_actions, code_actions, relative
 from sera.server.lifecycle import cancel_other_requests, watch_client
 from sera.server.options import (settings_flags, solve_request, specialize_request,
                                  target_argument, uri_argument, uri_option, valid_options)
+from sera.agent.apply import (EditorApply, apply_found, find_candidate, touched_paths, undo_last,
+                              write_change)
+from sera.agent.runs import list_runs
+from sera.agent.solve import Candidate
+from sera.agent.workcopy import find_repo_root
+from sera.config import load_settings
+from sera.paths import atomic_write_bytes
+from sera.server.edits import workspace_edit
+from sera.specialize.progress import StageBars
+from sera.specialize.run import outcome, run_stages, start_run
 
 PREVIEW_CHARS = 4000  # a patch shown in a message (a client without window/showDocument)
 COMMANDS = ("sera.solve", "sera.preview", "sera.apply", "sera.undo", "sera.cancel",
@@ -72,7 +82,6 @@ class SeraServer(LanguageServer):
 
     def repo_for(self, uri: str | None) -> Path:
         """The repository of `uri` (a file or folder), else of the workspace, else of -C."""
-        from sera.agent.workcopy import find_repo_root
         if uri:
             path = Path(to_fs_path(uri) or ".")
             return find_repo_root(path if path.is_dir() else path.parent)
@@ -80,7 +89,6 @@ class SeraServer(LanguageServer):
         return find_repo_root(Path(root) if root else self.start_dir)
 
     def settings_for(self, repo: Path, request: dict[str, Any]):
-        from sera.config import load_settings
         flags = {**self.flags, **settings_flags(self.options, "the client's sera settings"),
                  **settings_flags(request, "the command's options")}
         return load_settings(repo, flags)
@@ -180,8 +188,6 @@ class SeraServer(LanguageServer):
     async def specialize(self, request: dict[str, Any]) -> dict[str, Any]:
         """A new specialize run of the repository, stage by stage with cancellable progress;
         the report at the end (what it produced, or why not)."""
-        from sera.specialize.progress import StageBars
-        from sera.specialize.run import outcome, run_stages, start_run
         self.refuse_when_busy()
         repo = self.repo_for(uri_argument("sera.specialize", request.get("uri")))
         flags = {**self.flags, **settings_flags(self.options, "the client's sera settings"),
@@ -222,7 +228,6 @@ class SeraServer(LanguageServer):
 
     def runs(self, repo: Path) -> dict[str, Any]:
         """The repository's runs, newest first, with each solve's candidates (for a picker)."""
-        from sera.agent.runs import list_runs
         found = []
         for manifest in list_runs(repo):
             found.append({"id": manifest["id"], "kind": manifest.get("kind", "solve"),
@@ -278,8 +283,6 @@ class SeraServer(LanguageServer):
                 return
 
     async def preview(self, repo: Path, target: str | None) -> dict[str, Any]:
-        from sera.agent.apply import find_candidate
-        from sera.paths import atomic_write_bytes
         manifest, candidate = find_candidate(repo, target)
         path = Path(manifest["dir"]) / f"{candidate['index']}.diff"
         atomic_write_bytes(path, candidate["patch"].encode("utf-8", "surrogateescape"))
@@ -299,7 +302,6 @@ class SeraServer(LanguageServer):
                 "candidate": candidate["index"]}
 
     async def apply(self, repo: Path, target: str | None) -> dict[str, Any]:
-        from sera.agent.apply import EditorApply, apply_found, find_candidate, touched_paths
         manifest, candidate = find_candidate(repo, target)
         label = f"candidate {candidate['index']} of run {manifest['id']}"
         if not self.edits_in_editor():
@@ -324,7 +326,6 @@ class SeraServer(LanguageServer):
         return {"applied": label, "files": files, "three_way": three_way}
 
     async def undo(self, repo: Path) -> dict[str, Any]:
-        from sera.agent.apply import EditorApply, undo_last
         if not self.edits_in_editor():
             undone = undo_last(repo)
             label, files, where = undone.label, undone.files, ""
@@ -365,8 +366,6 @@ class SeraServer(LanguageServer):
         """Have the editor make `change` (apply.PlannedChange); where the editor cannot express
         it (a file that is not UTF-8, a file to create without the client's create support),
         write the files on disk. Returns how it was made, for the message."""
-        from sera.agent.apply import write_change
-        from sera.server.edits import workspace_edit
         docs = self.open_documents(repo)
         versions = {rel: doc.version for rel, doc in docs.items() if doc.version is not None}
         capabilities = self.client_capabilities.workspace.workspace_edit
@@ -427,7 +426,6 @@ class _Progress:
 
 
 def _candidate_line(candidate: dict[str, Any]) -> dict[str, Any]:
-    from sera.agent.solve import Candidate
     known = {k: v for k, v in candidate.items() if k in Candidate.__dataclass_fields__}
     try:
         summary = rank_line(Candidate(**known)) if known.get("rank") is not None else \

@@ -67,6 +67,7 @@ from sera.diff import change_ranges, changed_lines, parse
 from sera.specialize.recall import line_recall
 from sera.reranker.pool import PoolTask
 from sera.specialize.lora import save_peft_folder
+from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 
 if TYPE_CHECKING:
     import torch
@@ -297,7 +298,6 @@ def optimize_policy(base_folder: Path, adapter_in: Path | None, out_dir: Path,
     """GRPO on the agent's LoRA adapter (`adapter_in`, or a fresh one) of `base_folder`; the
     result goes to `out_dir` with its card (plus `card_fields`, e.g. the run and the scaffold).
     `progress` gets a dict after every step."""
-    from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 
     config.check()
     if not tasks:
@@ -347,7 +347,6 @@ def _policy_model(folder: Path, adapter_in: Path | None, config: PolicyConfig) -
     """The frozen base (float32) with the adapter's LoRA weights trainable."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-    from sera.models.transformers_backend import load_causal_lm
 
     model = load_causal_lm(folder)
     if adapter_in is None:

@@ -38,6 +38,7 @@ from sera.errors import SeraError
 from sera.models.device import pick_device
 from sera.paths import atomic_write_json
 from sera.specialize.rows import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
+from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +66,6 @@ def train_lora(base: Path, rows: Sequence[Row], out_dir: Path, config: TrainConf
     (step, steps, loss, lr, elapsed, tokens_per_second) and within a step after each micro-batch but
     the last (step as a fraction, loss of the last finished step or None, elapsed)."""
     import torch
-    from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 
     config.check()
     folder = resolve_model_folder(str(base))
@@ -118,7 +118,6 @@ def _lora_model(folder: Path, config: TrainConfig) -> Any:
     """The frozen base in its training dtype, wrapped with fresh LoRA weights (float32)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from sera.models.transformers_backend import load_causal_lm
 
     model = load_causal_lm(folder)  # float32, eval mode
     if config.precision == "bf16":
@@ -336,8 +335,6 @@ def mean_nll(base: Path, rows: Sequence[Row], adapter: Path | None = None, max_t
     or the base with `adapter`; the mask is the training one. Float32 on CPU, bf16 on GPU.
     `progress(done, total)` hears of every batch (minutes each for a 1.5B model on a CPU)."""
     import torch
-    from sera.models.transformers_backend import (load_causal_lm, load_tokenizer,
-                                                  resolve_model_folder)
 
     folder = resolve_model_folder(str(base))
     examples = encode_rows(rows, load_tokenizer(folder), max_tokens)

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Callable
 
-from sera.agent.runs import find_run, new_run_id, read_manifest, write_manifest
+from sera.agent.runs import find_run, list_runs, new_run_id, read_manifest, write_manifest
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings, apply_device_profile, load_settings
 from sera.errors import SeraError
@@ -24,6 +24,7 @@ from sera.paths import claim_run, claimed, runs_dir
 from sera.specialize.presets import preset
 from sera.specialize.stages import (dataset, functions, history, policy, report, reranker,
                                     rollouts, train)
+from sera.models.registry import load_model
 
 def _no_training(run: "SpecializeRun") -> bool:
     """Started (or resumed) with --no-train: the run stays without training when resumed,
@@ -92,7 +93,6 @@ class SpecializeRun:
     def teacher(self):
         """The teacher model, loaded on first use."""
         if "teacher" not in self.models:
-            from sera.models.registry import load_model
             spec = self.settings.specialize.teacher or self.settings.model.spec
             self.say(f"loading teacher {spec} ...")
             self.models["teacher"] = load_model(spec, self.settings.model)
@@ -278,7 +278,6 @@ def _require_earlier_stages(run: SpecializeRun, name: str, skip: tuple[str, ...]
 
 
 def _specialize_runs(repo_root: Path) -> list[dict[str, Any]]:
-    from sera.agent.runs import list_runs
     return [m for m in list_runs(repo_root) if m.get("kind") == "specialize"]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sera.models.local import transformers_folder
+from sera.models.transformers_backend import load_tokenizer
 
 
 def student_folder(spec: str) -> Path:
@@ -20,6 +21,5 @@ def student_folder(spec: str) -> Path:
 
 def token_counter(folder: Path) -> Callable[[str], int]:
     """Counts tokens as the student's tokenizer does (filters and truncation use it)."""
-    from sera.models.transformers_backend import load_tokenizer
     tokenizer: Any = load_tokenizer(folder)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

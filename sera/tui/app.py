@@ -29,7 +29,7 @@ from textual.containers import VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
-from sera.agent.session import Session
+from sera.agent.session import Session, where_code_goes
 from sera.agent.solve import Candidate
 from sera.agent.summary import candidate_from_record, location_lines, ordering_notes, step_line
 from sera.diff import changed_files
@@ -37,6 +37,10 @@ from sera.errors import SeraError
 from sera.tui.presets import DEFAULT, PresetScreen
 from sera.tui.progress import SolveProgress, SpecializeProgress, StageBars
 from sera.tui.wording import patch_view, tui_message
+from sera.agent.apply import apply_candidate, undo_last
+from sera.agent.runs import find_run
+from sera.config import load_settings
+from sera.specialize.run import Cancelled, outcome, run_stages, start_run
 
 SCAFFOLDS = ("auto", "agent", "guided")
 COLUMNS = ("#", "rank", "status", "score", "votes", "checks", "files")
@@ -110,7 +114,6 @@ class SeraApp(App, inherit_bindings=False):
         if not event.value.strip():
             self.say(EMPTY_TASK, "warning")
             return
-        from sera.config import load_settings
         try:
             settings = load_settings(self.repo_root, self.flags)
         except SeraError as error:
@@ -209,7 +212,6 @@ class SeraApp(App, inherit_bindings=False):
 
     def load_run(self, run_id: str) -> None:
         """Show a saved solve run (`--run`)."""
-        from sera.agent.runs import find_run
         try:
             manifest = find_run(self.repo_root, run_id)
         except SeraError as error:
@@ -239,7 +241,6 @@ class SeraApp(App, inherit_bindings=False):
 
     @work(thread=True, exclusive=True, group="specialize")
     def run_specialize(self, preset: str | None, cancel: threading.Event) -> None:
-        from sera.specialize.run import Cancelled
         try:
             lines = self._specialize(preset, cancel)
         except Cancelled as stopped:  # its message says how to resume the run
@@ -260,8 +261,6 @@ class SeraApp(App, inherit_bindings=False):
         """A new run of the repository with the app's settings, to its end (in the worker's
         thread); its outcome lines. A stage's error that is not sera's becomes one that names
         the run to resume."""
-        from sera.agent.session import where_code_goes
-        from sera.specialize.run import outcome, run_stages, start_run
         run = start_run(self.repo_root, preset, dict(self.flags), {})
         try:
             run.cancel, run.say = cancel, lambda note: self.call_from_thread(self._noted, note)
@@ -369,7 +368,6 @@ class SeraApp(App, inherit_bindings=False):
     # Actions
 
     def action_apply(self) -> None:
-        from sera.agent.apply import apply_candidate
         chosen = self.selected()
         if chosen is None or self.run_id is None:
             self.say("no candidate to apply: solve a task first", "warning")
@@ -383,7 +381,6 @@ class SeraApp(App, inherit_bindings=False):
         self.say(f"applied {applied.label}{how} to {', '.join(applied.files)}; press u to undo")
 
     def action_undo(self) -> None:
-        from sera.agent.apply import undo_last
         try:
             undone = undo_last(self.repo_root)
         except SeraError as error:

@@ -33,6 +33,9 @@ from typing import Any
 from sera.paths import adapters_dir
 from sera.reranker.pool import pool_tasks, read_groups
 from sera.specialize.stages import reranker as stage
+from sera.reranker.model import LoraReranker
+from sera.specialize.grpo import optimize_policy, policy_tasks
+from sera.specialize.student import student_folder
 
 
 def run(run) -> dict:
@@ -74,9 +77,6 @@ def _optimize(run, tasks, reranker_dir: Path) -> dict[str, Any]:
         card = json.loads(card_file.read_text("utf-8"))
         if card.get("run") == run.id and card.get("method") == "grpo":
             return _summary(card, out_dir)
-    from sera.reranker.model import LoraReranker
-    from sera.specialize.grpo import optimize_policy, policy_tasks
-    from sera.specialize.student import student_folder
 
     settings = run.settings
     config = dataclasses.replace(settings.policy, steps=settings.rerank.policy_steps,

@@ -27,15 +27,20 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from sera.config import RerankTrainConfig
+from sera.config import RerankTrainConfig, load_settings
 from sera.errors import SeraError
-from sera.paths import atomic_write_json, rerankers_dir
+from sera.paths import adapters_dir, atomic_write_json, rerankers_dir
 from sera.reranker.labels import TaskGroup
 from sera.reranker.metrics import auc, evaluate
 from sera.reranker.pool import (Labeler, PoolTask, Sampler, count_sources,
                                          mine_hard_negatives, merge_rows, pick_tasks, pool_tasks,
                                          read_groups, round0_groups, sample_round, write_groups)
-from sera.reranker.train import make_pairs
+from sera.reranker.train import group_scores, make_pairs, train_reranker
+from sera.agent.runs import find_run, list_runs
+from sera.agent.testcmd import resolve_test_command
+from sera.models.local import transformers_folder
+from sera.models.registry import load_model
+from sera.reranker.model import LoraReranker, list_rerankers, resolve_reranker, update_reranker_card
 
 HELDOUT = "heldout.jsonl"  # the held-out tasks' candidates, sampled with the SFT agent
 HELDOUT_POLICY = "heldout-policy.jsonl"  # ... sampled again by the policy stage's agent
@@ -114,8 +119,6 @@ def heldout_comparison(run, tasks: Sequence[PoolTask], agent: "CurrentAgent", ou
 
 def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings) -> dict[str, Any]:
     """The reranker in `reranker_dir` scores `groups`; rerank_eval.evaluate compares it."""
-    from sera.reranker.model import LoraReranker
-    from sera.reranker.train import group_scores
     reranker = LoraReranker.load(reranker_dir, max_tokens=settings.rerank.max_tokens)
     try:
         scores = group_scores(reranker, groups)
@@ -126,7 +129,6 @@ def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings
 
 def finish(run, out_dir: Path, pool: list[TaskGroup], rounds: dict[int, dict], metrics,
             train_tasks: int, heldout: str = HELDOUT) -> dict[str, Any]:
-    from sera.reranker.model import update_reranker_card
     history = [rounds[k] for k in sorted(rounds)]
     threshold = metrics["threshold"] if metrics else None
     update_reranker_card(out_dir, run=run.id, rounds=history, metrics=metrics or {},
@@ -156,7 +158,6 @@ class RerankerTrainer:
 
     @classmethod
     def for_run(cls, run) -> "RerankerTrainer":
-        from sera.models.local import transformers_folder
         base = run.settings.rerank.base or run.settings.model.spec
         config = dataclasses.replace(run.settings.rerank_train,
                                      max_tokens=run.settings.rerank.max_tokens)
@@ -164,7 +165,6 @@ class RerankerTrainer:
                    rerankers_dir(run.repo_root) / run.id, config)
 
     def train(self, pool: Sequence[TaskGroup], what: str):
-        from sera.reranker.train import train_reranker
         advance = self.run.bar(f"reranker {what}", 1)
         return train_reranker(self.base_folder, pool, self.out_dir, self.config,
                               base_spec=self.base_spec, min_gap=self.run.settings.rerank.min_gap,
@@ -173,8 +173,6 @@ class RerankerTrainer:
                                                             info=f"loss {info['loss']:.3f}"))
 
     def scores(self, groups: Sequence[TaskGroup]) -> list[list[float]]:
-        from sera.reranker.model import LoraReranker
-        from sera.reranker.train import group_scores
         reranker = LoraReranker.load(self.out_dir, max_tokens=self.config.max_tokens)
         try:
             return group_scores(reranker, groups)
@@ -189,7 +187,6 @@ class CurrentAgent:
     for that model), loaded on first use and kept in run.models (closed with the run)."""
 
     def __init__(self, run, adapter: str | None = None) -> None:
-        from sera.agent.testcmd import resolve_test_command
         self.run = run
         self.adapter = adapter or run_adapter(run)
         self._sampler: Sampler | None = None
@@ -198,7 +195,6 @@ class CurrentAgent:
 
     def sampler(self) -> Sampler:
         if self._sampler is None:
-            from sera.models.registry import load_model
             settings = self.run.settings
             if "agent" not in self.run.models:
                 self.run.say(f"loading agent {settings.model.spec} ...")
@@ -211,7 +207,6 @@ class CurrentAgent:
 
 def run_adapter(run) -> str | None:
     """This run's adapter (`.sera/adapters/<run id>/`) when the train stage made one for model.spec."""
-    from sera.paths import adapters_dir
     card_file = adapters_dir(run.repo_root) / run.id / "card.json"
     if not card_file.is_file():
         return None
@@ -264,9 +259,6 @@ def evaluate_run(repo_root: Path, run_id: str | None, reranker: str) -> dict[str
     """`sera eval`: the held-out pool of a specialize run (default: the newest that has one;
     the policy-optimized agent's pool when the policy stage sampled one) scored by a reranker
     (default: the newest for the run's base, else the newest of all)."""
-    from sera.agent.runs import find_run, list_runs
-    from sera.config import load_settings
-    from sera.reranker.model import list_rerankers, resolve_reranker
     if run_id:
         manifest = find_run(repo_root, run_id, kind="specialize")
     else:
