@@ -128,7 +128,7 @@ def test_a_patch_that_breaks_parsing_is_not_scored_and_ranks_below(repo, patches
                    reranker)
     got = entries_by_index(ranking)
     assert got[0].filters["parses"] is False and got[0].score is None
-    assert "calc.py no longer parses" in got[0].detail
+    assert "calc.py no longer parses" in got[0].check_detail
     assert reranker.calls == [[p["times"]]]
     assert [e.index for e in ranking.entries] == [2, 0, 1]  # two votes do not beat a failed filter
 
@@ -141,7 +141,7 @@ def test_a_patch_that_no_longer_applies_after_the_users_edit(repo, patches):
     assert user_state(repo) == before
     entry = ranking.entries[0]
     assert entry.filters == {"applies": False, "parses": True, "tests": None}
-    assert "does not apply to your working tree" in entry.detail and entry.score is None
+    assert "does not apply to your working tree" in entry.check_detail and entry.score is None
     assert ranking.confident is None  # no threshold
 
 
@@ -151,7 +151,7 @@ def test_failing_tests_rank_below_passing_ones_whatever_the_score(repo, patches)
     cands = [Cand(0, p["times"]), Cand(1, p["times"]), Cand(2, p["swapped"]), Cand(3, p["plus"])]
     ranking = rank(repo, commit, cands, reranker, **{"agent.test_command": TEST})
     got = entries_by_index(ranking)
-    assert got[0].filters["tests"] is False and "AssertionError: 6" in got[0].detail
+    assert got[0].filters["tests"] is False and "AssertionError: 6" in got[0].check_detail
     assert got[2].filters["tests"] is True and got[3].filters["tests"] is True
     assert reranker.calls == [[p["swapped"], p["plus"]]]
     assert [e.index for e in ranking.entries][:2] == [2, 3]  # equal scores: the lower index first

@@ -17,7 +17,7 @@ of steps 1-2 and says why in `Ranking.error`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypedDict
 
@@ -48,15 +48,24 @@ class Filters(TypedDict, total=False):
     broken_before: list[str]   # changed files that did not parse before the patch either
 
 
-@dataclass
-class RankedCandidate:
-    index: int
-    rank: int                    # 1 = best
-    votes: int                   # candidates that produced the same normalised patch (0: empty)
-    filters: Filters
+@dataclass(kw_only=True)
+class Ranked:
+    """What the ranking says of a candidate; solve's Candidate carries the same fields."""
+
+    rank: int | None = None      # 1 = best; None = not ranked
+    votes: int = 0               # candidates that produced the same normalised patch (0: empty)
+    filters: Filters = field(default_factory=Filters)  # type: ignore[assignment]
     score: float | None = None   # the reranker's, for patches that passed the filters
     duplicate_of: int | None = None  # the candidate whose identical patch was checked and scored
-    detail: str = ""             # what failed: why it does not apply, parse errors, test output
+    check_detail: str = ""       # what failed: why it does not apply, parse errors, test output
+
+    def ranked_fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(Ranked)}
+
+
+@dataclass(kw_only=True)
+class RankedCandidate(Ranked):
+    index: int
 
     @property
     def passed(self) -> bool:
@@ -104,10 +113,12 @@ def rank_candidates(repo_root: Path, commit: str, task: str, candidates: Sequenc
         filters, detail = checks[first.index]
         for c in members:
             entries.append(RankedCandidate(
-                c.index, 0, len(members), dict(filters), scores.get(first.index),
-                None if c is first else first.index, detail))
-    entries += [RankedCandidate(c.index, 0, 0, Filters(applies=False, parses=False, tests=None),
-                                detail="the patch is empty")
+                index=c.index, votes=len(members), filters=Filters(**filters),
+                score=scores.get(first.index), duplicate_of=None if c is first else first.index,
+                check_detail=detail))
+    entries += [RankedCandidate(index=c.index, filters=Filters(applies=False, parses=False,
+                                                               tests=None),
+                                check_detail="the patch is empty")
                 for c in candidates if not c.patch.strip()]
     entries.sort(key=_order)
     for rank, entry in enumerate(entries, 1):

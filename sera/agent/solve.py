@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from sera.agent.loop import StepEvent
-from sera.agent.ranking import Filters, Ranking, rank_candidates
+from sera.agent.ranking import Ranked, Ranking, rank_candidates
 from sera.agent.repostate import unsafe_state
 from sera.agent.rollout import choose_scaffold, rollout
 from sera.agent.runs import new_run_id, write_manifest
@@ -31,7 +31,7 @@ MIN_CANDIDATE_SECONDS = 5.0  # less than this left of solve.time_limit: a candid
 
 
 @dataclass
-class Candidate:
+class Candidate(Ranked):  # the ranking's fields are set once the candidates are ranked
     index: int
     status: str
     exit_message: str
@@ -42,13 +42,6 @@ class Candidate:
     seconds: float
     trajectory: str  # path of the trajectory file
     locations: list = field(default_factory=list)  # guided scaffold: where it looked, and why
-    # Set by the ranking (ranking.RankedCandidate says what each means); rank None = not ranked.
-    rank: int | None = None
-    votes: int = 0
-    filters: Filters = field(default_factory=Filters)  # type: ignore[assignment]
-    score: float | None = None
-    duplicate_of: int | None = None
-    check_detail: str = ""
 
 
 @dataclass
@@ -148,8 +141,7 @@ def _in_ranked_order(candidates: list[Candidate], ranking: Ranking | None) -> li
     if ranking is None:
         return candidates
     by_index = {c.index: c for c in candidates}
-    return [replace(by_index[e.index], rank=e.rank, votes=e.votes, filters=e.filters, score=e.score,
-                    duplicate_of=e.duplicate_of, check_detail=e.detail) for e in ranking.entries]
+    return [replace(by_index[e.index], **e.ranked_fields()) for e in ranking.entries]
 
 
 class _CandidateRunner:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from sera.config import SpecializeConfig
 from sera.agent.parse import format_observation
 from sera.diff import changed_lines
 
@@ -18,9 +19,10 @@ Message = dict[str, str]
 CountTokens = Callable[[str], int]
 T = TypeVar("T")
 
-MAX_CHANGED_LINES = 40
-MAX_MEAN_TOOL_OUTPUT_TOKENS = 600
-TRUNCATION_THRESHOLD = 0.95
+# The defaults are the settings' (SpecializeConfig), which the dataset stage passes.
+MAX_CHANGED_LINES = SpecializeConfig.max_patch_lines
+MAX_MEAN_TOOL_OUTPUT_TOKENS = SpecializeConfig.max_tool_output_tokens
+TRUNCATION_THRESHOLD = SpecializeConfig.truncation_threshold
 PER_MESSAGE_TOKENS = 8  # e.g. "<|im_start|>assistant\n" ... "<|im_end|>\n" in Qwen's template
 
 _OPEN, _CLOSE = format_observation("\0").split("\0")

@@ -27,14 +27,14 @@ from sera.agent.protocol import FormatError, Submitted, ToolCall, ToolError
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, git, git_bytes
-from sera.config import AgentConfig
+from sera.config import AgentConfig, SpecializeConfig
 from sera.errors import RepositoryError, SeraError
 from sera.agent.sourcecode import is_test_path
 from sera.diff import changed_lines, file_sections, unquote
 
 log = logging.getLogger(__name__)
 
-MAX_CHANGED_LINES = 40
+MAX_CHANGED_LINES = SpecializeConfig.max_patch_lines  # the setting the history stage passes
 # numstat counts blank lines too, which changed_lines ignores: a commit is only diffed when
 # its numstat total could still shrink to the limit. Blank lines rarely make up two thirds of one.
 PRESELECT_SLACK = 3
