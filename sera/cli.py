@@ -20,7 +20,7 @@ from sera.models.catalog import describe
 from sera.models.registry import load_model
 from sera.specialize.bench import (add_configs, find_bench, format_report, new_bench, parse_config,
                                    run_bench)
-from sera.specialize.run import outcome, resume_run, run_stages, start_run
+from sera.specialize.run import STAGES, outcome, resume_run, run_stages, start_run
 from sera.specialize.stages.reranker import evaluate_run
 
 
@@ -359,7 +359,27 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--run", help="open this solve run (id or prefix) instead of a new task")
     tui.set_defaults(func=cmd_tui)
 
-    spec = command("specialize", help="teach the agent this repository (SVG + LoRA)")
+    _add_specialize(command("specialize", help="teach the agent this repository (SVG + LoRA)"))
+    _add_eval(command("eval", help="compare the reranker with random choice, majority vote and "
+                                   "the oracle on a specialize run's held-out tasks"))
+    _add_bench(command("bench", help="measure the agent on the repository's own newest commits "
+                                     "(their tests where they have them, else line recall)"))
+    _add_serve(command("serve", help="the model behind an OpenAI-compatible server, the "
+                                     "repository's adapters chosen per request by name"))
+    apply = command("apply", help="apply a candidate to your working tree")
+    apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last finished "
+                       "run's top-ranked candidate)")
+    apply.set_defaults(func=cmd_apply)
+    command("undo", help="revert the last apply").set_defaults(func=cmd_undo)
+    command("runs", help="list past runs").set_defaults(func=cmd_runs)
+    command("models", help="list backends, embedded models and adapters").set_defaults(
+        func=cmd_models)
+    command("config", help="print the effective settings and their sources").set_defaults(
+        func=cmd_config)
+    return parser
+
+
+def _add_specialize(spec) -> None:
     spec.add_argument("path", nargs="?", help="the repository (default: -C or the current folder)")
     spec.add_argument("--preset", help="demo, laptop or gpu (explicit flags win)")
     spec.add_argument("--teacher", help="model spec that generates the data (default: --model); "
@@ -388,23 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="opt-in: optimize the agent against the reranker with N GRPO steps, "
                            "then mine hard negatives again (0 = off; about 5 min a step for the "
                            "embedded 0.5B on 2 CPU cores)")
-    spec.add_argument("--stage", choices=["functions", "history", "rollouts", "dataset", "train",
-                                          "reranker", "policy", "report"],
-                      help="run only this stage")
+    spec.add_argument("--stage", choices=STAGES, help="run only this stage")
     spec.add_argument("--resume", nargs="?", const="", metavar="RUN",
                       help="continue the newest unfinished run (or RUN)")
     spec.set_defaults(func=cmd_specialize)
 
-    evaluate = command("eval", help="compare the reranker with random choice, majority "
-                              "vote and the oracle on a specialize run's held-out tasks")
+
+def _add_eval(evaluate) -> None:
     evaluate.add_argument("run", nargs="?", help="specialize run id or prefix (default: the "
                           "newest with held-out candidates)")
     evaluate.add_argument("--reranker", help="reranker name in .sera/reranker or a folder "
                           "(default: the newest)")
     evaluate.set_defaults(func=cmd_eval)
 
-    bench = command("bench", help="measure the agent on the repository's own newest "
-                           "commits (their tests where they have them, else line recall)")
+
+def _add_bench(bench) -> None:
     bench.add_argument("--tasks", type=int, help="newest eligible commits to hold out (default 10)")
     bench.add_argument("-n", "--candidates", type=int, help="candidates per task (default 2)")
     bench.add_argument("--config", action="append", metavar="NAME[:KEY=VALUE,...]",
@@ -421,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "--config, also score these configurations on its tasks")
     bench.set_defaults(func=cmd_bench)
 
-    serve = command("serve", help="the model behind an OpenAI-compatible server, the "
-                    "repository's adapters chosen per request by name")
+
+def _add_serve(serve) -> None:
     serve.add_argument("--engine", choices=["llamacpp", "vllm"], default="llamacpp",
                        help="llamacpp (CPU, a GGUF model; default) or vllm (GPU)")
     serve.add_argument("--model", help="llamacpp: embedded[:0.5b] or llamacpp:<file.gguf> "
@@ -436,18 +454,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="required from clients (Authorization: Bearer KEY); default "
                             "$SERA_SERVE_API_KEY")
     serve.set_defaults(func=cmd_serve)
-
-    apply = command("apply", help="apply a candidate to your working tree")
-    apply.add_argument("target", nargs="?", help="RUN[:CANDIDATE] (default: the last finished "
-                       "run's top-ranked candidate)")
-    apply.set_defaults(func=cmd_apply)
-    command("undo", help="revert the last apply").set_defaults(func=cmd_undo)
-    command("runs", help="list past runs").set_defaults(func=cmd_runs)
-    command("models", help="list backends, embedded models and adapters").set_defaults(
-        func=cmd_models)
-    command("config", help="print the effective settings and their sources").set_defaults(
-        func=cmd_config)
-    return parser
 
 
 def _err(message: str) -> None:
