@@ -168,34 +168,53 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 @dataclass
-class TrainConfig:
+class LoraTraining:
+    """What LoRA training of the agent (`train`) and of the reranker (`rerank_train`) share; each
+    section has its own values."""
+
     rank: int = doc_field("LoRA rank r", 8)
     alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
     dropout: float = doc_field("dropout on the LoRA input", 0.05)
     lr: float = doc_field("peak learning rate of AdamW", 2e-4)
-    epochs: int = doc_field("passes over the training rows", 2)
-    max_steps: int = doc_field("exactly this many optimizer steps, cycling through the rows as needed "
-                          "(0 = `epochs` passes)", 0)
+    epochs: int = doc_field("passes over the training data (reshuffled each pass)", 2)
     max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
-                              "save what was learnt (0 = no limit; the schedule is not shortened)",
-                              0.0)
-    max_tokens: int = derived_field("longest sequence in tokens; longer rows are cut (the caller "
-                                    "should cut trajectories at a turn boundary first)", 4096,
-                                    "specialize.context_tokens")
-    batch_tokens: int = doc_field("padded tokens in one micro-batch (examples x longest)", 4096)
-    batch_size: int = doc_field("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
-    grad_accum: int = doc_field("micro-batches per optimizer step", 4)
+                                   "save what was learnt (0 = no limit; the schedule is not "
+                                   "shortened)", 0.0)
+    max_tokens: int = 4096  # each section derives it from its own setting (below)
+    batch_tokens: int = doc_field("padded tokens in one forward pass (micro-batch)", 4096)
     target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
-                                     ALL_PROJECTIONS)
+                                          ALL_PROJECTIONS)
     gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
-                                        "memory for long trajectories, about 30% more time", True)
-    seed: int = doc_field("seed of LoRA initialisation, dropout and batch order", 0)
-    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
+                                             "memory for long inputs, about 30% more time", True)
+    seed: int = doc_field("seed of the initialisation, dropout and data order", 0)
+    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0",
+                                    0.05)
     schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
-    weight_decay: float = doc_field("AdamW weight decay on the LoRA weights", 0.0)
+    weight_decay: float = doc_field("AdamW weight decay", 0.0)
     max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
     precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
     device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
+
+    def check(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
+        if self.schedule not in ("cosine", "linear"):
+            raise SeraError(f"learning-rate schedule must be cosine or linear, got {self.schedule!r}")
+        if min(self.rank, self.epochs, self.max_tokens, self.batch_tokens) < 1:
+            raise SeraError("rank, epochs, max_tokens and batch_tokens must be >= 1")
+
+
+@dataclass
+class TrainConfig(LoraTraining):
+    """The agent's LoRA (the `train` stage)."""
+
+    max_tokens: int = derived_field("longest sequence in tokens; longer rows are cut (the caller "
+                                    "should cut trajectories at a turn boundary first)", 4096,
+                                    "specialize.context_tokens")
+    max_steps: int = doc_field("exactly this many optimizer steps, cycling through the rows as needed "
+                               "(0 = `epochs` passes)", 0)
+    batch_size: int = doc_field("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
+    grad_accum: int = doc_field("micro-batches per optimizer step", 4)
 
     @classmethod
     def for_device(cls, device: str = "auto") -> "TrainConfig":
@@ -204,40 +223,21 @@ class TrainConfig:
         return _for_device(cls, "train", device, "training")
 
     def check(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
-        if self.schedule not in ("cosine", "linear"):
-            raise SeraError(f"learning-rate schedule must be cosine or linear, got {self.schedule!r}")
-        if min(self.rank, self.epochs, self.grad_accum, self.max_tokens, self.batch_tokens) < 1:
-            raise SeraError("rank, epochs, grad_accum, max_tokens and batch_tokens must be >= 1")
+        super().check()
+        if self.grad_accum < 1:
+            raise SeraError("grad_accum must be >= 1")
 
 
 @dataclass
-class RerankTrainConfig:
-    rank: int = doc_field("LoRA rank r", 8)
-    alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
-    dropout: float = doc_field("dropout on the LoRA input", 0.05)
+class RerankTrainConfig(LoraTraining):
+    """The reranker's LoRA and score head (the `reranker` stage)."""
+
     lr: float = doc_field("peak learning rate of AdamW (LoRA weights and score head)", 1e-4)
-    epochs: int = doc_field("passes over the training pairs (reshuffled each pass)", 2)
-    pairs_per_step: int = doc_field("pairs accumulated per optimizer step", 8)
     max_tokens: int = derived_field("most tokens of task + patch one candidate is read with (the "
                                     "task is cut first): the same as at solve time", 1024,
                                     "rerank.max_tokens")
-    batch_tokens: int = doc_field("padded tokens in one forward pass; a step's pairs are split into "
-                             "micro-batches under it (a pair is never split)", 4096)
-    target_modules: list[str] = doc_field("modules that get LoRA weights; 'all-linear' also works",
-                                     ALL_PROJECTIONS)
-    gradient_checkpointing: bool = doc_field("recompute activations in the backward pass: far less "
-                                        "memory for long candidates, about 30% more time", True)
-    seed: int = doc_field("seed of the head and LoRA initialisation, dropout and pair order", 0)
-    warmup_ratio: float = doc_field("share of the steps over which the learning rate rises from 0", 0.05)
-    schedule: str = doc_field("learning-rate decay after warmup: cosine or linear (to 0)", "cosine")
-    weight_decay: float = doc_field("AdamW weight decay", 0.0)
-    max_grad_norm: float = doc_field("gradient clipping norm (0 = no clipping)", 1.0)
-    max_seconds: float = doc_field("stop after the step that passes this many seconds of training and "
-                              "save what was learnt (0 = no limit)", 0.0)
-    precision: str = doc_field("dtype of the frozen base model: fp32 or bf16", "fp32")
-    device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
+    pairs_per_step: int = doc_field("pairs accumulated per optimizer step (a pair is never split "
+                                    "across micro-batches)", 8)
 
     @classmethod
     def for_device(cls, device: str = "auto") -> "RerankTrainConfig":
@@ -245,14 +245,9 @@ class RerankTrainConfig:
         return _for_device(cls, "rerank_train", device, "reranker training")
 
     def check(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise SeraError(f"training precision must be fp32 or bf16, got {self.precision!r}")
-        if self.schedule not in ("cosine", "linear"):
-            raise SeraError(f"learning-rate schedule must be cosine or linear, "
-                            f"got {self.schedule!r}")
-        if min(self.rank, self.epochs, self.pairs_per_step, self.max_tokens, self.batch_tokens) < 1:
-            raise SeraError("rank, epochs, pairs_per_step, max_tokens and batch_tokens must be "
-                            ">= 1")
+        super().check()
+        if self.pairs_per_step < 1:
+            raise SeraError("pairs_per_step must be >= 1")
 
 
 @dataclass

@@ -92,7 +92,7 @@ class TransformersChatModel:
         self._adapter_names.clear()
         gc.collect()
 
-    # --- the decoder, for a reward head on the same base (models/reranker.py) -----------------
+    # --- the decoder, for a reward head on the same base (reranker/model.py) -------------------
 
     @property
     def tokenizer(self) -> Any:

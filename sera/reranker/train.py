@@ -29,7 +29,7 @@ from sera.config import RerankTrainConfig
 from sera.errors import SeraError
 from sera.models.device import pick_device
 from sera.reranker.labels import TaskGroup
-from sera.specialize.lora import lr_schedule, save_peft_folder
+from sera.specialize.lora import add_lora, lr_schedule, save_peft_folder
 from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 from sera.reranker.model import LoraReranker, collate, encode_candidate, load_reward_base
 
@@ -143,19 +143,8 @@ def _no_pairs_message(groups: Sequence[TaskGroup], min_gap: float) -> str:
 def build_reward_model(folder: Path, tokenizer: Any, config: RerankTrainConfig) -> Any:
     """The frozen base as a one-label classifier with fresh LoRA weights and a trainable score head
     (peft SEQ_CLS: the head is in modules_to_save); LoRA and head in float32."""
-    from peft import LoraConfig, get_peft_model
-
     model = load_reward_base(folder, tokenizer, bf16=config.precision == "bf16")
-    model.config.use_cache = False
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients
-    target: Any = config.target_modules
-    if target == ["all-linear"]:
-        target = "all-linear"
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=target, task_type="SEQ_CLS")
-    peft_model = get_peft_model(model, lora)  # base frozen; LoRA + `score` copy trainable
+    peft_model = add_lora(model, config, "SEQ_CLS")  # base frozen; LoRA + `score` copy trainable
     peft_model.train()
     return peft_model
 

@@ -3,7 +3,7 @@ by the commit's own tests where it has them (as SWE-bench does).
 
     tasks = bench_tasks(repo_root, settings, count=10)
 
-A task is a `HistoryTask` (history.py mines them: small, no chores, message = issue, non-test
+A task is a `HistoryTask` (mining.py mines them: small, no chores, message = issue, non-test
 diff = reference) that changes source code. Where the commit also changes test files, its tests
 decide (`verify`):
 

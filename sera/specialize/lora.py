@@ -5,8 +5,8 @@
     update_card(adapter_folder, accept_rate=0.4, heldout={"nll_base": 1.9, "nll_adapter": 1.2})
     mean_nll(base_folder, heldout_rows, adapter=adapter_folder, max_tokens=config.max_tokens)
 
-The loss covers the assistant turns only, as `dataset.encode_for_training` decides (the same
-function serves `mean_nll`). Micro-batches are length-grouped (`dataset.pack_or_group`), several
+The loss covers the assistant turns only, as `rows.encode_for_training` decides (the same
+function serves `mean_nll`). Micro-batches are length-grouped (`rows.pack_or_group`), several
 are accumulated per optimizer step, and the loss is the mean over every trained token of the step.
 The LM head runs only on the trained positions, in chunks that are recomputed in the backward pass,
 so the (tokens x vocabulary) logits of a long trajectory are never held at once.
@@ -117,21 +117,11 @@ def _accelerator(config: TrainConfig) -> Any:
 def _lora_model(folder: Path, config: TrainConfig) -> Any:
     """The frozen base in its training dtype, wrapped with fresh LoRA weights (float32)."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
     model = load_causal_lm(folder)  # float32, eval mode
     if config.precision == "bf16":
         model = model.to(torch.bfloat16)
-    model.config.use_cache = False
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients
-    target: Any = config.target_modules
-    if target == ["all-linear"]:
-        target = "all-linear"
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=target, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)  # LoRA weights in float32 (autocast_adapter_dtype)
+    peft_model = add_lora(model, config, "CAUSAL_LM")  # LoRA weights in float32 (autocast_adapter_dtype)
     peft_model.train()
     return peft_model
 
@@ -157,6 +147,23 @@ def _step_plan(examples: list[Example], config: TrainConfig, rank: int,
         if config.max_steps and len(steps) >= config.max_steps:
             break
     return steps[:config.max_steps] if config.max_steps else steps
+
+
+def add_lora(model: Any, config: Any, task_type: str) -> Any:
+    """`model` (frozen) with LoRA layers as `config` (train or rerank_train) says: rank, alpha,
+    dropout, target modules, gradient checkpointing; peft's `task_type` (CAUSAL_LM for the agent,
+    SEQ_CLS for the reranker, whose `score` head then trains too)."""
+    from peft import LoraConfig, get_peft_model
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients
+    target: Any = config.target_modules
+    if target == ["all-linear"]:
+        target = "all-linear"
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=target, task_type=task_type)
+    return get_peft_model(model, lora)
 
 
 def lr_schedule(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:

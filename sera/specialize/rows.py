@@ -5,7 +5,7 @@ A row is a message list (system / user / assistant dicts), as a trajectory file 
 `encode_for_training` is THE function that decides which tokens are trained on: the tokens of the
 assistant turns (their content and the end-of-turn token, e.g. `<|im_end|>`), never the turn
 header (`<|im_start|>assistant\\n`), the system prompt, the task or the tool outputs. Training
-(`train.py`) and evaluation (`mean_nll`) both go through it.
+(`lora.py`) and evaluation (`mean_nll`) both go through it.
 
 How the mask is found, for any chat template: the conversation is rendered prefix by prefix;
 the text an assistant turn adds after the generation prompt (`add_generation_prompt=True`) is that

@@ -4,14 +4,14 @@
 
 Round 0 trains the reranker (a LoRA reward model on `rerank.base`, default `model.spec`) on what the
 run already has: each task's reference, SVG's rollout 2 and other tasks' references
-(rerank_pool.round0_groups). Each of `rerank.rounds` self-training rounds then samples
+(sera.reranker.pool.round0_groups). Each of `rerank.rounds` self-training rounds then samples
 `rerank.samples` candidates for up to `rerank.tasks` training tasks with the current agent
 (`model.spec` with this run's adapter), scores them with the current reranker, adds the top
 `rerank.hard_negatives` failing candidates per task and every new success, and trains again from
 scratch on all rows so far. Last, the held-out tasks (the history stage's held-out split plus a
 `specialize.heldout_fraction` share of the SVG tasks, never trained on) get `rerank.samples`
 candidates each; the reranker's top-1 is compared with random choice, majority vote and the oracle
-(rerank_eval), its threshold calibrated, and both written into its card.
+(sera.reranker.metrics), its threshold calibrated, and both written into its card.
 
 The reranker is saved in `.sera/reranker/<run id>/` (retrained in place each round). In
 `<run>/reranker/`: `train.jsonl` (all training rows), `sampled-r<k>.jsonl`, `heldout.jsonl`,
@@ -118,7 +118,7 @@ def heldout_comparison(run, tasks: Sequence[PoolTask], agent: "CurrentAgent", ou
 
 
 def score_and_evaluate(reranker_dir: Path, groups: Sequence[TaskGroup], settings) -> dict[str, Any]:
-    """The reranker in `reranker_dir` scores `groups`; rerank_eval.evaluate compares it."""
+    """The reranker in `reranker_dir` scores `groups`; metrics.evaluate compares it."""
     reranker = LoraReranker.load(reranker_dir, max_tokens=settings.rerank.max_tokens)
     try:
         scores = group_scores(reranker, groups)
