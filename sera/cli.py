@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from sera import __version__
-from sera.errors import SeraError, disk_error
 from sera.agent.apply import apply_candidate, undo_last
 from sera.agent.runs import find_run, list_runs
 from sera.agent.session import Session, where_code_goes
 from sera.agent.summary import location_lines, ordering_notes, rank_line, step_line, top_candidate
 from sera.agent.workcopy import find_repo_root
 from sera.config import load_settings
+from sera.errors import SeraError, disk_error
 from sera.models import serve
 from sera.models.catalog import describe
 from sera.models.registry import load_model
@@ -22,7 +22,6 @@ from sera.specialize.bench import (add_configs, find_bench, format_report, new_b
                                    run_bench)
 from sera.specialize.run import STAGES, outcome, resume_run, run_stages, start_run
 from sera.specialize.stages.reranker import evaluate_run
-
 
 
 def _settings(args, flags: dict):
@@ -185,7 +184,8 @@ def _specialize_flags(args) -> dict:
 
 
 def _run_with_progress(run, stage) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
 
     columns = [TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]

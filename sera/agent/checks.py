@@ -17,10 +17,10 @@ from pathlib import Path
 
 from sera.agent.apply import check_apply, touched_paths
 from sera.agent.sandbox import Sandbox
+from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION, grammar_of, tree_sitter_parser
 from sera.agent.workcopy import WorkCopy, run_git
 from sera.config import AgentConfig
 from sera.errors import ApplyError
-from sera.agent.sourcecode import LANGUAGE_BY_EXTENSION, grammar_of, tree_sitter_parser
 
 MAX_ERRORS_SHOWN = 5
 

@@ -33,21 +33,21 @@ from typing import Any, Callable, Sequence
 
 from sera.agent.checks import language_name, new_syntax_errors, run_tests
 from sera.agent.example import COPIED, copies_the_example, example_messages
+from sera.agent.localize import candidate_view
 from sera.agent.loop import StepEvent, ask_model, run_recorded
 from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
-from sera.agent.sandbox import clip_text
 from sera.agent.rewrite import function_edits
+from sera.agent.sandbox import clip_text
 from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound, apply_edits,
                                       numbered_rewrite_edits, parse_edits)
 from sera.agent.tools import ToolEnvironment
-from sera.diff import digest
 from sera.agent.trajectory import TestRun, Trajectory
 from sera.agent.views import function_block, located_view, view_lines
 from sera.config import AgentConfig, ModelConfig
+from sera.diff import digest
 from sera.errors import SeraError
 from sera.models.base import ChatModel, Completion
-from sera.agent.localize import candidate_view
 
 LOCATIONS = 5           # functions localized and shown
 CHARS_PER_TOKEN = 3     # code is token-dense; a cautious estimate for the code budget

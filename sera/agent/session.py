@@ -17,8 +17,8 @@ from sera.agent.solve import ProgressFn, SolveResult, check_request, solve
 from sera.config import Settings
 from sera.errors import SeraError, reports_disk_errors
 from sera.models.base import ChatModel, Reranker
-from sera.paths import probe_writable, runs_dir
 from sera.models.registry import load_model
+from sera.paths import probe_writable, runs_dir
 from sera.reranker.model import open_reranker, resolve_reranker
 
 NoteFn = Callable[[str], None]

@@ -19,12 +19,12 @@ from sera.agent.ranking import Ranked, Ranking, rank_candidates
 from sera.agent.repostate import unsafe_state
 from sera.agent.rollout import choose_scaffold, rollout
 from sera.agent.runs import new_run_id, write_manifest
+from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings, replace_section
 from sera.errors import RepositoryError, SeraError
-from sera.models.base import ChatModel, Reranker
 from sera.models.adapters import resolve_adapter
-from sera.agent.trajectory import Trajectory
+from sera.models.base import ChatModel, Reranker
 from sera.paths import runs_dir
 
 MIN_CANDIDATE_SECONDS = 5.0  # less than this left of solve.time_limit: a candidate is not started

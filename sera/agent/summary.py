@@ -10,7 +10,6 @@ from typing import Any
 from sera.agent.solve import Candidate, SolveResult
 
 
-
 def rank_line(c: Candidate) -> str:
     """rank 1: score 0.820, 2 votes; applies yes, parses yes, tests passed (what failed)."""
     def said(value, yes="yes", no="NO"):

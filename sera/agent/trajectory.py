@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from sera.redact import mask_secrets
 from sera.models.base import Message
 from sera.paths import atomic_write_json
+from sera.redact import mask_secrets
 
 
 class Check(TypedDict, total=False):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from sera.models.registry import BACKENDS
 from sera.models.adapters import list_adapters
 from sera.models.embedded import embedded_status
+from sera.models.registry import BACKENDS
 
 # backend -> (python module it needs, how to get it)
 REQUIREMENTS = {

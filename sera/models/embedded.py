@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sera.config import ModelConfig
 from sera.errors import ModelError
-from sera.paths import user_cache_dir
 from sera.models.llamacpp_backend import LlamaCppModel
+from sera.paths import user_cache_dir
 
 CHUNK_BYTES = 8 * 1024 * 1024
 

@@ -42,8 +42,8 @@ from typing import Any, Sequence
 from sera.config import ModelConfig
 from sera.errors import ModelError
 from sera.models.base import Completion, Message
-from sera.paths import user_cache_dir
 from sera.models.gguf_adapter import convert_peft_to_gguf
+from sera.paths import user_cache_dir
 
 GGUF_MAGIC = b"GGUF"
 PROMPT_CACHE_RAM_MIB = 1024  # host-memory copies of evicted prompts (llama.cpp's default: 8 GiB)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sera.errors import SeraError
-from sera.models.registry import split_spec
 from sera.models.embedded import embedded_gguf_path
+from sera.models.registry import split_spec
 from sera.models.transformers_backend import dequantize_gguf, resolve_model_folder
 
 

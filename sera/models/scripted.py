@@ -18,8 +18,8 @@ approximation: one token per 4 characters, rounded up. The adapter is accepted a
 
 from __future__ import annotations
 
-import threading
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Sequence

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sera.errors import ModelError, SeraError
 from sera.models.device import pick_device
-from sera.paths import atomic_write_json, card_folders, rerankers_dir
-from sera.prompts import render_from
 from sera.models.local import transformers_folder
 from sera.models.transformers_backend import load_tokenizer
+from sera.paths import atomic_write_json, card_folders, rerankers_dir
+from sera.prompts import render_from
 
 if TYPE_CHECKING:
     from sera.config import Settings

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sera.agent.checks import tests_pass
-from sera.diff import normalize
 from sera.agent.rollout import rollout
 from sera.config import AgentConfig, Settings
+from sera.diff import normalize
 from sera.errors import SeraError
 from sera.models.base import ChatModel
 from sera.paths import atomic_write_text
-from sera.specialize.mining import HistoryTask
 from sera.reranker.labels import LabeledPatch, TaskGroup
+from sera.specialize.mining import HistoryTask
 from sera.specialize.recall import line_recall
 
 EASY_NEGATIVES = 2  # other tasks' references added to each round-0 task

@@ -28,10 +28,10 @@ from typing import Any, Callable, Sequence
 from sera.config import RerankTrainConfig
 from sera.errors import SeraError
 from sera.models.device import pick_device
-from sera.reranker.labels import TaskGroup
-from sera.specialize.lora import add_lora, lr_schedule, save_peft_folder
 from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
+from sera.reranker.labels import TaskGroup
 from sera.reranker.model import LoraReranker, collate, encode_candidate, load_reward_base
+from sera.specialize.lora import add_lora, lr_schedule, save_peft_folder
 
 GAP_TOLERANCE = 1e-9  # labels are sums of floats: a gap of exactly min_gap must count
 

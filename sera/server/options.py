@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sera.errors import SeraError
 from sera.config import load_settings
+from sera.errors import SeraError
 from sera.specialize.presets import PRESETS
 
 # Short option names a client may use, and the setting each one sets (dotted keys work too).

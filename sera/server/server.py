@@ -36,23 +36,23 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
 from sera import __version__
-from sera.agent.session import Session
-from sera.diff import changed_files
-from sera.agent.summary import (distinct_patches, location_lines, ordering_notes,
-                                rank_line, step_line)
-from sera.errors import SeraError
-from sera.server.actions import candidate_actions, code_actions, relative
-from sera.server.lifecycle import cancel_other_requests, watch_client
-from sera.server.options import (settings_flags, solve_request, specialize_request,
-                                 target_argument, uri_argument, uri_option, valid_options)
 from sera.agent.apply import (EditorApply, apply_found, find_candidate, touched_paths, undo_last,
                               write_change)
 from sera.agent.runs import list_runs
+from sera.agent.session import Session
 from sera.agent.solve import Candidate
+from sera.agent.summary import (distinct_patches, location_lines, ordering_notes, rank_line,
+                                step_line)
 from sera.agent.workcopy import find_repo_root
 from sera.config import load_settings
+from sera.diff import changed_files
+from sera.errors import SeraError
 from sera.paths import atomic_write_bytes
+from sera.server.actions import candidate_actions, code_actions, relative
 from sera.server.edits import workspace_edit
+from sera.server.lifecycle import cancel_other_requests, watch_client
+from sera.server.options import (settings_flags, solve_request, specialize_request, target_argument,
+                                 uri_argument, uri_option, valid_options)
 from sera.specialize.progress import StageBars
 from sera.specialize.run import outcome, run_stages, start_run
 

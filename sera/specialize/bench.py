@@ -33,14 +33,14 @@ from typing import Any, Callable
 from sera.agent.runs import new_run_id
 from sera.agent.session import Session
 from sera.agent.solve import SolveResult, solve
-from sera.diff import changed_files
 from sera.agent.summary import top_candidate
 from sera.agent.workcopy import ensure_state_dir, run_git
 from sera.config import Settings, load_settings
+from sera.diff import changed_files
 from sera.errors import SeraError
 from sera.models.adapters import resolve_adapter
-from sera.reranker.model import resolve_reranker
 from sera.paths import atomic_write_json, claim_run, state_dir
+from sera.reranker.model import resolve_reranker
 from sera.specialize.bench_tasks import BenchTask, bench_tasks, bench_test_command, resolves
 from sera.specialize.recall import line_recall
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from sera.config import SpecializeConfig
 from sera.agent.parse import format_observation
+from sera.config import SpecializeConfig
 from sera.diff import changed_lines
 
 Message = dict[str, str]

@@ -52,22 +52,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from sera.config import PolicyConfig
 from sera.agent.guided import opening
+from sera.agent.localize import Location, changed_functions
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
-from sera.agent.localize import Location, changed_functions
 from sera.agent.views import Located, located_view, view_lines
 from sera.agent.workcopy import git, git_bytes
+from sera.config import PolicyConfig
+from sera.diff import change_ranges, changed_lines, parse
 from sera.errors import RepositoryError, SeraError
 from sera.models.device import pick_device
-from sera.specialize.mining import HistoryTask
+from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 from sera.reranker.labels import TaskGroup
-from sera.diff import change_ranges, changed_lines, parse
-from sera.specialize.recall import line_recall
 from sera.reranker.pool import PoolTask
 from sera.specialize.lora import save_peft_folder
-from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
+from sera.specialize.mining import HistoryTask
+from sera.specialize.recall import line_recall
 
 if TYPE_CHECKING:
     import torch

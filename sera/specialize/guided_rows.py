@@ -24,15 +24,15 @@ from sera.agent.guided import LOCATIONS, GuidedAgent, _location_meta, opening
 from sera.agent.localize import Location, candidate_view, changed_functions
 from sera.agent.prompts import render
 from sera.agent.rollout import choose_scaffold
-from sera.agent.sourcecode import functions_in_source
 from sera.agent.searchreplace import Edit, EditError, apply_edits
+from sera.agent.sourcecode import functions_in_source
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy
 from sera.config import Settings
 from sera.errors import SeraError
 from sera.specialize.mining import (HistoryTask, _edit_blocks, _file_edits, _FileEdit, _lines,
-                                     _same_changes, _unique_span)
+                                    _same_changes, _unique_span)
 
 log = logging.getLogger(__name__)
 REASON = "changed by the commit"

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from sera.config import TrainConfig
 from sera.errors import SeraError
 from sera.models.device import pick_device
+from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 from sera.paths import atomic_write_json
 from sera.specialize.rows import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
-from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 
 if TYPE_CHECKING:
     import torch

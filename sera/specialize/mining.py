@@ -24,13 +24,13 @@ from sera.agent.loop import system_prompt
 from sera.agent.parse import format_observation, format_tool_call, parse_reply
 from sera.agent.prompts import render
 from sera.agent.protocol import FormatError, Submitted, ToolCall, ToolError
+from sera.agent.sourcecode import is_test_path
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, git, git_bytes
 from sera.config import AgentConfig, SpecializeConfig
-from sera.errors import RepositoryError, SeraError
-from sera.agent.sourcecode import is_test_path
 from sera.diff import changed_lines, file_sections, unquote
+from sera.errors import RepositoryError, SeraError
 
 log = logging.getLogger(__name__)
 

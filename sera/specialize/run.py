@@ -20,11 +20,12 @@ from sera.agent.runs import find_run, list_runs, new_run_id, read_manifest, writ
 from sera.agent.workcopy import cleanup_stale, ensure_state_dir, snapshot_commit
 from sera.config import Settings, apply_device_profile, load_settings
 from sera.errors import SeraError
+from sera.models.registry import load_model
 from sera.paths import claim_run, claimed, runs_dir
 from sera.specialize.presets import preset
-from sera.specialize.stages import (dataset, functions, history, policy, report, reranker,
-                                    rollouts, train)
-from sera.models.registry import load_model
+from sera.specialize.stages import (dataset, functions, history, policy, report, reranker, rollouts,
+                                    train)
+
 
 def _no_training(run: "SpecializeRun") -> bool:
     """Started (or resumed) with --no-train: the run stays without training when resumed,

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sera.agent.rollout import rollout
+from sera.agent.sourcecode import Function
 from sera.agent.trajectory import Trajectory
 from sera.config import Settings
+from sera.diff import changed_lines
 from sera.errors import SeraError
 from sera.models.base import ChatModel, Completion
 from sera.paths import atomic_write_json
 from sera.specialize import teacher
-from sera.agent.sourcecode import Function
-from sera.diff import changed_lines
 from sera.specialize.recall import line_recall
 
 Record = dict[str, Any]

@@ -29,18 +29,18 @@ from textual.containers import VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
+from sera.agent.apply import apply_candidate, undo_last
+from sera.agent.runs import find_run
 from sera.agent.session import Session, where_code_goes
 from sera.agent.solve import Candidate
 from sera.agent.summary import candidate_from_record, location_lines, ordering_notes, step_line
+from sera.config import load_settings
 from sera.diff import changed_files
 from sera.errors import SeraError
+from sera.specialize.run import Cancelled, outcome, run_stages, start_run
 from sera.tui.presets import DEFAULT, PresetScreen
 from sera.tui.progress import SolveProgress, SpecializeProgress, StageBars
 from sera.tui.wording import patch_view, tui_message
-from sera.agent.apply import apply_candidate, undo_last
-from sera.agent.runs import find_run
-from sera.config import load_settings
-from sera.specialize.run import Cancelled, outcome, run_stages, start_run
 
 SCAFFOLDS = ("auto", "agent", "guided")
 COLUMNS = ("#", "rank", "status", "score", "votes", "checks", "files")

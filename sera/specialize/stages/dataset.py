@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sera.agent.trajectory import Trajectory
 from sera.paths import atomic_write_text
-from sera.specialize.rows import load_rows, mix_rows
 from sera.specialize.filters import (select_by_truncation, too_long_tool_outputs,
                                      too_many_changed_lines, truncate_to_context)
+from sera.specialize.rows import load_rows, mix_rows
 from sera.specialize.student import student_folder, token_counter
 
 

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from sera.paths import adapters_dir
-from sera.reranker.pool import pool_tasks, read_groups
-from sera.specialize.stages import reranker as stage
 from sera.reranker.model import LoraReranker
+from sera.reranker.pool import pool_tasks, read_groups
 from sera.specialize.grpo import optimize_policy, policy_tasks
+from sera.specialize.stages import reranker as stage
 from sera.specialize.student import student_folder
 
 

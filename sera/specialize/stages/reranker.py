@@ -27,20 +27,20 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from sera.agent.runs import find_run, list_runs
+from sera.agent.testcmd import resolve_test_command
 from sera.config import RerankTrainConfig, load_settings
 from sera.errors import SeraError
+from sera.models.local import transformers_folder
+from sera.models.registry import load_model
 from sera.paths import adapters_dir, atomic_write_json, rerankers_dir
 from sera.reranker.labels import TaskGroup
 from sera.reranker.metrics import auc, evaluate
-from sera.reranker.pool import (Labeler, PoolTask, Sampler, count_sources,
-                                         mine_hard_negatives, merge_rows, pick_tasks, pool_tasks,
-                                         read_groups, round0_groups, sample_round, write_groups)
-from sera.reranker.train import group_scores, make_pairs, train_reranker
-from sera.agent.runs import find_run, list_runs
-from sera.agent.testcmd import resolve_test_command
-from sera.models.local import transformers_folder
-from sera.models.registry import load_model
 from sera.reranker.model import LoraReranker, list_rerankers, resolve_reranker, update_reranker_card
+from sera.reranker.pool import (Labeler, PoolTask, Sampler, count_sources, merge_rows,
+                                mine_hard_negatives, pick_tasks, pool_tasks, read_groups,
+                                round0_groups, sample_round, write_groups)
+from sera.reranker.train import group_scores, make_pairs, train_reranker
 
 HELDOUT = "heldout.jsonl"  # the held-out tasks' candidates, sampled with the SFT agent
 HELDOUT_POLICY = "heldout-policy.jsonl"  # ... sampled again by the policy stage's agent

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from sera.agent.trajectory import Trajectory
 from sera.paths import adapters_dir
+from sera.specialize.lora import mean_nll, train_lora, update_card
 from sera.specialize.rows import load_rows
 from sera.specialize.student import student_folder
-from sera.specialize.lora import mean_nll, train_lora, update_card
 
 
 def run(run) -> dict:
