@@ -106,6 +106,7 @@ def test_bench_scores_tests_and_recall_apart_and_counts_no_broken_task(project, 
     notes: list[str] = []
     folder = new_bench(project, settings, flags(tmp_path), None, notes.append)
     spec = json.loads((folder / "bench.json").read_text())
+    assert spec["flags"]["model.seed"] == 0  # every configuration samples alike: paired
     kinds = {task["message"]: task for task in spec["tasks"]}
     assert list(kinds) == [FIX_ADD, NEGATE, PARSE]  # oldest first; the release is no task
     fix = kinds[FIX_ADD]

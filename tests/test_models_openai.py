@@ -180,6 +180,27 @@ def test_server_ignoring_n_gets_extra_requests(server):
     assert [b["seed"] for b in server.bodies] == [5, 6, 7]  # reproducible, not identical
 
 
+def test_a_callers_seed_wins_and_numbers_the_samples(server):
+    server.honour_n = False
+    model = load_model(f"openai:{server.url}#served-model", ModelConfig(seed=5))
+    model.complete(MESSAGES, n=2, temperature=1.0, seed=40)
+    model.complete(MESSAGES, n=1, temperature=1.0, seed=40)
+    assert [b["seed"] for b in server.bodies] == [40, 41, 40]  # the same seed, the same draws
+
+
+def test_each_candidate_of_a_solve_samples_with_its_own_seed_every_time(server, repo):
+    """Seeded solves are paired: candidate k's requests carry model.seed + 1000 k, whatever runs
+    beside them, so two bench configurations that show the same prompt get the same reply."""
+    from sera.agent.solve import solve
+    from sera.config import load_settings
+    spec = f"openai:{server.url}#served-model"
+    settings = load_settings(repo, {"model.spec": spec, "model.seed": 5, "solve.candidates": 2,
+                                    "solve.parallel": 2, "agent.scaffold": "agent",
+                                    "agent.max_steps": 1, "rerank.reranker": "none"})
+    solve(repo, "make add return the sum", settings, load_model(spec, settings.model))
+    assert sorted({b["seed"] for b in server.bodies}) == [5, 1005]
+
+
 @pytest.mark.parametrize("failures", [[503], [429], [0], [502, 0, 500]])
 def test_transient_failures_are_retried(server, failures):
     server.failures = list(failures)

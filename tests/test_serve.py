@@ -33,10 +33,12 @@ def add_adapter(repo: Path, name: str, scale: float) -> Path:
 
 
 def start_server(repo: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    # Ctrl-C as from a terminal: a suite started in the background hands SIGINT down ignored
     server = subprocess.Popen([sys.executable, "-m", "sera", "-C", str(repo), "serve", "--model",
                                f"llamacpp:{smollm_gguf()}", "--port", "0", *flags],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **GIT_IDENTITY})
+                              env={**os.environ, **GIT_IDENTITY},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = server.stdout.readline()
     assert line.startswith("serving "), line + server.stderr.read()
     server.stdout.readline()  # "use it with: ..."

@@ -113,7 +113,8 @@ def ask_model(model: ChatModel, trajectory: Trajectory, config: AgentConfig,
         completion = model.complete(trajectory.messages, adapter=adapter,
                                     temperature=model_config.temperature,
                                     max_tokens=model_config.max_tokens, stop=stop,
-                                    cancel=stopper)[0]
+                                    cancel=stopper,
+                                    seed=model_config.seed if model_config.seed >= 0 else None)[0]
     except ModelError as error:
         raise ModelFailed(str(error)) from None
     finally:

@@ -27,6 +27,7 @@ from sera.models.adapters import resolve_adapter
 from sera.models.base import ChatModel, Reranker
 from sera.paths import runs_dir
 
+CANDIDATE_SEED_STRIDE = 1000  # candidate k: model.seed + 1000 k (a reply's samples: + i)
 MIN_CANDIDATE_SECONDS = 5.0  # less than this left of solve.time_limit: a candidate is not started
 
 
@@ -194,6 +195,11 @@ class _CandidateRunner:
         path = self.run_dir / "candidates" / f"{index}.json"
         on_step = (lambda event: self.on_step(index, event)) if self.on_step else None
         settings = self._within_deadline()
+        if settings is not None and settings.model.seed >= 0:
+            # candidate k samples with its own seed, the same in every run with this model.seed:
+            # two configurations compared on one task sample alike wherever their prompts agree
+            settings = replace_section(settings, "model",
+                                       seed=settings.model.seed + CANDIDATE_SEED_STRIDE * index)
         meta = {"run": self.run_dir.name, "candidate": index}
         if settings is None:
             trajectory = Trajectory(path=path, meta={**meta, "status": "time_limit", "exit_message": (

@@ -46,10 +46,14 @@ class ChatModel(Protocol):
         max_tokens: int = 1024,
         stop: Sequence[str] | None = None,
         cancel: threading.Event | None = None,
+        seed: int | None = None,
     ) -> list[Completion]:
         """`cancel`, set while the reply is being written, asks the backend to stop early and
         return the text so far (llama.cpp stops within a token); a backend that cannot stop a
-        reply midway finishes it. The caller decides what a cancelled reply means."""
+        reply midway finishes it. The caller decides what a cancelled reply means.
+        `seed`: the sampling seed of this request (sample i uses seed + i), so that a caller can
+        make two runs sample alike whatever else runs beside them; None: the backend's own
+        (from model.seed; -1 = random). A scripted model has nothing to sample."""
         ...
 
     @property

@@ -93,7 +93,8 @@ class LlamaCppModel:
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
                  stop: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None) -> list[Completion]:
+                 cancel: threading.Event | None = None,
+                 seed: int | None = None) -> list[Completion]:
         with self._lock:
             if self._server is None:
                 raise ModelError(f"{self.spec} was closed; load the model again")
@@ -108,8 +109,9 @@ class LlamaCppModel:
                     # greedy decoding repeats itself: the copy is free and identical
                     completions.append(dataclasses.replace(completions[0], seconds=0.0))
                     continue
-                if self.config.seed >= 0:
-                    request["seed"] = self.config.seed + i
+                base = self.config.seed if seed is None else seed
+                if base >= 0:
+                    request["seed"] = base + i
                 completions.append(self._one_completion(request, cancel))
             return completions
 

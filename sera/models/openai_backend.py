@@ -73,7 +73,8 @@ class OpenAIChatModel:
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
                  stop: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None) -> list[Completion]:
+                 cancel: threading.Event | None = None,
+                 seed: int | None = None) -> list[Completion]:
         body: dict[str, Any] = {
             "model": self.model if adapter is None else served_adapter_name(adapter),
             # nothing credential-shaped leaves the machine, whatever the caller built
@@ -87,7 +88,9 @@ class OpenAIChatModel:
         completions: list[Completion] = []
         for attempt in range(n):  # some servers ignore n > 1: ask again for the rest
             body["n"] = n - len(completions)
-            if self._seed >= 0:
+            if seed is not None:  # the caller's: sample i of this reply gets seed + i
+                body["seed"] = seed + len(completions)
+            elif self._seed >= 0:
                 body["seed"] = self._seed + next(self._requests)
             start = time.perf_counter()
             reply = self._client.post("/chat/completions", body, adapter=adapter)

@@ -109,7 +109,8 @@ class ScriptedChatModel:
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
                  stop: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None) -> list[Completion]:
+                 cancel: threading.Event | None = None,
+                 seed: int | None = None) -> list[Completion]:
         start = time.perf_counter()
         turn = sum(1 for m in messages if m.get("role") == "assistant" and not m.get("example"))
         replies = self.replies_for(messages)

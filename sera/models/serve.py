@@ -114,7 +114,8 @@ class ChatHandler(BaseHTTPRequestHandler):
             answers = self.server.model.complete(
                 _messages(body), n=int(body.get("n") or 1), adapter=adapter,
                 temperature=float(body.get("temperature", 0.0)),
-                max_tokens=int(body.get("max_tokens") or 1024), stop=_stops(body.get("stop")))
+                max_tokens=int(body.get("max_tokens") or 1024), stop=_stops(body.get("stop")),
+                seed=None if body.get("seed") is None else int(body["seed"]))
         except _BadRequest as error:
             return self._error(error.status, str(error))
         except (TypeError, ValueError) as error:

@@ -74,7 +74,8 @@ class TransformersChatModel:
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
                  stop: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None) -> list[Completion]:
+                 cancel: threading.Event | None = None,
+                 seed: int | None = None) -> list[Completion]:
         if self._model is None:
             raise ModelError(f"model {self.spec} was closed; load it again")
         stops = [s for s in (stop or []) if s]
@@ -82,6 +83,9 @@ class TransformersChatModel:
             prompt_ids = self._encode(messages)
             budget = self._token_budget(prompt_ids.shape[1], max_tokens)
             start = time.perf_counter()
+            if seed is not None:
+                import torch
+                torch.manual_seed(seed)  # under the lock: no other reply draws from it meanwhile
             with self._adapter_selected(adapter) as model:
                 rows = self._generate(model, prompt_ids, n, temperature, budget, stops, cancel)
             seconds = time.perf_counter() - start

@@ -104,10 +104,11 @@ class VllmModel:
     def complete(self, messages: Sequence[Message], *, n: int = 1, adapter: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 1024,
                  stop: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None) -> list[Completion]:
+                 cancel: threading.Event | None = None,
+                 seed: int | None = None) -> list[Completion]:
         params = self.vllm.SamplingParams(
             n=n, temperature=temperature, max_tokens=max_tokens, stop=list(stop or []),
-            seed=self.config.seed if self.config.seed >= 0 else None)
+            seed=seed if seed is not None else self.config.seed if self.config.seed >= 0 else None)
         request = _Request([{"role": m["role"], "content": m["content"]} for m in messages],
                            params, self._lora_request(adapter), cancel)
         with self._queue_lock:

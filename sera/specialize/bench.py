@@ -45,6 +45,7 @@ from sera.specialize.bench_tasks import BenchTask, bench_tasks, bench_test_comma
 from sera.specialize.recall import line_recall
 
 Note = Callable[[str], None]
+PAIRED_SEED = 0  # the seed every configuration samples with, unless one is set
 RECALL_SOLVED = 0.5  # a recall-scored task counts as solved from this line recall of the reference
 STANDARD_CONFIGS: dict[str, dict[str, Any]] = {
     "base": {"model.adapter": "none", "rerank.reranker": "none"},
@@ -81,8 +82,15 @@ def bench_dir(repo_root: Path) -> Path:
 
 def new_bench(repo_root: Path, settings: Settings, flags: dict[str, Any],
               configs: dict[str, dict[str, Any]] | None, note: Note) -> Path:
-    """A new bench folder with its tasks and configurations; returns the folder."""
+    """A new bench folder with its tasks and configurations; returns the folder. Unless a seed is
+    set, every configuration samples with model.seed PAIRED_SEED: where two configurations show
+    the model the same prompt they get the same reply, so their difference is theirs, not the
+    sampler's (unseeded, two runs of one configuration differed by 4 of 10 failed edits)."""
     ensure_state_dir(repo_root)
+    if settings.model.seed < 0 and "model.seed" not in flags:
+        flags = {**flags, "model.seed": PAIRED_SEED}
+        note(f"configurations sample with model.seed {PAIRED_SEED} (paired; set model.seed to "
+             f"change it)")
     command = bench_test_command(repo_root, settings)
     note(f"test command: {command or 'none (every task is scored by line recall)'}")
     tasks = bench_tasks(repo_root, settings, settings.bench.tasks, progress=note)
