@@ -10,7 +10,7 @@ assistant turns: TRL receives our token ids and assistant mask), the same LoRA (
 dropout, targets), learning rate and cosine schedule, max length, examples per micro-batch,
 gradient accumulation, gradient checkpointing and number of optimizer steps. TRL samples by
 length too (`train_sampling_strategy="group_by_length"`; `--trl-sampling random` for its default),
-on CPU with bf16=False and use_cpu=True.
+on CPU (use_cpu=True), in bf16 (autocast) where ours runs its base in bf16.
 
 Tokens/s = input tokens (padding excluded) / seconds of the training loop (ours: TrainResult;
 TRL: train_runtime of trainer.train()). The end-to-end time (load, prepare, train, save) is shown
@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sera.specialize.rows import IGNORE_INDEX  # noqa: E402
 from sera.config import TrainConfig  # noqa: E402
+from sera.device import torch_dtype  # noqa: E402
 from sera.specialize.lora import encode_rows, train_lora  # noqa: E402
 
 WORDS = ("def return self value path config items result error line index name self.cache "
@@ -97,6 +98,7 @@ def run_ours(model: Path, rows: list, config: TrainConfig) -> dict:
 
 def run_trl(model_dir: Path, rows: list, config: TrainConfig, sampling: str) -> dict:
     start = time.perf_counter()
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers.utils import logging as hf_logging
@@ -122,7 +124,8 @@ def run_trl(model_dir: Path, rows: list, config: TrainConfig, sampling: str) -> 
             max_length=config.max_tokens, gradient_checkpointing=config.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
             train_sampling_strategy=sampling, seed=config.seed,
-            bf16=False, use_cpu=True, report_to="none", eval_strategy="no", save_strategy="no",
+            bf16=torch_dtype(config.precision, "cpu") == torch.bfloat16, use_cpu=True,
+            report_to="none", eval_strategy="no", save_strategy="no",
             logging_steps=max(1, config.max_steps), disable_tqdm=True, dataloader_num_workers=0,
             include_num_input_tokens_seen="non_padding")
         trainer = SFTTrainer(model=load_causal_lm(model_dir), args=args, train_dataset=dataset,
@@ -147,6 +150,8 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating")
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the frozen base's dtype (auto: bf16 where the CPU computes in it)")
     parser.add_argument("--trl-sampling", default="group_by_length",
                         choices=["group_by_length", "random"])
     args = parser.parse_args()
@@ -159,10 +164,12 @@ def main() -> None:
                          batch_size=args.batch_size,
                          batch_tokens=args.batch_size * args.max_tokens,
                          grad_accum=args.grad_accum, warmup_ratio=0.1,
-                         gradient_checkpointing=not args.no_gradient_checkpointing)
+                         gradient_checkpointing=not args.no_gradient_checkpointing,
+                         precision=args.precision)
     print(f"model {model} | {len(rows)} rows | {args.steps} steps x {args.grad_accum} micro-batches "
           f"of {args.batch_size} | max {args.max_tokens} tokens | LoRA r={args.rank} | "
-          f"checkpointing {config.gradient_checkpointing} | TRL sampling {args.trl_sampling}",
+          f"checkpointing {config.gradient_checkpointing} | TRL sampling {args.trl_sampling} | "
+          f"{torch_dtype(config.precision, 'cpu')}",
           flush=True)
     ours, trl = [], []
     for repeat in range(args.repeats):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sera.errors import SeraError
-from sera.models.device import pick_device
+from sera.device import native_bf16, pick_device, torch_dtype
 
 
 def test_auto_is_the_gpu_when_there_is_one_else_the_cpu():
@@ -22,3 +22,19 @@ def test_cuda_without_a_gpu_says_what_to_set():
     with pytest.raises(SeraError, match="policy optimization was asked to run on a GPU.*use "
                                         "device cpu or auto"):
         pick_device("cuda", "policy optimization")
+
+
+def test_a_precision_names_its_dtype_and_auto_follows_the_hardware(monkeypatch):
+    assert torch_dtype("fp32", "cpu") == torch.float32
+    assert torch_dtype("bf16", "cpu") == torch.bfloat16
+    for native in (True, False):
+        # The CPU's feature probes are torch's edge: a CPU with AVX512-BF16, and one without.
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert native_bf16("cpu") is native
+        assert torch_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+
+
+def test_a_bad_precision_says_which_ones_there_are():
+    with pytest.raises(SeraError, match="unknown precision 'fp16'; use auto, fp32 or bf16"):
+        torch_dtype("fp16", "cpu")

@@ -3,6 +3,8 @@ real training run that learns to put the right fix first, and finding a trained 
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import math
@@ -55,7 +57,8 @@ HELDOUT = [task_group(m, f) for m, f in [("tools", "summed"), ("lib", "together"
 LONELY = TaskGroup("lonely", "Rename `x`.", reference="", candidates=[
     LabeledPatch(diff("misc", "rename", "x = 1", "y = 1"), recall=1.0)])
 CONFIG = RerankTrainConfig(device="cpu", rank=8, alpha=16, dropout=0.0, lr=5e-3, epochs=8,
-                           pairs_per_step=4, max_tokens=512, warmup_ratio=0.1, seed=0)
+                           pairs_per_step=4, max_tokens=512, warmup_ratio=0.1, seed=0,
+                           precision="fp32")  # the same on every CPU; bf16 is tested below
 
 
 @pytest.fixture(scope="module")
@@ -296,10 +299,20 @@ def test_card_records_data_training_and_calibration(trained, tiny_dir):
 def test_for_device_defaults():
     cpu, gpu = RerankTrainConfig.for_device("cpu"), RerankTrainConfig.for_device("cuda")
     assert (cpu.rank, cpu.alpha, cpu.lr, cpu.epochs, cpu.pairs_per_step) == (8, 16, 1e-4, 2, 8)
-    assert (cpu.precision, gpu.precision, gpu.device) == ("fp32", "bf16", "cuda")
+    assert (cpu.precision, gpu.precision, gpu.device) == ("auto", "auto", "cuda")
     assert cpu.max_tokens == gpu.max_tokens == Settings().rerank.max_tokens
     with pytest.raises(SeraError):
         RerankTrainConfig.for_device("tpu")
+
+
+def test_training_in_bf16_on_a_cpu_learns_the_pairs_too(tiny_dir, tmp_path):
+    """The base in bfloat16 (native on AVX512-BF16/AMX CPUs, emulated elsewhere), its float32
+    head fed through the cast-up hook."""
+    config = dataclasses.replace(CONFIG, precision="bf16")
+    result = train_reranker(tiny_dir, TRAIN, tmp_path / "bf16", config,
+                            base_spec=f"transformers:{tiny_dir}", min_gap=0.1)
+    assert result.accuracy_after == 1.0 > result.accuracy_before
+    assert sum(result.losses[-3:]) < 0.5 * sum(result.losses[:3]), result.losses
 
 
 # --- finding a reranker -------------------------------------------------------------------------

@@ -171,9 +171,10 @@ def test_length_grouping_stays_within_the_token_budget():
 
 # --- a real adapter -----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained(tiny_dir, tmp_path_factory):
-    """Train once for the module; a spy keeps the peft model to compare weights with the start."""
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def trained(request, tiny_dir, tmp_path_factory):
+    """Train once per precision for the module (bf16 runs on any CPU, emulated where the hardware
+    lacks it); a spy keeps the peft model to compare weights with the start."""
     import torch
     captured = {}
     original = train_module._lora_model
@@ -186,7 +187,8 @@ def trained(tiny_dir, tmp_path_factory):
 
     out_dir = tmp_path_factory.mktemp("adapters") / "repo-lora"
     config = TrainConfig(device="cpu", rank=8, alpha=16, dropout=0.0, lr=1e-2, epochs=12,
-                         batch_size=2, grad_accum=1, warmup_ratio=0.1, seed=0)
+                         batch_size=2, grad_accum=1, warmup_ratio=0.1, seed=0,
+                         precision=request.param)
     steps = []
     train_module._lora_model = spy
     try:
@@ -194,7 +196,8 @@ def trained(tiny_dir, tmp_path_factory):
         result = train_lora(tiny_dir, ROWS, out_dir, config, progress=steps.append)
     finally:
         train_module._lora_model = original
-    return {"result": result, "out_dir": out_dir, "steps": steps, **captured}
+    return {"result": result, "out_dir": out_dir, "steps": steps, "precision": request.param,
+            **captured}
 
 
 def test_training_moves_lora_weights_only(trained):
@@ -233,6 +236,7 @@ def test_adapter_folder_holds_weights_card_and_curve(trained, tiny_dir):
     assert card["data"]["rows"] == 4 and card["data"]["examples"] == 4
     assert card["config"]["rank"] == 8 and len(card["loss"]) == 24
     assert card["training"]["tokens_per_second"] > 0
+    assert card["training"]["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[trained["precision"]]
     update_card(out_dir, accept_rate=0.5, heldout={"nll_base": 2.0, "nll_adapter": 1.0})
     card = json.loads((out_dir / "card.json").read_text())
     assert card["accept_rate"] == 0.5 and card["config"]["rank"] == 8
@@ -240,8 +244,10 @@ def test_adapter_folder_holds_weights_card_and_curve(trained, tiny_dir):
 
 
 def test_adapter_lowers_the_nll_of_the_training_rows(trained, tiny_dir):
-    base = mean_nll(tiny_dir, ROWS, adapter=None, max_tokens=4096, device="cpu")
-    tuned = mean_nll(tiny_dir, ROWS, adapter=trained["out_dir"], max_tokens=4096, device="cpu")
+    precision = trained["precision"]
+    base = mean_nll(tiny_dir, ROWS, adapter=None, max_tokens=4096, device="cpu", precision=precision)
+    tuned = mean_nll(tiny_dir, ROWS, adapter=trained["out_dir"], max_tokens=4096, device="cpu",
+                     precision=precision)
     assert tuned < 0.7 * base
     # The training loss of the first step is the base model's NLL (LoRA starts as a no-op).
     assert abs(trained["result"].losses[0] - base) < 0.05 * base
@@ -270,8 +276,8 @@ def test_training_without_assistant_turns_says_so(tiny_dir, tmp_path):
 
 def test_for_device_defaults():
     cpu, gpu = TrainConfig.for_device("cpu"), TrainConfig.for_device("cuda")
-    assert (cpu.rank, cpu.alpha, cpu.lr, cpu.precision) == (8, 16, 2e-4, "fp32")
-    assert (gpu.rank, gpu.alpha, gpu.lr, gpu.precision) == (32, 128, 5e-5, "bf16")
+    assert (cpu.rank, cpu.alpha, cpu.lr, cpu.precision) == (8, 16, 2e-4, "auto")
+    assert (gpu.rank, gpu.alpha, gpu.lr, gpu.precision) == (32, 128, 5e-5, "auto")
     with pytest.raises(SeraError):
         TrainConfig.for_device("tpu")
 

@@ -11,6 +11,7 @@ import pytest
 
 from tiny_models import build_tiny_model
 from sera.config import TrainConfig
+from sera.device import torch_dtype
 from sera.specialize.lora import mean_nll, train_lora
 from test_train import ROWS
 
@@ -23,7 +24,8 @@ def test_bf16_lora_training_on_the_gpu_lowers_the_loss(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny")
     config = dataclasses.replace(TrainConfig.for_device("cuda"), lr=1e-2, epochs=12, batch_size=2,
                                  grad_accum=1, max_tokens=2048, batch_tokens=4096)
-    assert config.precision == "bf16" and config.device == "cuda"
+    assert torch_dtype(config.precision, config.device) == torch.bfloat16
+    assert config.device == "cuda"
     result = train_lora(tiny, ROWS, tmp_path / "adapter", config)
     assert sum(result.losses[-3:]) < 0.7 * sum(result.losses[:3])
     assert mean_nll(tiny, ROWS, tmp_path / "adapter", device="cuda") < mean_nll(tiny, ROWS, device="cuda")

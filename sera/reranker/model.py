@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sera.errors import ModelError, SeraError
-from sera.models.device import pick_device
+from sera.device import pick_device, torch_dtype
 from sera.models.local import transformers_folder
 from sera.models.transformers_backend import load_tokenizer
 from sera.paths import atomic_write_json, card_folders, rerankers_dir
@@ -102,9 +102,10 @@ def _ids_of_each(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
 
 # --- the model ----------------------------------------------------------------------------------
 
-def load_reward_base(folder: Path, tokenizer: Any, *, bf16: bool = False) -> Any:
+def load_reward_base(folder: Path, tokenizer: Any, *, dtype: Any = None) -> Any:
     """The base model of `folder` as a one-label sequence classifier, its pad id set apart from
-    the final marker (so the last-token pooling finds the marker), its head in float32."""
+    the final marker (so the last-token pooling finds the marker), its head in float32; the
+    rest in `dtype` (a torch dtype; None = float32)."""
     import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -113,7 +114,7 @@ def load_reward_base(folder: Path, tokenizer: Any, *, bf16: bool = False) -> Any
     hf_logging.set_verbosity_error()  # the new `score` head is always reported as missing
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), num_labels=1, dtype=torch.bfloat16 if bf16 else torch.float32)
+            str(folder), num_labels=1, dtype=dtype or torch.float32)
     except Exception as error:  # transformers raises many kinds; all mean "not loadable here"
         raise ModelError(f"cannot load {folder} as the reranker's base: "
                          f"{' '.join(str(error).split())[:300]}; it must be a causal LM folder of "
@@ -194,7 +195,7 @@ class LoraReranker:
         target = pick_device(device, "the reranker")
         base = _base_folder(card)
         tokenizer = load_tokenizer(base)
-        model = _with_adapter(load_reward_base(base, tokenizer, bf16=target == "cuda"), folder)
+        model = _with_adapter(load_reward_base(base, tokenizer, dtype=torch_dtype("bf16" if target == "cuda" else "fp32", target)), folder)
         if merge is None:
             merge = target == "cpu"
         if merge:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from sera.config import RerankTrainConfig
 from sera.errors import SeraError
-from sera.models.device import pick_device
+from sera.device import pick_device, torch_dtype
 from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 from sera.reranker.labels import TaskGroup
 from sera.reranker.model import LoraReranker, collate, encode_candidate, load_reward_base
@@ -143,7 +143,7 @@ def _no_pairs_message(groups: Sequence[TaskGroup], min_gap: float) -> str:
 def build_reward_model(folder: Path, tokenizer: Any, config: RerankTrainConfig) -> Any:
     """The frozen base as a one-label classifier with fresh LoRA weights and a trainable score head
     (peft SEQ_CLS: the head is in modules_to_save); LoRA and head in float32."""
-    model = load_reward_base(folder, tokenizer, bf16=config.precision == "bf16")
+    model = load_reward_base(folder, tokenizer, dtype=torch_dtype(config.precision, config.device))
     peft_model = add_lora(model, config, "SEQ_CLS")  # base frozen; LoRA + `score` copy trainable
     peft_model.train()
     return peft_model

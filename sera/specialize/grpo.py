@@ -61,7 +61,7 @@ from sera.agent.workcopy import git, git_bytes
 from sera.config import PolicyConfig
 from sera.diff import change_ranges, changed_lines, parse
 from sera.errors import RepositoryError, SeraError
-from sera.models.device import pick_device
+from sera.device import pick_device
 from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 from sera.reranker.labels import TaskGroup
 from sera.reranker.pool import PoolTask

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from sera.agent.trajectory import Trajectory
+from sera.config import TrainConfig
 from sera.paths import adapters_dir
 from sera.specialize.lora import mean_nll, train_lora, update_card
 from sera.specialize.rows import load_rows
@@ -38,7 +39,7 @@ def run(run) -> dict:
     config = dataclasses.replace(run.settings.train,
                                  max_tokens=run.settings.specialize.context_tokens)
     out_dir = adapters_dir(run.repo_root) / run.id
-    nll_before = _heldout_nll(run, "held-out", folder, heldout, None, config.max_tokens)
+    nll_before = _heldout_nll(run, folder, heldout, None, config)
     advance = run.bar("training", 1)
 
     def show(info: dict) -> None:
@@ -48,7 +49,7 @@ def run(run) -> dict:
         advance(0, total=info["steps"], completed=info["step"], info=", ".join(said))
 
     result = train_lora(folder, rows, out_dir, config, progress=show)
-    nll_after = _heldout_nll(run, "held-out", folder, heldout, out_dir, config.max_tokens)
+    nll_after = _heldout_nll(run, folder, heldout, out_dir, config)
     stats = {"rows": len(rows), "examples": result.examples, "steps": result.steps,
              "first_loss": result.losses[0], "last_loss": result.losses[-1],
              "tokens_per_second": round(result.tokens_per_second, 1),
@@ -66,13 +67,15 @@ def run(run) -> dict:
     return stats
 
 
-def _heldout_nll(run, label: str, folder: Path, heldout: list, adapter: Path | None,
-                 max_tokens: int) -> float | None:
-    """mean_nll of the held-out rows (None without any), with a bar: on a CPU it takes minutes."""
+def _heldout_nll(run, folder: Path, heldout: list, adapter: Path | None,
+                 config: TrainConfig) -> float | None:
+    """mean_nll of the held-out rows (None without any), in training's device and dtype, with a
+    bar: on a CPU it takes minutes."""
     if not heldout:
         return None
-    advance = run.bar(label, 1)
-    return mean_nll(folder, heldout, adapter, max_tokens, progress=lambda done, total: advance(
+    advance = run.bar("held-out", 1)
+    return mean_nll(folder, heldout, adapter, config.max_tokens, device=config.device,
+                    precision=config.precision, progress=lambda done, total: advance(
         0, total=total, completed=done, info="loss before training" if adapter is None
         else "loss with the adapter"))
 
