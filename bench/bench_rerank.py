@@ -5,15 +5,17 @@
     python bench/bench_rerank.py --model /path/to/transformers/folder --candidates 32
 
 A reranker is trained for one step on one synthetic pair (its speed does not depend on what it
-learnt), saved, and loaded back as `solve` loads it (`LoraReranker.load`: fp32 on CPU, the LoRA
-merged into the base weights; `--unmerged` keeps the LoRA layers apart, as training has them;
+learnt), saved, and loaded back as `solve` loads it (`LoraReranker.load`: bf16 with the LoRA apart
+where the CPU computes in bf16, else fp32 with the LoRA merged into the base weights; `--precision`
+picks; `--unmerged` keeps the LoRA layers apart in fp32 too, as training has them;
 `--shared` scores on a transformers agent model of the same base, as `sera solve` does when the
 agent runs in transformers: one base in memory, the LoRA unmerged, the head applied by sera).
 Then the same synthetic candidates (patches from a few lines up to about `--max-tokens`) are
 scored by `LoraReranker.score` (encoding, batching, LoRA layers, head) and pushed through the bare
 base decoder (`AutoModel`, no head, no LoRA) with the very same token ids and batches, in inference
-mode. The runs alternate (base, reranker, base, ...); medians and bests are reported, since a
-shared CPU is noisy. The ratio is reranker candidates/s over bare-base candidates/s in this run.
+mode, and through the bare base in fp32 (the speed-up of bf16). The runs alternate (base, fp32
+base, reranker, ...); medians and bests are reported, since a shared CPU is noisy. The ratios are
+reranker candidates/s over bare-base candidates/s in this run, in the same dtype and in fp32.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sera.reranker.model import (LoraReranker, collate, encode_candidates,  # no
 from sera.reranker.labels import LabeledPatch, TaskGroup  # noqa: E402
 from sera.config import RerankTrainConfig  # noqa: E402
 from sera.reranker.train import train_reranker  # noqa: E402
+from sera.device import torch_dtype  # noqa: E402
 
 WORDS = ("def return self value path config items result error line index name import os sys "
          "json for in if else while try except raise with open as None True False int str list "
@@ -103,6 +106,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each, alternating")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice)")
     parser.add_argument("--unmerged", action="store_true", help="keep the LoRA layers unmerged")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the reranker's base dtype (auto: bf16 where the CPU computes in it, "
+                             "LoRA unmerged); the bare base runs in the same dtype, and in fp32")
     parser.add_argument("--shared", action="store_true", help="score on the agent's own "
                         "transformers model (LoraReranker.sharing: one base serves both)")
     args = parser.parse_args()
@@ -126,26 +132,31 @@ def main() -> None:
         reranker = LoraReranker.sharing(agent, out_dir, max_tokens=args.max_tokens)
     else:
         reranker = LoraReranker.load(out_dir, device="cpu", max_tokens=args.max_tokens,
-                                     merge=not args.unmerged)
+                                     merge=False if args.unmerged else None,
+                                     precision=args.precision)
     encoded = encode_candidates(reranker.tokenizer, task, patches, args.max_tokens)
     pad_id = reranker.pad_id
-    bare = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
+    dtype = torch_dtype(args.precision, "cpu")
+    bare = AutoModel.from_pretrained(str(folder), dtype=dtype).eval()
+    bare32 = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
     lengths = sorted(len(e) for e in encoded)
     print(f"model {spec} | {len(encoded)} candidates of {lengths[0]}..{lengths[-1]} tokens "
           f"(median {lengths[len(lengths) // 2]}) | batches of <= {reranker.batch_tokens} padded "
-          f"tokens | torch threads {torch.get_num_threads()}", flush=True)
+          f"tokens | {dtype} | torch threads {torch.get_num_threads()}", flush=True)
     time_reranker(reranker, task, patches[:2])  # warm-up: first-call allocations
     time_bare(bare, encoded[:2], reranker.batch_tokens, pad_id)
-    base_runs, rerank_runs = [], []
+    base_runs, base32_runs, rerank_runs = [], [], []
     for repeat in range(args.repeats):
         base_runs.append(len(encoded) / time_bare(bare, encoded, reranker.batch_tokens, pad_id))
+        base32_runs.append(len(encoded) / time_bare(bare32, encoded, reranker.batch_tokens, pad_id))
         rerank_runs.append(len(encoded) / time_reranker(reranker, task, patches))
-        print(f"  run {repeat + 1}: bare base {base_runs[-1]:.3g} candidates/s, reranker "
-              f"{rerank_runs[-1]:.3g} candidates/s", flush=True)
+        print(f"  run {repeat + 1}: bare base {base_runs[-1]:.3g} candidates/s (fp32 "
+              f"{base32_runs[-1]:.3g}), reranker {rerank_runs[-1]:.3g} candidates/s", flush=True)
     for label, pick in (("median", statistics.median), ("best", max)):
-        base_cps, rerank_cps = pick(base_runs), pick(rerank_runs)
+        base_cps, base32_cps, rerank_cps = pick(base_runs), pick(base32_runs), pick(rerank_runs)
         print(f"{label} candidates/s: reranker {rerank_cps:.3g}, bare base forward "
-              f"{base_cps:.3g}, ratio reranker/base = {rerank_cps / base_cps:.2f}x")
+              f"{base_cps:.3g}, ratio reranker/base = {rerank_cps / base_cps:.2f}x; "
+              f"against the bare base in fp32 ({base32_cps:.3g}): {rerank_cps / base32_cps:.2f}x")
     reranker.close()
     scratch.cleanup()
 

@@ -20,6 +20,7 @@ from sera.models.catalog import describe
 from sera.models.registry import load_model
 from sera.specialize.bench import (add_configs, find_bench, format_report, new_bench, parse_config,
                                    run_bench)
+from sera.specialize.progress import StageBars
 from sera.specialize.run import STAGES, outcome, resume_run, run_stages, start_run
 from sera.specialize.stages.reranker import evaluate_run
 
@@ -184,6 +185,10 @@ def _specialize_flags(args) -> dict:
 
 
 def _run_with_progress(run, stage) -> None:
+    if not sys.stdout.isatty():  # a log file: bars as lines, each percent with the time left
+        run.progress = StageBars(lambda bar, line: print(line, flush=True))
+        run_stages(run, only=stage)
+        return
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
 

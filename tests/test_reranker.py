@@ -100,15 +100,15 @@ def trained(tiny_dir, tokenizer, tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(trained):
     """Loaded back as trained: the LoRA layers kept apart from the base weights."""
-    reranker = LoraReranker.load(trained["out_dir"], device="cpu", merge=False)
+    reranker = LoraReranker.load(trained["out_dir"], device="cpu", merge=False, precision="fp32")
     yield reranker
     reranker.close()
 
 
 @pytest.fixture(scope="module")
 def merged(trained):
-    """Loaded back as `solve` loads it on a CPU: the LoRA merged into the base weights."""
-    reranker = LoraReranker.load(trained["out_dir"], device="cpu")
+    """Loaded back as `solve` loads it on a CPU without bf16: the LoRA merged into the base weights."""
+    reranker = LoraReranker.load(trained["out_dir"], device="cpu", precision="fp32")
     yield reranker
     reranker.close()
 
@@ -313,6 +313,15 @@ def test_training_in_bf16_on_a_cpu_learns_the_pairs_too(tiny_dir, tmp_path):
                             base_spec=f"transformers:{tiny_dir}", min_gap=0.1)
     assert result.accuracy_after == 1.0 > result.accuracy_before
     assert sum(result.losses[-3:]) < 0.5 * sum(result.losses[:3]), result.losses
+    # Loaded back in bf16 it keeps its LoRA apart (merging would round it away) and scores as
+    # in memory.
+    reranker = LoraReranker.load(tmp_path / "bf16", device="cpu", precision="bf16")
+    try:
+        assert any("lora_" in name for name, _ in reranker._model.named_parameters())
+        for group_, scores in zip(TRAIN, result.scores):
+            assert reranker.score(group_.task, [c.patch for c in group_.candidates]) == scores
+    finally:
+        reranker.close()
 
 
 # --- finding a reranker -------------------------------------------------------------------------

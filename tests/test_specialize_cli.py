@@ -47,6 +47,7 @@ def test_unreachable_teacher_fails_clearly_and_the_run_resumes_later(repo, tmp_p
                      "--functions", "1")
     assert out.returncode == 1
     assert "cannot reach" in out.stderr.splitlines()[-1]
+    assert "parsing 1/1" in out.stdout.splitlines()  # a log gets the bars as lines
     assert "note: the task and the code" not in out.stderr  # 127.0.0.1 keeps code on the machine
     manifest = json.loads(next((repo / ".sera" / "runs").glob("*/manifest.json")).read_text())
     assert manifest["stages"]["functions"]["status"] == "done"

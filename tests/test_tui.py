@@ -406,19 +406,22 @@ def test_escape_cancels_a_specialize_run_that_can_be_resumed(repo, tmp_path):
 def test_stage_bars_report_each_percent_of_a_bar_as_the_stages_drive_it():
     """The calls sera.specialize's stages make on their bars: parsing learns its total late,
     training sets completed and total with each step, rollouts advance with an info."""
-    reported = []
-    bars = StageBars(lambda bar, line: reported.append((bar, line)))
+    reported, now = [], [0.0]
+    bars = StageBars(lambda bar, line: reported.append((bar, line)), clock=lambda: now[0])
     parsing = bars.add_task("parsing", total=None, info="")
     bars.update(parsing, advance=0, completed=3, total=3)
     training = bars.add_task("training", total=1, info="")
     for step in range(1, 1001):
+        now[0] += 1.5  # seconds a step
         bars.update(training, advance=0, total=1000, completed=step, info=f"loss {1 / step:.3f}")
     rollouts = bars.add_task("rollouts", total=2, info="")
+    now[0] += 90
     bars.update(rollouts, advance=1, info="accepted 1/1, 3.0 tok/s")
     assert reported[:3] == [(0, "parsing 0/?"), (0, "parsing 3/3"), (1, "training 0/1")]
     trained = [line for bar, line in reported if bar == training]  # 0/1, 1/1000, each 1%
     assert len(trained) == 2 + 100 and trained[-1] == "training 1000/1000 (loss 0.001)"
-    assert reported[-1] == (2, "rollouts 1/2 (accepted 1/1, 3.0 tok/s)")
+    assert trained[2] == "training 10/1000 (loss 0.100), 24:45 left"  # 15 s for 10 of 1000
+    assert reported[-1] == (2, "rollouts 1/2 (accepted 1/1, 3.0 tok/s), 1:30 left")
 
 
 def test_a_solve_and_a_specialize_run_do_not_run_at_once(repo, tmp_path):

@@ -12,7 +12,8 @@ stays as it is. The score is read at the last token, which `encode_candidate` ma
 marker tokens for every candidate; transformers finds it as the rightmost token that is not the
 pad id, so sequences are right-padded with a pad id that differs from that last token.
 
-The head runs in float32 (its input is cast up), the base in float32 on CPU, bfloat16 on GPU.
+The head runs in float32 (its input is cast up), the base in bfloat16 where the device computes in it
+natively (GPUs, AVX512-BF16/AMX CPUs), else in float32, as training has it by default.
 
 A reranker folder is `.sera/reranker/<name>/`: peft's files, `card.json` (base spec, data,
 training figures, loss, `threshold` once calibrated, `metrics` once evaluated) and `loss.png`.
@@ -182,22 +183,25 @@ class LoraReranker:
 
     @classmethod
     def load(cls, folder: Path, *, device: str = "auto", max_tokens: int | None = None,
-             merge: bool | None = None) -> "LoraReranker":
-        """The reranker in `folder` (fp32 on CPU, bf16 on GPU); max_tokens None = as trained.
+             merge: bool | None = None, precision: str = "auto") -> "LoraReranker":
+        """The reranker in `folder`, its base in `precision` (auto: bf16 where the device computes
+        in it natively, as training's default); max_tokens None = as trained.
 
-        merge None = merge the LoRA into the base weights in float32 (on CPU unmerged LoRA layers
-        cost about a quarter more time per candidate; the scores move by ~1e-6), keep it apart in
-        bfloat16 (merging would round the small LoRA update into bf16 weights).
+        merge None = merge the LoRA into float32 base weights (on CPU unmerged LoRA layers cost
+        about a quarter more time per candidate; the scores move by ~1e-6), keep it apart from
+        bfloat16 ones (merging would round the small LoRA update into bf16 weights).
         """
+        import torch
 
         folder = Path(folder)
         card = read_card(folder)
         target = pick_device(device, "the reranker")
+        dtype = torch_dtype(precision, target)
         base = _base_folder(card)
         tokenizer = load_tokenizer(base)
-        model = _with_adapter(load_reward_base(base, tokenizer, dtype=torch_dtype("bf16" if target == "cuda" else "fp32", target)), folder)
+        model = _with_adapter(load_reward_base(base, tokenizer, dtype=dtype), folder)
         if merge is None:
-            merge = target == "cpu"
+            merge = dtype == torch.float32
         if merge:
             model = model.merge_and_unload()  # the trained `score` copy becomes the head
         limit = max_tokens or int(card.get("config", {}).get("max_tokens", 1024))
