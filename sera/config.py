@@ -16,7 +16,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sera.errors import ConfigError, SeraError
 from sera.device import DEVICES, PRECISIONS, pick_device
@@ -172,6 +172,9 @@ class LoraTraining:
     """What LoRA training of the agent (`train`) and of the reranker (`rerank_train`) share; each
     section has its own values."""
 
+    SECTION: ClassVar[str] = ""  # its settings section
+    WHAT: ClassVar[str] = "training"  # its name in messages
+
     rank: int = doc_field("LoRA rank r", 8)
     alpha: int = doc_field("LoRA alpha (the update is scaled by alpha / rank)", 16)
     dropout: float = doc_field("dropout on the LoRA input", 0.05)
@@ -197,6 +200,12 @@ class LoraTraining:
                                "trains 2-3x as fast; else fp32)", "auto")
     device: str = doc_field("auto (a GPU when there is one), cpu or cuda", "auto")
 
+    @classmethod
+    def for_device(cls, device: str = "auto") -> Any:
+        """Defaults for a CPU (small and quick) or a GPU (GPU_PROFILE's values of this section:
+        METHODS.md's LoRA recipe for the agent, bigger micro-batches for the reranker)."""
+        return _for_device(cls, cls.SECTION, device, cls.WHAT)
+
     def check(self) -> None:
         if self.precision not in PRECISIONS:
             raise SeraError(f"training precision must be auto, fp32 or bf16, got "
@@ -211,6 +220,7 @@ class LoraTraining:
 class TrainConfig(LoraTraining):
     """The agent's LoRA (the `train` stage)."""
 
+    SECTION: ClassVar[str] = "train"
     max_tokens: int = derived_field("longest sequence in tokens; longer rows are cut (the caller "
                                     "should cut trajectories at a turn boundary first)", 4096,
                                     "specialize.context_tokens")
@@ -218,12 +228,6 @@ class TrainConfig(LoraTraining):
                                "(0 = `epochs` passes)", 0)
     batch_size: int = doc_field("most examples in one micro-batch (0 = only batch_tokens limits)", 8)
     grad_accum: int = doc_field("micro-batches per optimizer step", 4)
-
-    @classmethod
-    def for_device(cls, device: str = "auto") -> "TrainConfig":
-        """Defaults for a CPU (small and quick) or a GPU (METHODS.md's LoRA recipe: r 32, alpha 128,
-        lr 5e-5, bf16, 3 epochs, long context; GPU_PROFILE)."""
-        return _for_device(cls, "train", device, "training")
 
     def check(self) -> None:
         super().check()
@@ -235,17 +239,14 @@ class TrainConfig(LoraTraining):
 class RerankTrainConfig(LoraTraining):
     """The reranker's LoRA and score head (the `reranker` stage)."""
 
+    SECTION: ClassVar[str] = "rerank_train"
+    WHAT: ClassVar[str] = "reranker training"
     lr: float = doc_field("peak learning rate of AdamW (LoRA weights and score head)", 1e-4)
     max_tokens: int = derived_field("most tokens of task + patch one candidate is read with (the "
                                     "task is cut first): the same as at solve time", 1024,
                                     "rerank.max_tokens")
     pairs_per_step: int = doc_field("pairs accumulated per optimizer step (a pair is never split "
                                     "across micro-batches)", 8)
-
-    @classmethod
-    def for_device(cls, device: str = "auto") -> "RerankTrainConfig":
-        """Defaults for a CPU (fp32) or a GPU (bf16, bigger micro-batches; GPU_PROFILE)."""
-        return _for_device(cls, "rerank_train", device, "reranker training")
 
     def check(self) -> None:
         super().check()
