@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from sera.errors import SeraError
 
@@ -159,3 +159,22 @@ def card_folders(root: Path) -> list[tuple[Path, dict[str, Any]]]:
             continue
     return sorted(found, key=lambda item: (item[1].get("created", ""), item[0].stat().st_mtime),
                   reverse=True)
+
+
+def resolve_card_folder(root: Path, name: str, *, kind: str, fits: Callable[[dict], bool],
+                        accepts: Callable[[Path], bool], none_means: str) -> Path | None:
+    """The folder a setting names, of `kind` ("adapter", "reranker") kept in `root`: '' -> the
+    newest whose card `fits` (None if there is none); 'none' -> None; a name in `root`, or a
+    path, that `accepts` -> that folder; else a SeraError that lists what there is and says
+    that --<kind> none `none_means`."""
+    if name == "none":
+        return None
+    if not name:
+        return next((folder for folder, card in card_folders(root) if fits(card)), None)
+    for candidate in (root / name, Path(name).expanduser()):
+        if accepts(candidate):
+            return candidate.resolve()
+    known = [folder.name for folder, _ in card_folders(root)]
+    listing = ", ".join(known) if known else "none yet (sera specialize . trains one)"
+    raise SeraError(f"{kind} {name!r} not found in {root} nor as a folder; {kind}s of this "
+                    f"repository: {listing}; --{kind} none {none_means}")

@@ -71,7 +71,7 @@ def test_bad_input_leaves_nothing_behind(repo, tmp_path):
         (["solve", "--model", "llamacpp:/nowhere/model.gguf", "x"], "/nowhere/model.gguf"),
         (["solve", "--model", "nosuch:thing", "x"], "valid backends"),
         (["solve", "--model", "openai:http://127.0.0.1:9/v1#m", "x"], "cannot reach"),
-        (["solve", "--adapter", "nope", "--model", "scripted:/dev/null", "x"], "adapter 'nope'"),
+        (["solve", "--adapter", "nope", "--model", "scripted:/dev/null", "x"], "adapter 'nope' not found in"),
         (["apply", "nosuchrun"], "no solve runs"),
         (["undo"], "nothing to undo"),
         (["solve", "--max-steps", "0", "x"], "agent.max_steps = 0 (flag --max-steps) must be at least 1"),

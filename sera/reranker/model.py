@@ -31,7 +31,7 @@ from sera.errors import ModelError, SeraError
 from sera.device import pick_device, torch_dtype
 from sera.models.local import transformers_folder
 from sera.models.transformers_backend import load_tokenizer
-from sera.paths import atomic_write_json, card_folders, rerankers_dir
+from sera.paths import atomic_write_json, card_folders, rerankers_dir, resolve_card_folder
 from sera.prompts import render_from
 
 if TYPE_CHECKING:
@@ -360,26 +360,16 @@ def list_rerankers(repo_root: Path) -> list[tuple[Path, dict[str, Any]]]:
 def newest_reranker(repo_root: Path, base_spec: str) -> Path | None:
     """The newest reranker trained on `base_spec` (a reranker fits only the base it was trained
     on)."""
-    for folder, card in list_rerankers(repo_root):
-        if card.get("base") == base_spec:
-            return folder
-    return None
+    return resolve_reranker(repo_root, "", base_spec)
 
 
 def resolve_reranker(repo_root: Path, name: str, base_spec: str) -> Path | None:
     """'' -> the newest reranker for `base_spec` (None if there is none); 'none' -> None;
     a name in .sera/reranker/ or a folder -> that reranker."""
-    if name == "none":
-        return None
-    if not name:
-        return newest_reranker(repo_root, base_spec)
-    for candidate in (rerankers_dir(repo_root) / name, Path(name).expanduser()):
-        if (candidate / "card.json").is_file():
-            return candidate.resolve()
-    known = [folder.name for folder, _ in list_rerankers(repo_root)]
-    listing = ", ".join(known) if known else "none yet (sera specialize . trains one)"
-    raise SeraError(f"reranker {name!r} not found in {rerankers_dir(repo_root)} nor as a folder; "
-                    f"rerankers of this repository: {listing}; --reranker none turns scoring off")
+    return resolve_card_folder(rerankers_dir(repo_root), name, kind="reranker",
+                               fits=lambda card: card.get("base") == base_spec,
+                               accepts=lambda folder: (folder / "card.json").is_file(),
+                               none_means="turns scoring off")
 
 
 def open_reranker(folder: Path, settings: "Settings", agent_model: Any = None) -> LoraReranker:
