@@ -385,10 +385,14 @@ def _card(base: Path, folder: Path, rows: Sequence[Row], config: TrainConfig, re
         "config": asdict(config),
         "training": {"steps": result.steps, "seconds": round(result.seconds, 3),
                      "tokens_per_second": round(result.tokens_per_second, 1),
-                     "processes": processes,
-                     "dtype": str(torch_dtype(config.precision, config.device)).removeprefix("torch.")},
+                     "processes": processes, "dtype": _dtype_name(config)},
         "loss": [round(v, 5) for v in result.losses],
     }
+
+
+def _dtype_name(config: TrainConfig) -> str:
+    """"bfloat16" or "float32": what the base was trained in."""
+    return str(torch_dtype(config.precision, config.device)).removeprefix("torch.")
 
 
 def update_card(out_dir: Path, **fields: Any) -> dict[str, Any]:
