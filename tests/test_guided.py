@@ -191,6 +191,17 @@ def test_a_reply_cut_at_the_length_limit_is_told_to_skip_the_explanation(repo, t
            "only" in talk(traj)[3]["content"]
 
 
+def test_a_wrong_search_in_a_reply_cut_at_the_length_limit_is_retried(repo, tmp_path):
+    """An error with fields of its own (the closest lines of a SEARCH not found) keeps them when
+    the length limit is added to its message (it once crashed the solve with a TypeError)."""
+    invented = block('    """Return a plus b."""\n    return a - b', '    return a + b')
+    rambling = invented + "\nNow let me explain why this is right. " * 20
+    traj, _ = run_guided(repo, tmp_path, [rambling, GOOD], max_tokens=100)
+    assert traj.meta["status"] == "submitted"
+    offer = talk(traj)[3]["content"]
+    assert "was not found in the file" in offer and "reached the length limit" in offer
+
+
 def test_a_search_found_twice_is_taken_in_the_function_shown(repo, tmp_path):
     """The 1.5B quotes only the line it changes; where that line recurs in the file, the place
     inside the shown function is the one it means."""

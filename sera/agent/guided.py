@@ -175,9 +175,10 @@ class GuidedAgent:
                 changed = apply_edits(self.root, edits, None, focus=self._focus())
             except EditError as error:
                 if completion.finish_reason == "length":  # small models explain at length
-                    error = type(error)(f"{error}. Your reply reached the length limit before "
-                                        f"the blocks were complete: answer with the blocks only, "
-                                        f"without an explanation")
+                    # The same error (its kind and fields, e.g. the closest lines), told more.
+                    error.args = (f"{error}. Your reply reached the length limit before the "
+                                  f"blocks were complete: answer with the blocks only, without "
+                                  f"an explanation",)
                 if attempt == 2:
                     self.trajectory.save()
                     self._event(completion, str(error))
