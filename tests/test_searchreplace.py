@@ -47,6 +47,19 @@ def test_parse_canonical_and_lenient_forms():
         parse_edits("calc.py\n<<<<<<< SEARCH\nx\n=======\ny")
 
 
+def test_a_block_closed_by_its_fence_without_the_replace_marker_ends_there():
+    """The 1.5B often closes the fence right after the new lines and forgets >>>>>>> REPLACE."""
+    forgot = "calc.py\n```python\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n```"
+    assert parse_edits(forgot + "\nThat fixes it.") == [
+        Edit("calc.py", ("    return a - b",), ("    return a + b",))]
+    # the next block starts after that fence
+    two = forgot + "\n" + block(search="x", replace="y")
+    assert [e.search for e in parse_edits(two)] == [("    return a - b",), ("x",)]
+    # a fence inside the new lines (a Markdown file) stays content when the marker follows
+    markdown = "README.md\n<<<<<<< SEARCH\nold\n=======\n```sh\nrun\n```\n>>>>>>> REPLACE"
+    assert parse_edits(markdown) == [Edit("README.md", ("old",), ("```sh", "run", "```"))]
+
+
 def test_parse_empty_parts_and_crlf():
     edits = parse_edits("new.py\r\n<<<<<<< SEARCH\r\n=======\r\nprint(1)\r\n>>>>>>> REPLACE\r\n")
     assert edits == [Edit("new.py", (), ("print(1)",))]
