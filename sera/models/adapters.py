@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sera.errors import SeraError
 from sera.paths import adapters_dir, card_folders, resolve_card_folder
 
 
