@@ -132,6 +132,9 @@ class SpecializeConfig:
     self_check_attempts: int = doc_field("rollout-1 tries per function until the teacher's self-check "
                                     "says yes (SERA: 3)", 3)
     max_patch_lines: int = doc_field("drop patches with more changed lines than this (SERA: 40)", 40)
+    max_answer_blocks: int = doc_field("drop rows with a reply of more SEARCH/REPLACE blocks than this: "
+                                  "an adapter writes answers as long as the ones it learned from, "
+                                  "and the reply limit cuts long ones off (0 = no limit)", 3)
     max_tool_output_tokens: int = doc_field("drop trajectories whose tool outputs average more tokens "
                                        "than this (SERA: 600)", 600)
     truncation_threshold: float = doc_field("keep a trajectory cut to the context only if it keeps at "

@@ -6,8 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sera.agent.parse import format_observation
-from sera.specialize.filters import (mean_tool_output_tokens, select_by_truncation,
-                                     too_long_tool_outputs, too_many_changed_lines,
+from sera.agent.searchreplace import Edit
+from sera.specialize.filters import (mean_tool_output_tokens, most_edit_blocks,
+                                     select_by_truncation, too_long_tool_outputs,
+                                     too_many_changed_lines, too_many_edit_blocks,
                                      truncate_to_context)
 
 
@@ -33,6 +35,25 @@ def test_patches_over_forty_changed_lines_are_too_big():
     assert not too_many_changed_lines(patch_with(40))
     assert too_many_changed_lines(patch_with(41))
     assert too_many_changed_lines(patch_with(11), limit=10)
+
+
+def reply_with_blocks(count: int) -> str:
+    blocks = [Edit("f.py", (f"old {n}",), (f"new {n}",)).render("python") for n in range(count)]
+    return "Fix f.\n" + "\n\n".join(blocks)
+
+
+def test_replies_over_three_edit_blocks_are_too_long():
+    example = {"role": "assistant", "content": reply_with_blocks(5), "example": True}
+    messages = trajectory((reply_with_blocks(2), "ok"), (reply_with_blocks(3), "ok"))
+    messages.insert(2, example)  # the worked example's blocks are not the row's answer
+    assert most_edit_blocks(messages) == 3
+    assert not too_many_edit_blocks(messages)
+    messages.append({"role": "assistant", "content": reply_with_blocks(4)})
+    assert most_edit_blocks(messages) == 4
+    assert too_many_edit_blocks(messages)
+    assert not too_many_edit_blocks(messages, limit=4)
+    assert not too_many_edit_blocks(messages, limit=0)  # 0 = no limit
+    assert most_edit_blocks(trajectory(("no blocks here", "ok"))) == 0
 
 
 def test_mean_tool_output_counts_only_the_tool_results_without_their_wrapper():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from sera.agent.parse import format_observation
+from sera.agent.searchreplace import SEARCH_MARK
 from sera.config import SpecializeConfig
 from sera.diff import changed_lines
 
@@ -21,6 +22,7 @@ T = TypeVar("T")
 
 # The defaults are the settings' (SpecializeConfig), which the dataset stage passes.
 MAX_CHANGED_LINES = SpecializeConfig.max_patch_lines
+MAX_ANSWER_BLOCKS = SpecializeConfig.max_answer_blocks
 MAX_MEAN_TOOL_OUTPUT_TOKENS = SpecializeConfig.max_tool_output_tokens
 TRUNCATION_THRESHOLD = SpecializeConfig.truncation_threshold
 PER_MESSAGE_TOKENS = 8  # e.g. "<|im_start|>assistant\n" ... "<|im_end|>\n" in Qwen's template
@@ -30,6 +32,18 @@ _OPEN, _CLOSE = format_observation("\0").split("\0")
 
 def too_many_changed_lines(patch: str, limit: int = MAX_CHANGED_LINES) -> bool:
     return len(changed_lines(patch)) > limit
+
+
+def most_edit_blocks(messages: Sequence[Message]) -> int:
+    """The most SEARCH/REPLACE blocks in one assistant reply of a trajectory (worked examples
+    aside)."""
+    return max((sum(1 for line in (m.get("content") or "").splitlines() if SEARCH_MARK.match(line))
+                for m in messages if m.get("role") == "assistant" and not m.get("example")),
+               default=0)
+
+
+def too_many_edit_blocks(messages: Sequence[Message], limit: int = MAX_ANSWER_BLOCKS) -> bool:
+    return limit > 0 and most_edit_blocks(messages) > limit
 
 
 def tool_outputs(messages: Sequence[Message]) -> list[str]:

@@ -3,8 +3,8 @@
     sera specialize . --stage dataset
 
 Rows: rollout 1 and rollout 2 of every accepted function (SVG), and the reconstructed trajectories
-of the training history tasks. Dropped: patches over `max_patch_lines` changed lines, trajectories
-whose tool outputs average over `max_tool_output_tokens`; trajectories longer than
+of the training history tasks. Dropped: patches over `max_patch_lines` changed lines, replies of
+more than `max_answer_blocks` SEARCH/REPLACE blocks, trajectories whose tool outputs average over `max_tool_output_tokens`; trajectories longer than
 `context_tokens` are cut after their last complete assistant turn and kept when the truncation
 ratio is at least `truncation_threshold`, most complete first. Then `alpha` mixes in the user's
 general data. Writes `dataset.jsonl` (training rows, shuffled), `dataset-meta.jsonl` (line by line
@@ -19,7 +19,8 @@ from pathlib import Path
 from sera.agent.trajectory import Trajectory
 from sera.paths import atomic_write_text
 from sera.specialize.filters import (select_by_truncation, too_long_tool_outputs,
-                                     too_many_changed_lines, truncate_to_context)
+                                     too_many_changed_lines, too_many_edit_blocks,
+                                     truncate_to_context)
 from sera.specialize.rows import load_rows, mix_rows
 from sera.specialize.student import student_folder, token_counter
 
@@ -29,10 +30,14 @@ def run(run) -> dict:
     candidates = _svg_trajectories(run.dir) + _history_trajectories(run.dir / "history" / "train")
     # the student's tokenizer (seconds to load, a conversion the first time) only when needed
     count_tokens = token_counter(student_folder(run.settings.model.spec)) if candidates else len
-    rows, dropped = [], {"patch_too_large": 0, "tool_output_too_long": 0, "truncated_too_much": 0}
+    rows, dropped = [], {"patch_too_large": 0, "answer_too_long": 0, "tool_output_too_long": 0,
+                         "truncated_too_much": 0}
     for trajectory in candidates:
         if too_many_changed_lines(trajectory.patch, config.max_patch_lines):
             dropped["patch_too_large"] += 1
+            continue
+        if too_many_edit_blocks(trajectory.messages, config.max_answer_blocks):
+            dropped["answer_too_long"] += 1
             continue
         if too_long_tool_outputs(trajectory.messages, count_tokens, config.max_tool_output_tokens):
             dropped["tool_output_too_long"] += 1
