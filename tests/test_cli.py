@@ -170,3 +170,12 @@ def test_guided_solve_reports_where_it_looked(repo, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "=== candidate 0: submitted" in out.stdout and "+    return a + b" in out.stdout
     assert "looked at calc.py:1 add (" in out.stdout
+
+
+def test_a_local_model_loads_without_a_progress_bar_of_its_own(repo, tmp_path):
+    """sera shows its own progress; the libraries' loading bars would garble a log or the TUI."""
+    from tiny_models import build_tiny_model
+    model = f"transformers:{build_tiny_model(tmp_path / 'tiny')}"
+    out = sera(repo, "solve", "--model", model, "-n", "1", "--max-steps", "1", "fix add")
+    assert "candidate" in out.stdout + out.stderr, out.stderr
+    assert "Loading weights" not in out.stderr and "it/s" not in out.stderr
