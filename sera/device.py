@@ -47,3 +47,8 @@ def torch_dtype(precision: str, device: str) -> Any:
     if precision == "auto":
         precision = "bf16" if native_bf16(pick_device(device)) else "fp32"
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def dtype_name(precision: str, device: str) -> str:
+    """"bfloat16" or "float32": what `torch_dtype` picks, as a card records it."""
+    return str(torch_dtype(precision, device)).removeprefix("torch.")

@@ -18,8 +18,8 @@ import pytest
 from sera.config import Settings, replace_section
 from sera.errors import SeraError
 from sera.reranker.model import (LoraReranker, encode_candidate, encode_candidates, final_marker,
-                                  list_rerankers, newest_reranker, open_reranker, resolve_reranker,
-                                  update_reranker_card)
+                                  list_rerankers, newest_reranker, open_reranker, read_card,
+                                  resolve_reranker, update_reranker_card)
 from tiny_models import build_tiny_model
 from sera.paths import rerankers_dir
 from sera.reranker.labels import LabeledPatch, TaskGroup
@@ -107,8 +107,9 @@ def loaded(trained):
 
 @pytest.fixture(scope="module")
 def merged(trained):
-    """Loaded back as `solve` loads it on a CPU without bf16: the LoRA merged into the base weights."""
-    reranker = LoraReranker.load(trained["out_dir"], device="cpu", precision="fp32")
+    """Loaded back as `solve` loads it: in the dtype it was trained in (its card's float32), the
+    LoRA merged into the base weights."""
+    reranker = LoraReranker.load(trained["out_dir"], device="cpu")
     yield reranker
     reranker.close()
 
@@ -290,7 +291,7 @@ def test_card_records_data_training_and_calibration(trained, tiny_dir):
     assert card["data"] == {"tasks": 6, "candidates": 18, "pairs": 12, "min_gap": 0.1}
     assert card["config"]["lr"] == CONFIG.lr and len(card["loss"]) == 24
     assert card["training"]["steps"] == 24 and card["training"]["pairs_per_second"] > 0
-    assert card["training"]["pair_accuracy_after"] == 1.0
+    assert card["training"]["pair_accuracy_after"] == 1.0 and card["training"]["dtype"] == "float32"
     assert card["threshold"] is None and card["metrics"] == {} and card["created"]
     assert (out_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".")]  # no temp left
@@ -313,9 +314,10 @@ def test_training_in_bf16_on_a_cpu_learns_the_pairs_too(tiny_dir, tmp_path):
                             base_spec=f"transformers:{tiny_dir}", min_gap=0.1)
     assert result.accuracy_after == 1.0 > result.accuracy_before
     assert sum(result.losses[-3:]) < 0.5 * sum(result.losses[:3]), result.losses
-    # Loaded back in bf16 it keeps its LoRA apart (merging would round it away) and scores as
-    # in memory.
-    reranker = LoraReranker.load(tmp_path / "bf16", device="cpu", precision="bf16")
+    assert read_card(tmp_path / "bf16")["training"]["dtype"] == "bfloat16"
+    # Loaded back, it follows its card into bf16, keeps its LoRA apart (merging would round it
+    # away) and scores as in memory.
+    reranker = LoraReranker.load(tmp_path / "bf16", device="cpu")
     try:
         assert any("lora_" in name for name, _ in reranker._model.named_parameters())
         for group_, scores in zip(TRAIN, result.scores):

@@ -183,9 +183,11 @@ class LoraReranker:
 
     @classmethod
     def load(cls, folder: Path, *, device: str = "auto", max_tokens: int | None = None,
-             merge: bool | None = None, precision: str = "auto") -> "LoraReranker":
-        """The reranker in `folder`, its base in `precision` (auto: bf16 where the device computes
-        in it natively, as training's default); max_tokens None = as trained.
+             merge: bool | None = None, precision: str | None = None) -> "LoraReranker":
+        """The reranker in `folder`, its base in `precision`; None = the dtype it was trained in
+        (its card's; auto for cards older than that: bf16 where the device computes in it
+        natively), so that it scores as when its threshold was calibrated. max_tokens None = as
+        trained.
 
         merge None = merge the LoRA into float32 base weights (on CPU unmerged LoRA layers cost
         about a quarter more time per candidate; the scores move by ~1e-6), keep it apart from
@@ -196,7 +198,7 @@ class LoraReranker:
         folder = Path(folder)
         card = read_card(folder)
         target = pick_device(device, "the reranker")
-        dtype = torch_dtype(precision, target)
+        dtype = torch_dtype(precision or _trained_precision(card), target)
         base = _base_folder(card)
         tokenizer = load_tokenizer(base)
         model = _with_adapter(load_reward_base(base, tokenizer, dtype=dtype), folder)
@@ -331,6 +333,11 @@ def length_batches(encoded: list[list[int]], batch_tokens: int) -> list[list[int
 
 
 # --- reranker folders ---------------------------------------------------------------------------
+
+def _trained_precision(card: dict[str, Any]) -> str:
+    dtype = card.get("training", {}).get("dtype")
+    return {"bfloat16": "bf16", "float32": "fp32"}.get(dtype, "auto")
+
 
 def read_card(folder: Path) -> dict[str, Any]:
     folder = Path(folder)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from sera.config import RerankTrainConfig
 from sera.errors import SeraError
-from sera.device import pick_device, torch_dtype
+from sera.device import dtype_name, pick_device, torch_dtype
 from sera.models.transformers_backend import load_tokenizer, resolve_model_folder
 from sera.reranker.labels import TaskGroup
 from sera.reranker.model import LoraReranker, collate, encode_candidate, load_reward_base
@@ -258,7 +258,8 @@ def _card(base_spec: str, folder: Path, config: RerankTrainConfig, result: Reran
         "training": {"steps": result.steps, "seconds": round(result.seconds, 3),
                      "pairs_per_second": round(result.pairs_per_second, 3),
                      "pair_accuracy_before": round(result.accuracy_before, 4),
-                     "pair_accuracy_after": round(result.accuracy_after, 4)},
+                     "pair_accuracy_after": round(result.accuracy_after, 4),
+                     "dtype": dtype_name(config.precision, config.device)},
         "threshold": None,
         "metrics": {},
     }

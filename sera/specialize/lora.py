@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sera.config import TrainConfig
 from sera.errors import SeraError
-from sera.device import pick_device, torch_dtype
+from sera.device import dtype_name, pick_device, torch_dtype
 from sera.models.transformers_backend import load_causal_lm, load_tokenizer, resolve_model_folder
 from sera.paths import atomic_write_json
 from sera.specialize.rows import IGNORE_INDEX, Example, Row, encode_for_training, pack_or_group
@@ -385,14 +385,9 @@ def _card(base: Path, folder: Path, rows: Sequence[Row], config: TrainConfig, re
         "config": asdict(config),
         "training": {"steps": result.steps, "seconds": round(result.seconds, 3),
                      "tokens_per_second": round(result.tokens_per_second, 1),
-                     "processes": processes, "dtype": _dtype_name(config)},
+                     "processes": processes, "dtype": dtype_name(config.precision, config.device)},
         "loss": [round(v, 5) for v in result.losses],
     }
-
-
-def _dtype_name(config: TrainConfig) -> str:
-    """"bfloat16" or "float32": what the base was trained in."""
-    return str(torch_dtype(config.precision, config.device)).removeprefix("torch.")
 
 
 def update_card(out_dir: Path, **fields: Any) -> dict[str, Any]:
