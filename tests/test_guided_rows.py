@@ -128,7 +128,11 @@ def test_what_a_format_cannot_write_is_no_row(history):
     root, tasks = history
     outside = tasks["Import the"]  # a line above every function
     assert guided_history_trajectory(root, outside, settings_for(root, "functions")) is None
-    assert guided_history_trajectory(root, outside, settings_for(root, "blocks")) is not None
+    row = guided_history_trajectory(root, outside, settings_for(root, "blocks"))
+    assert row is not None and reproduces(root, row, "blocks", outside)
+    # the changed line outside any function is shown as a location of its own, first
+    assert (row.meta["locations"][0]["name"], row.meta["locations"][0]["start_line"]) == ("", 1)
+    assert "   1 | import math" in row.messages[-2]["content"]
     deleted = tasks["Remove the"]
     assert guided_history_trajectory(root, deleted, settings_for(root, "blocks")) is None
 
@@ -138,3 +142,26 @@ def test_guided_rows_are_written_for_the_models_that_solve_in_guided(tmp_path):
     assert writes_guided_rows(load_settings(None, {"model.spec": "transformers:x",
                                                    "agent.scaffold": "guided"}))
     assert not writes_guided_rows(load_settings(None, {"model.spec": "transformers:x"}))
+
+
+def test_no_row_answers_with_lines_its_request_does_not_show(tmp_path, monkeypatch):
+    """A view is clipped to the code budget; an answer editing lines cut from it would teach
+    the model to write SEARCH parts from memory."""
+    monkeypatch.setenv("SERA_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "big"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    long = "".join(f"    value_{n} = compute_something_long({n}, {n + 1})\n" for n in range(200))
+    text = f"def first():\n{long}    return value_0\n\n\ndef last():\n    return 1\n"
+    commit(root, "Add the big module", {"big.py": text})
+    commit(root, "Return 2 from last", {"big.py": text.replace("return 1", "return 2")})
+    both = text.replace("return 1", "return 3").replace("(0, 1)", "(0, 2)")
+    commit(root, "Change first and last together", {"big.py": both})
+    tasks = {task.message: task for task in mine_history(root)}
+    settings = settings_for(root, "blocks")
+    shown = guided_history_trajectory(root, tasks["Return 2 from last"], settings)
+    assert shown is not None and "return 1" in shown.messages[-2]["content"]
+    # first, ranked with it, would crowd it out of the view: the changed function is shown alone
+    assert [loc["name"] for loc in shown.meta["locations"]] == ["last"]
+    cut = guided_history_trajectory(root, tasks["Change first and last together"], settings)
+    assert cut is None  # first's 200 lines fill the view; last's change is cut from it

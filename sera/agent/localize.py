@@ -124,6 +124,17 @@ def changed_functions(path: str, text: str, ranges: list[tuple[int, int]],
     return found
 
 
+def changed_locations(path: str, text: str, ranges: list[tuple[int, int]],
+                      reason: str) -> list[Location]:
+    """Where known changes are, as the scaffold shows them: the innermost functions the ranges
+    touch (changed_functions), then each range outside any function as an unnamed location
+    (imports, constants, `__all__`), so that a view of them holds every changed line."""
+    functions = changed_functions(path, text, ranges, reason)
+    outside = [(first, last) for first, last in ranges
+               if not any(f.start_line <= last and first <= f.end_line for f in functions)]
+    return functions + [Location(path, "", first, last, 1.0, [reason]) for first, last in outside]
+
+
 # ---------------------------------------------------------------------------------------------
 # The per-file index
 

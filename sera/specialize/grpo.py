@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from sera.agent.guided import opening
-from sera.agent.localize import Location, changed_functions
+from sera.agent.localize import Location, changed_locations
 from sera.agent.prompts import render
 from sera.agent.searchreplace import EditError, apply_edits, parse_edits
 from sera.agent.views import Located, located_view, view_lines
@@ -190,13 +190,10 @@ def code_view(task: PolicyTask, config: PolicyConfig) -> str:
     files = {path: view_lines(text) for path, text in task.files.items()}
     locations: list[Located] = []
     for path, text in task.files.items():
-        functions = changed_functions(path, text, ranges.get(path, []), CHANGED)
-        locations += functions
-        outside = [(first, last) for first, last in ranges.get(path, [])
-                   if not any(f.start_line <= last and first <= f.end_line for f in functions)]
-        if path not in ranges:  # a reference without line numbers: the whole file
-            outside = [(1, len(files[path]))]
-        locations += [Location(path, "", first, last, 1.0, [CHANGED]) for first, last in outside]
+        if path in ranges:
+            locations += changed_locations(path, text, ranges[path], CHANGED)
+        else:  # a reference without line numbers: the whole file
+            locations.append(Location(path, "", 1, len(files[path]), 1.0, [CHANGED]))
     return located_view(files, locations, config.code_tokens * CHARS_PER_TOKEN) or \
         "(the files are empty)"
 

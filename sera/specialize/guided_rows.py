@@ -7,21 +7,25 @@ and the located functions, rendered by the scaffold's own views, so that trainin
 cannot drift apart), answered with the edit the commit made in the edit format
 (`agent.edit_format`): SEARCH/REPLACE blocks, each changed region with just enough context to
 occur once, or the whole functions the commit changed, as they are at the commit. The functions
-the commit changed are always shown, first when the localizer did not rank them: the answer must
-follow from the request. The answer is read and applied in a work copy of the parent by the
-scaffold's own parser and applier, and the row is kept only when that reproduces the commit's
-changed lines exactly; None otherwise (and for commits the format cannot express: a deleted
-file; in the functions format, a change outside any function).
+the commit changed, and its changed lines outside any function (imports, constants), are always
+shown, first when the localizer did not rank them: the answer must follow from the request. Where
+the localizer's other picks crowd them out of the view's budget, the request shows them alone;
+where even that cannot show every line the blocks edit, no row is made. The answer is read and
+applied in a work copy of the parent by the scaffold's own parser and applier, and the row is
+kept only when that reproduces the commit's changed lines exactly; None otherwise (and for
+commits the format cannot express: a deleted file; in the functions format, a change outside any
+function).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from sera.agent.checks import language_name
 from sera.agent.guided import LOCATIONS, GuidedAgent, _location_meta, opening
-from sera.agent.localize import Location, candidate_view, changed_functions
+from sera.agent.localize import Location, candidate_view, changed_locations
 from sera.agent.prompts import render
 from sera.agent.rollout import choose_scaffold
 from sera.agent.searchreplace import Edit, EditError, apply_edits
@@ -36,6 +40,8 @@ from sera.specialize.mining import (HistoryTask, _edit_blocks, _file_edits, _Fil
 
 log = logging.getLogger(__name__)
 REASON = "changed by the commit"
+VIEW_HEADER = re.compile(r"^(\S+) \(lines \d+-\d+")  # views.render_code_view's span header
+VIEW_LINE = re.compile(r"^ *\d+ \| ?(.*)$")          # and its numbered lines
 
 
 def guided_history_trajectory(repo_root: Path, task: HistoryTask,
@@ -47,15 +53,26 @@ def guided_history_trajectory(repo_root: Path, task: HistoryTask,
     with WorkCopy.create(repo_root, task.parent) as workcopy:
         agent = GuidedAgent(None, ToolEnvironment(workcopy, settings.agent), Trajectory(),
                             settings.agent, settings.model)
-        changed = _changed_functions(edits)
+        changed = _changed_locations(edits)
         if agent.format == "functions":
-            answer = _function_answer(edits, changed)
+            blocks = None
+            answer = None if any(not loc.name for loc in changed) else \
+                _function_answer(edits, changed)
         else:
-            answer = _block_answer(edits)
+            blocks = _block_edits(edits)
+            answer = _render_blocks(blocks) if blocks is not None else None
         if answer is None:
             return None
         shown = _shown(workcopy.path, task.message, changed)
         messages = _exchange(agent, task.message, shown, answer)
+        if blocks is not None and not _in_view(blocks, messages[-2]["content"]):
+            # the localizer's other picks crowd the changed lines out of the view's budget
+            shown = changed
+            messages = _exchange(agent, task.message, shown, answer)
+            if not _in_view(blocks, messages[-2]["content"]):
+                log.info("history commit %s: its answer edits lines that no request within "
+                         "the code budget shows", task.commit[:12])
+                return None
         if not _reproduces(agent, answer, shown, task):
             log.warning("history commit %s: its guided answer does not reproduce it",
                         task.commit[:12])
@@ -86,21 +103,23 @@ def _shown(root: Path, task: str, changed: list[Location]) -> list[Location]:
 
 # --- the functions the commit changed ---------------------------------------------------------
 
-def _changed_functions(edits: list[_FileEdit]) -> list[Location]:
-    """The functions of the parent whose lines the commit changes (innermost definitions)."""
+def _changed_locations(edits: list[_FileEdit]) -> list[Location]:
+    """Where the commit changes the parent: its functions (innermost definitions), and the
+    changed lines outside any function."""
     found: list[Location] = []
     for edit in edits:
         if edit.old is not None:
             ranges = [(i1 + 1, max(i2, i1 + 1)) for i1, i2, _, _ in
                       _edit_blocks(_lines(edit.old), _lines(edit.new or ""))]
-            found += changed_functions(edit.path, edit.old, ranges, REASON)
+            found += changed_locations(edit.path, edit.old, ranges, REASON)
     return found
 
 
 # --- answers ----------------------------------------------------------------------------------
 
-def _block_answer(edits: list[_FileEdit]) -> str | None:
-    """SEARCH/REPLACE blocks that make the commit's changes, top to bottom per file."""
+def _block_edits(edits: list[_FileEdit]) -> list[Edit] | None:
+    """SEARCH/REPLACE blocks that make the commit's changes, top to bottom per file; None for
+    CRLF files (the answer would not be typed that way)."""
     blocks = []
     for edit in edits:
         if edit.old is None:
@@ -117,8 +136,34 @@ def _block_answer(edits: list[_FileEdit]) -> str | None:
             current[start:end] = new_lines[j1:j2]
             shift += (j2 - j1) - (i2 - i1)
     if any("\r" in line for block in blocks for line in block.search + block.replace):
-        return None  # CRLF files: the answer would not be typed that way
+        return None
+    return blocks
+
+
+def _render_blocks(blocks: list[Edit]) -> str:
     return "\n\n".join(block.render(language_name(block.path)) for block in blocks)
+
+
+def _in_view(blocks: list[Edit], request: str) -> bool:
+    """Whether every block's SEARCH lines stand, in order and together, in the numbered code
+    view of the request, under the block's file: the answer must follow from the request."""
+    shown: dict[str, list[str]] = {}
+    path = None
+    for line in request.split("\n"):
+        header = VIEW_HEADER.match(line)
+        if header:
+            path = header.group(1)
+            shown.setdefault(path, []).append("")  # spans apart: a SEARCH may not bridge them
+            continue
+        numbered = VIEW_LINE.match(line)
+        if numbered and path is not None:
+            shown[path].append(numbered.group(1))
+    return all(_contains(shown.get(block.path, []), list(block.search)) for block in blocks
+               if block.search)
+
+
+def _contains(lines: list[str], part: list[str]) -> bool:
+    return any(lines[i:i + len(part)] == part for i in range(len(lines) - len(part) + 1))
 
 
 def _function_answer(edits: list[_FileEdit], changed: list[Location]) -> str | None:
