@@ -17,7 +17,6 @@ from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
 from sera.agent.workcopy import WorkCopy, snapshot_commit
 from sera.config import AgentConfig, ModelConfig
-from sera.models.base import Completion
 from sera.models.registry import load_model
 
 
@@ -51,36 +50,15 @@ BROKEN = block("    return a - b", "    return (a + b")
 WRONG = block("    return a - b", "    return a * b")
 
 
-class Sampler:
-    """A sampling model at the edge: each request draws the next reply, whatever the
-    conversation, so a request asked again gets another one (the scripted model answers by the
-    conversation's turn, as a greedy model would). Records the seeds it was asked with."""
-
-    spec = "sampler"
-    concurrent = False
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies, self.seeds = list(replies), []
-
-    def complete(self, messages, *, n=1, adapter=None, temperature=0.0, max_tokens=1024,
-                 stop=None, cancel=None, seed=None) -> list[Completion]:
-        self.seeds.append(seed)
-        return [Completion(self.replies.pop(0), 100, 20)]
-
-    def close(self) -> None:
-        pass
-
-
 def run_guided(repo, tmp_path, replies, test_command=None, locations=ADD, max_tokens=1024,
-               temperature=0.0, model=None, seed=-1, **agent):
+               **agent):
     spec = write_script(tmp_path / "script.json", replies)
-    model = model or load_model(spec, ModelConfig(spec=spec))
+    model = load_model(spec, ModelConfig(spec=spec))
     path = tmp_path / "trajectory.json"
     events = []
     with WorkCopy.create(repo, snapshot_commit(repo), parent=tmp_path / "work") as workcopy:
         traj = guided_agent(model, workcopy, Trajectory(path=path), AgentConfig(**agent),
-                           ModelConfig(spec=spec, temperature=temperature, max_tokens=max_tokens,
-                                       seed=seed),
+                           ModelConfig(spec=spec, temperature=0.0, max_tokens=max_tokens),
                            on_step=events.append,
                            test_command=test_command).run("calc.add returns the wrong sum",
                                                           locations=locations)
@@ -279,30 +257,6 @@ def test_empty_patch_fails_the_check(repo, tmp_path):
     same = block("    return a - b", "    return a - b")
     traj, _ = run_guided(repo, tmp_path, [same, same])
     assert traj.meta["status"] == "check_failed" and "patch is empty" in traj.meta["exit_message"]
-    assert "set_aside" not in traj.meta  # greedy: asked again, the model would answer the same
-
-
-def test_a_reply_that_changes_nothing_is_set_aside_and_the_request_sampled_again(repo, tmp_path):
-    same = block("    return a - b", "    return a - b")
-    sampler = Sampler([same, GOOD])
-    traj, events = run_guided(repo, tmp_path, [], test_command=TEST, temperature=0.6,
-                              model=sampler, seed=7)
-    assert sampler.seeds == [7, 8]  # seeded, the request asked again draws another sample
-    assert traj.meta["status"] == "submitted" and "+    return a + b" in traj.meta["patch"]
-    assert roles(traj) == ["system", "user", "assistant"]  # the training row: the answer alone
-    assert talk(traj)[2]["content"] == GOOD
-    assert traj.meta["set_aside"] == [{"round": "edit", "reply": same,
-                                       "why": "its blocks change nothing"}]
-    assert "asking again" in events[0].observation
-    assert traj.meta["edits"] == [{"round": "edit", "attempt": 2, "files": ["calc.py"]}]
-
-
-def test_only_one_reply_a_round_is_set_aside(repo, tmp_path):
-    same = block("    return a - b", "    return a - b")
-    traj, _ = run_guided(repo, tmp_path, [], temperature=0.6, model=Sampler([same] * 4))
-    assert traj.meta["status"] == "check_failed" and "patch is empty" in traj.meta["exit_message"]
-    assert [entry["round"] for entry in traj.meta["set_aside"]] == ["edit", "repair"]
-    assert roles(traj) == ["system", "user", "assistant", "user", "assistant"]
 
 
 def test_model_error_is_saved(repo, tmp_path):

@@ -166,13 +166,9 @@ class GuidedAgent:
     def edit_round(self, default_path: str | None, repairing: bool) -> None:
         """Ask for blocks and apply them; on an EditError, feed it back and ask once more. A reply
         without a usable block gets, for the retry, a block whose SEARCH part already holds the
-        first located function (`self.skeleton`), to be answered with its REPLACE part fixed. A
-        reply whose blocks change nothing is set aside and the request asked once more afresh
-        (when the model samples): asked on in a conversation that holds such a reply, the 1.5B
-        changed code in 9 of 67 bench candidates, mostly sending the same reply back."""
-        retried = resampled = False
-        while True:
-            completion = self.query(resample=int(resampled))
+        first located function (`self.skeleton`), to be answered with its REPLACE part fixed."""
+        for attempt in (1, 2):
+            completion = self.query()
             self.trajectory.add("assistant", completion.text)
             try:
                 edits = self.read_edits(completion.text, default_path)
@@ -184,39 +180,23 @@ class GuidedAgent:
                     error.args = (f"{error}. Your reply reached the length limit before the "
                                   f"blocks were complete: answer with the blocks only, without "
                                   f"an explanation",)
-                if retried:
+                if attempt == 2:
                     self.trajectory.save()
                     self._event(completion, str(error))
                     raise EditFailed(f"the edits did not apply: {error}") from None
-                retried = True
                 observation = self._retry_request(error)
                 self.trajectory.add("user", observation)
                 self.trajectory.save()
                 self._event(completion, observation)
                 continue
-            if not changed and not resampled and self.model_config.temperature > 0:
-                resampled = True
-                self._set_aside(completion, repairing)
-                continue
             for rel in changed:
                 if rel not in self._changed:
                     self._changed.append(rel)
             self.trajectory.meta.setdefault("edits", []).append(
-                {"round": "repair" if repairing else "edit", "attempt": 1 + retried + resampled,
-                 "files": changed})
+                {"round": "repair" if repairing else "edit", "attempt": attempt, "files": changed})
             self.trajectory.save()
             self._event(completion, f"applied edits to {', '.join(changed) or 'no file'}")
             return
-
-    def _set_aside(self, completion: Completion, repairing: bool) -> None:
-        """Take a reply that changes nothing out of the conversation (kept in the meta), so that
-        the same request is sampled again without it."""
-        reply = self.trajectory.messages.pop()
-        self.trajectory.meta.setdefault("set_aside", []).append(
-            {"round": "repair" if repairing else "edit", "reply": reply["content"],
-             "why": "its blocks change nothing"})
-        self.trajectory.save()
-        self._event(completion, "the blocks change nothing; asking again")
 
     def _focus(self) -> dict[str, set[str]]:
         """Path -> names of the functions shown: where an ambiguous SEARCH part is meant."""
@@ -281,9 +261,9 @@ class GuidedAgent:
         self.skeleton = (f"{loc.name} in {loc.path}",
                          Edit(loc.path, body, body).render(language_name(loc.path)))
 
-    def query(self, resample: int = 0) -> Completion:
+    def query(self) -> Completion:
         return ask_model(self.model, self.trajectory, self.config, self.model_config, self.adapter,
-                         self.cancel, None, resample)
+                         self.cancel, None)
 
     # -----------------------------------------------------------------------------------------
     # Where to edit

@@ -101,10 +101,9 @@ class Agent:
 
 def ask_model(model: ChatModel, trajectory: Trajectory, config: AgentConfig,
               model_config: ModelConfig, adapter: str | None, cancel: threading.Event | None,
-              stop: list[str] | None, resample: int = 0) -> Completion:
+              stop: list[str] | None) -> Completion:
     """One model reply within the rollout's limits (cancel, steps, tokens, context); the tokens
-    and seconds it cost are added to the trajectory's meta. `resample` k > 0 asks a request
-    again: a seeded model draws with model.seed + k, else the same reply would come back."""
+    and seconds it cost are added to the trajectory's meta."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled by the user")
     if trajectory.steps >= config.max_steps:
@@ -115,8 +114,7 @@ def ask_model(model: ChatModel, trajectory: Trajectory, config: AgentConfig,
                                     temperature=model_config.temperature,
                                     max_tokens=model_config.max_tokens, stop=stop,
                                     cancel=stopper,
-                                    seed=model_config.seed + resample
-                                    if model_config.seed >= 0 else None)[0]
+                                    seed=model_config.seed if model_config.seed >= 0 else None)[0]
     except ModelError as error:
         raise ModelFailed(str(error)) from None
     finally:
