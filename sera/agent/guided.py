@@ -10,8 +10,7 @@ model call is one narrow request:
    that names no offered location keeps the ranked view).
 2. Edit: the model sees the chosen functions with line numbers and a little context and answers
    with SEARCH/REPLACE blocks (searchreplace.py), applied leniently; a block that does not apply
-   goes back to the model with the error, once. A reply whose blocks change nothing is set aside
-   (meta["set_aside"]) and the request sampled again, once.
+   goes back to the model with the error, once.
 3. Check: the patch is not empty, the changed files still parse (tree-sitter: no new ERROR or
    MISSING nodes; languages without a grammar are skipped), and the test command passes when one is
    given (run in the sandbox). A failed check goes back to the model for one repair.
