@@ -15,6 +15,7 @@ from sera.agent.prompts import render
 from sera.agent.searchreplace import apply_edits
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
+from sera.agent.views import shown_lines
 from sera.agent.workcopy import WorkCopy, snapshot_commit
 from sera.config import AgentConfig, ModelConfig
 from sera.models.registry import load_model
@@ -293,6 +294,11 @@ def test_code_view_merges_context_and_clips(repo, tmp_path):
                                    Location("long.py", "x", 1, 500)])
         assert "   1 | def add(a, b):" in clipped
         assert "more lines not shown" in clipped and len(clipped) < 2500
+        # read back, the clipped view holds add whole and the first lines of long.py only
+        shown = shown_lines(clipped)
+        assert shown["calc.py"][0][:3] == ["def add(a, b):", '    """Return the sum of a and b."""',
+                                           "    return a - b"]
+        assert shown["long.py"][0][0] == "x0 = 0" and 0 < len(shown["long.py"][0]) < 500
         # A large window, but agent.code_tokens caps the code: fewer lines than the default shows.
         long_file = [Location("long.py", "x", 1, 500)]
         default = guided_agent(model, workcopy, Trajectory(), AgentConfig(),

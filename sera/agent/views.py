@@ -8,9 +8,11 @@ rows render through these, so what a model is trained on is what solve shows it.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol, Sequence
 
 from sera.agent.checks import language_name
+from sera.agent.searchreplace import NUMBERED_LINE
 
 CONTEXT_LINES = 3  # lines shown before and after each located function
 
@@ -71,6 +73,24 @@ def render_code_view(files: dict[str, list[str]], spans: dict[str, list[tuple[in
                 break
             parts.append(block)
     return "\n\n".join(parts)
+
+
+SPAN_HEADER = re.compile(r"^(\S+) \(lines \d+-\d+")  # render_code_view's "path (lines a-b...)"
+
+
+def shown_lines(view: str) -> dict[str, list[list[str]]]:
+    """What a code view (render_code_view) shows: per path, the code lines of each span as
+    rendered, without their numbers; a span clipped to the budget holds only its shown lines."""
+    shown: dict[str, list[list[str]]] = {}
+    span = None
+    for line in view.split("\n"):
+        header = SPAN_HEADER.match(line)
+        if header:
+            span = []
+            shown.setdefault(header.group(1), []).append(span)
+        elif span is not None and (numbered := NUMBERED_LINE.match(line)):
+            span.append(numbered.group(2))
+    return shown
 
 
 def _clipped_block(header: str, language: str, body: list[str], room: int) -> str | None:

@@ -20,7 +20,6 @@ function).
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from sera.agent.checks import language_name
@@ -32,6 +31,7 @@ from sera.agent.searchreplace import Edit, EditError, apply_edits
 from sera.agent.sourcecode import functions_in_source
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import Trajectory
+from sera.agent.views import shown_lines
 from sera.agent.workcopy import WorkCopy
 from sera.config import Settings
 from sera.errors import SeraError
@@ -40,8 +40,6 @@ from sera.specialize.mining import (HistoryTask, _edit_blocks, _file_edits, _Fil
 
 log = logging.getLogger(__name__)
 REASON = "changed by the commit"
-VIEW_HEADER = re.compile(r"^(\S+) \(lines \d+-\d+")  # views.render_code_view's span header
-VIEW_LINE = re.compile(r"^ *\d+ \| ?(.*)$")          # and its numbered lines
 
 
 def guided_history_trajectory(repo_root: Path, task: HistoryTask,
@@ -145,21 +143,11 @@ def _render_blocks(blocks: list[Edit]) -> str:
 
 
 def _in_view(blocks: list[Edit], request: str) -> bool:
-    """Whether every block's SEARCH lines stand, in order and together, in the numbered code
-    view of the request, under the block's file: the answer must follow from the request."""
-    shown: dict[str, list[str]] = {}
-    path = None
-    for line in request.split("\n"):
-        header = VIEW_HEADER.match(line)
-        if header:
-            path = header.group(1)
-            shown.setdefault(path, []).append("")  # spans apart: a SEARCH may not bridge them
-            continue
-        numbered = VIEW_LINE.match(line)
-        if numbered and path is not None:
-            shown[path].append(numbered.group(1))
-    return all(_contains(shown.get(block.path, []), list(block.search)) for block in blocks
-               if block.search)
+    """Whether every block's SEARCH lines stand, in order and together, in one span of the
+    request's code view, under the block's file: the answer must follow from the request."""
+    shown = shown_lines(request)
+    return all(any(_contains(span, list(block.search)) for span in shown.get(block.path, []))
+               for block in blocks if block.search)
 
 
 def _contains(lines: list[str], part: list[str]) -> bool:
