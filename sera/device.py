@@ -52,3 +52,9 @@ def torch_dtype(precision: str, device: str) -> Any:
 def dtype_name(precision: str, device: str) -> str:
     """"bfloat16" or "float32": what `torch_dtype` picks, as a card records it."""
     return str(torch_dtype(precision, device)).removeprefix("torch.")
+
+
+def precision_of(name: str | None) -> str:
+    """The precision setting that loads a card's recorded dtype (`dtype_name`) again; auto for
+    a card that records none."""
+    return {"bfloat16": "bf16", "float32": "fp32"}.get(name or "", "auto")

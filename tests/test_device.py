@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sera.errors import SeraError
-from sera.device import native_bf16, pick_device, torch_dtype
+from sera.device import dtype_name, native_bf16, pick_device, precision_of, torch_dtype
 
 
 def test_auto_is_the_gpu_when_there_is_one_else_the_cpu():
@@ -38,3 +38,9 @@ def test_a_precision_names_its_dtype_and_auto_follows_the_hardware(monkeypatch):
 def test_a_bad_precision_says_which_ones_there_are():
     with pytest.raises(SeraError, match="unknown precision 'fp16'; use auto, fp32 or bf16"):
         torch_dtype("fp16", "cpu")
+
+
+def test_a_recorded_dtype_loads_in_the_precision_it_was_made_with():
+    for precision in ("fp32", "bf16"):
+        assert precision_of(dtype_name(precision, "cpu")) == precision
+    assert precision_of(None) == "auto"  # a card from before dtypes were recorded

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sera.errors import ModelError, SeraError
-from sera.device import pick_device, torch_dtype
+from sera.device import pick_device, precision_of, torch_dtype
 from sera.models.local import transformers_folder
 from sera.models.transformers_backend import load_tokenizer
 from sera.paths import atomic_write_json, card_folders, rerankers_dir, resolve_card_folder
@@ -198,7 +198,8 @@ class LoraReranker:
         folder = Path(folder)
         card = read_card(folder)
         target = pick_device(device, "the reranker")
-        dtype = torch_dtype(precision or _trained_precision(card), target)
+        dtype = torch_dtype(precision or precision_of(card.get("training", {}).get("dtype")),
+                            target)
         base = _base_folder(card)
         tokenizer = load_tokenizer(base)
         model = _with_adapter(load_reward_base(base, tokenizer, dtype=dtype), folder)
@@ -333,11 +334,6 @@ def length_batches(encoded: list[list[int]], batch_tokens: int) -> list[list[int
 
 
 # --- reranker folders ---------------------------------------------------------------------------
-
-def _trained_precision(card: dict[str, Any]) -> str:
-    dtype = card.get("training", {}).get("dtype")
-    return {"bfloat16": "bf16", "float32": "fp32"}.get(dtype, "auto")
-
 
 def read_card(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
