@@ -4,9 +4,10 @@
 
 Rows: rollout 1 and rollout 2 of every accepted function (SVG), and the reconstructed trajectories
 of the training history tasks. Dropped: patches over `max_patch_lines` changed lines, replies of
-more than `max_answer_blocks` SEARCH/REPLACE blocks, trajectories whose tool outputs average over `max_tool_output_tokens`; trajectories longer than
-`context_tokens` are cut after their last complete assistant turn and kept when the truncation
-ratio is at least `truncation_threshold`, most complete first. Then `alpha` mixes in the user's
+more than `max_answer_blocks` SEARCH/REPLACE blocks, trajectories whose tool outputs average over
+`max_tool_output_tokens`; trajectories longer than `context_tokens` are cut after their last
+complete assistant turn and kept when the truncation ratio is at least `truncation_threshold`,
+most complete first. Then `alpha` mixes in the user's
 general data. Writes `dataset.jsonl` (training rows, shuffled), `dataset-meta.jsonl` (line by line
 where each row came from) and `heldout.jsonl` (held-out history tasks).
 """
