@@ -11,8 +11,9 @@ Loop: per configuration, per task not scored yet: `solve` at the task's parent (
 work copies, ranked as `sera solve` ranks them, the run saved under the bench's folder), then
 `score`: the top-ranked patch's test verdict (FAIL_TO_PASS and PASS_TO_PASS pass), its line
 recall of the reference, the best recall of any candidate (the oracle), whether it touches a file
-of the reference; edit failures, seconds and tokens. One line per (configuration, task) is
-appended to `results.jsonl`, so a killed bench resumes where it stopped.
+of the reference; edit failures, seconds and tokens, and the sera build that scored it. One line
+per (configuration, task) is appended to `results.jsonl`, so a killed bench resumes where it
+stopped; a configuration another build began is left for that build to finish.
 
 Save: `report.json` and the table (`format_report`): per configuration, resolved (test-verified
 tasks) and recall >= 0.5 (the others) kept apart, and each configuration's paired difference from
@@ -35,6 +36,7 @@ from sera.agent.session import Session
 from sera.agent.solve import SolveResult, solve
 from sera.agent.summary import top_candidate
 from sera.agent.workcopy import ensure_state_dir, run_git
+from sera.build import build_id
 from sera.config import Settings, load_settings
 from sera.diff import changed_files
 from sera.errors import SeraError
@@ -72,6 +74,7 @@ class Score:
     seconds: float
     tokens: int
     top_status: str
+    build: str = ""  # the sera that scored it (sera.build.build_id); rows before it have ""
 
 
 def bench_dir(repo_root: Path) -> Path:
@@ -217,9 +220,12 @@ def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None
     lock = claim_run(folder, "bench")  # two processes would score the same tasks twice
     try:
         session = session or Session()
-        done = {(s.config, s.task) for s in read_scores(folder)}
+        scores = read_scores(folder)
+        done = {(s.config, s.task) for s in scores}
         todo = [(name, task) for name in spec["configs"] for task in tasks
                 if (name, task.id) not in done]
+        foreign = begun_by_another_build(spec, scores, {name for name, _ in todo}, note)
+        todo = [(name, task) for name, task in todo if name not in foreign]
         started = time.monotonic()
         for finished, (name, task) in enumerate(todo, 1):
             score = score_task(repo_root, folder, task, name, settings_of[name], session,
@@ -245,6 +251,23 @@ def score_task(repo_root: Path, folder: Path, task: BenchTask, name: str, settin
     return score(repo_root, task, name, result, command, settings)
 
 
+def begun_by_another_build(spec: dict, scores: list[Score], unfinished: set[str],
+                           note: Note) -> set[str]:
+    """The unfinished configurations another sera began, each named in a note: finishing them here
+    would score their tasks with two harnesses, and their figures would belong to neither."""
+    current, foreign = build_id(), set()
+    for name in spec["configs"]:
+        began = {s.build for s in scores if s.config == name and s.build}
+        if name in unfinished and began and began != {current}:
+            foreign.add(name)
+            settings = ",".join(f"{k}={v}" for k, v in spec["configs"][name].items())
+            note(f"configuration {name!r} left unfinished: sera {', '.join(sorted(began))} began "
+                 f"it, and this is sera {current}; finish it with that sera, or score this one "
+                 f"under a new name: sera bench --resume {spec['id']} --config "
+                 f"{name}-new:{settings}")
+    return foreign
+
+
 def score(repo_root: Path, task: BenchTask, name: str, result: SolveResult,
           command: str | None, settings: Settings) -> Score:
     top = top_candidate(result.candidates)
@@ -263,7 +286,7 @@ def score(repo_root: Path, task: BenchTask, name: str, result: SolveResult,
         empty=sum(not c.patch.strip() for c in result.candidates),
         seconds=round(sum(c.seconds for c in result.candidates), 2),
         tokens=sum(c.prompt_tokens + c.completion_tokens for c in result.candidates),
-        top_status=top.status if top is not None else "no patch")
+        top_status=top.status if top is not None else "no patch", build=build_id())
 
 
 def _append(path: Path, row: dict) -> None:
@@ -335,6 +358,7 @@ def _metrics(scores: list[Score]) -> dict[str, Any]:
         "edit_failed": round(sum(s.edit_failed for s in counted) / candidates, 4) if candidates else None,
         "seconds_per_task": _mean([s.seconds for s in counted]),
         "tokens_per_task": _mean([s.tokens for s in counted]),
+        "builds": sorted({s.build or "unrecorded" for s in scores}),
     }
 
 
@@ -391,6 +415,9 @@ def format_report(report: dict) -> str:
             f"{_cell(m['recall_solved'], m['recall_solved_of']):>11} {_num(m['top1_recall']):>9} "
             f"{_num(m['oracle_recall']):>7} {_pct(m['file_hit']):>8} {_pct(m['edit_failed']):>9} "
             f"{_num(m['seconds_per_task'], 0):>7} {_num(m['tokens_per_task'], 0):>8}")
+    builds = {name: ", ".join(m["builds"]) for name, m in report["configs"].items() if m["builds"]}
+    if len(set(builds.values())) > 1:  # the differences are then the harnesses' too
+        lines.append("scored by: " + "; ".join(f"{name} sera {b}" for name, b in builds.items()))
     for name, diffs in report["differences"].items():
         first = next(iter(report["configs"]))
         parts = [f"{metric} {_signed(d['delta'])} [{_interval(d['interval'])}] over {d['tasks']}"
