@@ -7,12 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from sera import __version__
 from sera.agent.apply import apply_candidate, undo_last
 from sera.agent.runs import find_run, list_runs
 from sera.agent.session import Session, where_code_goes
 from sera.agent.summary import location_lines, ordering_notes, rank_line, step_line, top_candidate
 from sera.agent.workcopy import find_repo_root
+from sera.build import build_id
 from sera.config import load_settings
 from sera.errors import SeraError, disk_error
 from sera.models import serve
@@ -337,10 +337,19 @@ def _add_solve_flags(parser) -> None:
                         "and votes only)")
 
 
+class _PrintVersion(argparse.Action):
+    """--version: the build is looked up only when asked (it runs git on sera's own source)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"sera {build_id()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sera", description="A coding agent that learns your "
                                      "repository on your machine and proposes patches.")
-    parser.add_argument("--version", action="version", version=f"sera {__version__}")
+    parser.add_argument("--version", action=_PrintVersion, nargs=0,
+                        help="show sera's version (with its commit when run from a checkout)")
     parser.add_argument("-C", "--repo", default=".", help="the repository (default: current folder)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # -C after the command too (`sera runs -C PATH`); given there, it wins over one given before.
