@@ -110,7 +110,9 @@ def history(tmp_path_factory) -> History:
     repo.write("tests/test_calc.py", "def test_scale():\n    assert True\n")
     repo.write("releasenotes/notes/scale-multiplies-3f2a.yaml", "fixes:\n  - scale multiplies\n")
     repo.write("CHANGES.md", "- scale multiplies\n")
-    repo.commit("mixed", "Make scale multiply and test it")
+    repo.commit("mixed", "Make scale multiply and test it\n\nIt returned the values unchanged.\n\n"
+                         "---------\n\nCo-authored-by: A Bot <bot@example.com>\n"
+                         "Signed-off-by: A Developer\n <dev@example.com>\n\nChange-Id: I0123")
     repo.write("data/logo.png", b"\x89PNG\0\2")
     repo.commit("binary", "Replace the logo with a new image file")
     repo.write("run.sh", "echo running\n")
@@ -144,6 +146,19 @@ def test_small_replayable_commits_with_real_messages_are_mined_newest_first(hist
     assert fix.message == "Fix add so that it returns the sum\n\nIt subtracted before."
     assert fix.date == START + 200 and fix.files == ["calc.py"]
     assert changed_lines(fix.patch) == ["-    return a - b", "+    return a + b"]
+    mixed = next(task for task in tasks if task.commit == history.commits["mixed"])
+    assert mixed.message == "Make scale multiply and test it\n\nIt returned the values unchanged."
+
+
+@pytest.mark.parametrize("message, text", [
+    ("Fix x\n\nSigned-off-by: A <a@b.c>", "Fix x"),
+    ("Fix x\n\nNote: it failed on y.\nCo-authored-by: A <a@b.c>",  # a paragraph with words
+     "Fix x\n\nNote: it failed on y.\nCo-authored-by: A <a@b.c>"),
+    ("Fix x\n\nFixes #12", "Fix x\n\nFixes #12"),  # no trailer: the issue it names is a word
+    ("Change-Id: I1", "Change-Id: I1"),  # the subject always stays
+])
+def test_trailers_are_no_part_of_the_task(message, text):
+    assert history_module.task_text(message) == text
 
 
 def test_the_reference_patch_leaves_out_test_files_release_notes_and_changelogs(tasks):

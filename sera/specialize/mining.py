@@ -61,6 +61,10 @@ CHORE_NAMES = re.compile(
     r"go\.sum|version(\.txt|\.py)?|_version\.py|\.pre-commit-config\.yaml)$|"
     r"(^|/)(releasenotes|changelog\.d|changes|news|requirements)/|^\.github/", re.IGNORECASE)
 VERSION_LINE = re.compile(r"""^[+-]\s*["']?(__version__|version|VERSION)["']?\s*[:=]""")
+# Trailers (git interpret-trailers) are metadata, not the task: co-authors, sign-offs, change ids.
+# Their names and addresses would also be words the localizer matches against the code.
+TRAILER = re.compile(r"^([A-Za-z0-9]+(-[A-Za-z0-9]+)+|Cc|Link|Bug|Closes|Fixes|Refs|Resolves):\s")
+SEPARATOR = re.compile(r"^-{3,}\s*$")  # what a squash merge leaves between the commits' messages
 VIEW_CONTEXT = 4  # lines viewed around each edited block
 MERGE_GAP = 2  # edited blocks at most this many unchanged lines apart become one edit
 DIFF_BATCH = 256  # candidate commits diffed per git call
@@ -167,7 +171,20 @@ def _parse_record(record: str) -> _LogEntry:
     changes = [_file_change(r, n) for r, n in zip(raw, numstat)]
     if len(raw) != len(numstat):
         changes = [_FileChange("?", "", "", [], None, None)]  # unexpected output: never a task
-    return _LogEntry(commit, parents, int(date or 0), message.strip(), changes)
+    return _LogEntry(commit, parents, int(date or 0), task_text(message), changes)
+
+
+def task_text(message: str) -> str:
+    """A commit message as a task: without its closing paragraphs of trailers (Co-authored-by,
+    Signed-off-by, Change-Id, ...) and the separator lines a squash merge leaves above them."""
+    paragraphs = re.split(r"\n\s*\n", message.strip())
+    while len(paragraphs) > 1:
+        lines = [line for line in paragraphs[-1].splitlines() if not SEPARATOR.match(line)]
+        if lines and not all(TRAILER.match(line) or line[:1].isspace() for line in lines):
+            paragraphs[-1] = "\n".join(lines)
+            break
+        paragraphs.pop()  # trailers only (continuation lines are indented), or separators only
+    return "\n\n".join(paragraphs).strip()
 
 
 def _file_change(raw: str, numstat: str) -> _FileChange:
