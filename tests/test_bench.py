@@ -132,6 +132,7 @@ def test_bench_scores_tests_and_recall_apart_and_counts_no_broken_task(project, 
     assert base["scored"] == 2  # the broken task is reported, not counted
     assert base["resolved"] == 1.0 and base["resolved_of"] == 1
     assert base["recall_solved"] == 1.0 and base["recall_solved_of"] == 1
+    assert base["edit_failed"] == 0.0 and base["empty"] == 0.0  # every candidate made a patch
     table = format_report(report)
     assert "100% of 1" in table and "not_installed_anywhere" in table
     assert json.loads((folder / "report.json").read_text()) == report
@@ -163,6 +164,7 @@ def test_bench_resumes_without_scoring_a_pair_again(project, tmp_path):
     report = run_bench(project, folder, lambda _: None)
     assert len(read_scores(folder)) == 2  # the broken task is not solved
     assert report["configs"]["base"]["resolved"] == 1.0
+    assert report["configs"]["base"]["empty"] == 0.5  # the rescored task's 2 candidates of 4
     assert find_bench(project, None) == folder
 
 

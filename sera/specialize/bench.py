@@ -355,11 +355,16 @@ def _metrics(scores: list[Score]) -> dict[str, Any]:
         "top1_recall": _mean([s.top1_recall for s in counted]),
         "oracle_recall": _mean([s.oracle_recall for s in counted]),
         "file_hit": _share([s.file_hit for s in counted]),
-        "edit_failed": round(sum(s.edit_failed for s in counted) / candidates, 4) if candidates else None,
+        "edit_failed": _per_candidate(sum(s.edit_failed for s in counted), candidates),
+        "empty": _per_candidate(sum(s.empty for s in counted), candidates),
         "seconds_per_task": _mean([s.seconds for s in counted]),
         "tokens_per_task": _mean([s.tokens for s in counted]),
         "builds": sorted({s.build or "unrecorded" for s in scores}),
     }
+
+
+def _per_candidate(count: int, candidates: int) -> float | None:
+    return round(count / candidates, 4) if candidates else None
 
 
 def _share(values: list[Any]) -> float | None:
@@ -407,13 +412,15 @@ def format_report(report: dict) -> str:
              f"(not counted); test command: {report['test_command'] or 'none'}"]
     lines += [f"  broken {tid}: {why}" for tid, why in report["broken"].items()]
     header = (f"{'configuration':<18} {'resolved':>10} {'recall>=.5':>11} {'top-1 rec':>9} "
-              f"{'oracle':>7} {'file-hit':>8} {'edit-fail':>9} {'s/task':>7} {'tok/task':>8}")
+              f"{'oracle':>7} {'file-hit':>8} {'edit-fail':>9} {'no patch':>8} {'s/task':>7} "
+              f"{'tok/task':>8}")
     lines += [header, "-" * len(header)]
     for name, m in report["configs"].items():
         lines.append(
             f"{name:<18} {_cell(m['resolved'], m['resolved_of']):>10} "
             f"{_cell(m['recall_solved'], m['recall_solved_of']):>11} {_num(m['top1_recall']):>9} "
             f"{_num(m['oracle_recall']):>7} {_pct(m['file_hit']):>8} {_pct(m['edit_failed']):>9} "
+            f"{_pct(m['empty']):>8} "
             f"{_num(m['seconds_per_task'], 0):>7} {_num(m['tokens_per_task'], 0):>8}")
     builds = {name: ", ".join(m["builds"]) for name, m in report["configs"].items() if m["builds"]}
     if len(set(builds.values())) > 1:  # the differences are then the harnesses' too
