@@ -475,9 +475,11 @@ def _err(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # sera shows its own progress; the model libraries' bars ("Loading weights") would garble a
-    # log, a progress display or the TUI. Read when huggingface_hub is first imported.
+    # sera shows its own progress; the model libraries' bars ("Loading weights", transformers'
+    # "Converting and de-quantizing GGUF tensors", plain tqdm) would garble a log, a progress
+    # display or the TUI. Read when huggingface_hub is first imported, and by every tqdm bar.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
     try:
         needs_repo = args.command not in ("models", "config", "lsp", "serve")

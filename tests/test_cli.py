@@ -175,8 +175,12 @@ def test_guided_solve_reports_where_it_looked(repo, tmp_path):
 
 def test_a_local_model_loads_without_a_progress_bar_of_its_own(repo, tmp_path):
     """sera shows its own progress; the libraries' loading bars would garble a log or the TUI."""
-    from tiny_models import build_tiny_model
-    model = f"transformers:{build_tiny_model(tmp_path / 'tiny')}"
-    out = sera(repo, "solve", "--model", model, "-n", "1", "--max-steps", "1", "fix add")
-    assert "candidate" in out.stdout + out.stderr, out.stderr
-    assert "Loading weights" not in out.stderr and "it/s" not in out.stderr
+    from tiny_models import build_tiny_gguf, build_tiny_model
+    folder = build_tiny_model(tmp_path / "tiny")
+    for model in (f"transformers:{folder}", f"transformers:{build_tiny_gguf(folder)}"):
+        # a fresh cache: the GGUF is de-quantized, which transformers shows with a bar of its own
+        out = sera(repo, "solve", "--model", model, "-n", "1", "--max-steps", "1", "fix add",
+                   env={"SERA_CACHE_DIR": str(tmp_path / "cache")})
+        assert "candidate" in out.stdout + out.stderr, out.stderr
+        assert "Loading weights" not in out.stderr and "it/s" not in out.stderr
+        assert "de-quantizing" not in out.stderr
