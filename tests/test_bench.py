@@ -15,9 +15,8 @@ from sera.cli import main
 from sera.config import load_settings
 from sera.paths import RunInUse, claim_run
 from sera.errors import SeraError
-from sera.specialize.bench import (add_configs, bootstrap_interval, find_bench, format_report,
-                                   new_bench, parse_config, read_scores, run_bench,
-                                   training_snapshot)
+from sera.specialize.bench import (bootstrap_interval, find_bench, format_report, new_bench,
+                                   parse_config, read_scores, run_bench, training_snapshot)
 from sera.specialize.bench_tasks import failure_summary, read_junit
 
 CALC = '''def add(a, b):
@@ -168,22 +167,33 @@ def test_bench_resumes_without_scoring_a_pair_again(project, tmp_path):
     assert find_bench(project, None) == folder
 
 
-def test_a_configuration_another_sera_began_is_left_to_it_and_the_others_run(project, tmp_path):
+def test_configurations_take_turns_per_task_and_one_another_sera_began_is_left_to_it(
+        project, tmp_path):
     options = flags(tmp_path)
-    folder = new_bench(project, load_settings(project, options), options, None, lambda _: None)
+    other_model = tmp_path / "other.json"
+    other_model.write_text((tmp_path / "script.json").read_text())
+    configs = {"base": {"model.adapter": "none"},
+               "other": {"model.spec": f"scripted:{other_model}"},
+               "again": {"agent.scaffold": "agent"}}
+    folder = new_bench(project, load_settings(project, options), options, configs, lambda _: None)
     run_bench(project, folder, lambda _: None)
-    first, _ = (folder / "results.jsonl").read_text().splitlines()
-    assert json.loads(first)["build"] == build_id()  # each row names the sera that scored it
-    older = {**json.loads(first), "build": "0.0.9+0123456789ab"}
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    first, second = rows[0]["task"], rows[2]["task"]
+    assert [(r["task"], r["config"]) for r in rows] == [  # a bench stopped early compares them
+        (first, "base"), (first, "again"), (second, "base"), (second, "again"),
+        (first, "other"), (second, "other")]  # another model comes after: loaded once
+    assert {r["build"] for r in rows} == {build_id()}  # each row names the sera that scored it
+
+    older = {**rows[0], "build": "0.0.9+0123456789ab"}
     (folder / "results.jsonl").write_text(json.dumps(older) + "\n")  # begun by another sera
-    add_configs(project, folder, {"again": {"agent.scaffold": "agent"}}, lambda _: None)
     notes: list[str] = []
     report = run_bench(project, folder, notes.append)
-    assert [s.config for s in read_scores(folder)] == ["base", "again", "again"]
+    assert [(s.task, s.config) for s in read_scores(folder)] == [
+        (first, "base"), (first, "again"), (second, "again"), (first, "other"), (second, "other")]
     assert any("'base' left unfinished: sera 0.0.9+0123456789ab began it" in n
                and "--config base-new:model.adapter=none" in n for n in notes)
     assert report["configs"]["base"]["builds"] == ["0.0.9+0123456789ab"]
-    assert f"base sera 0.0.9+0123456789ab; again sera {build_id()}" in format_report(report)
+    assert f"base sera 0.0.9+0123456789ab; other sera {build_id()}" in format_report(report)
 
 
 def test_a_bench_another_process_is_running_is_refused_untouched(project, tmp_path):

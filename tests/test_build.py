@@ -15,7 +15,7 @@ CODE = "from sera.build import build_id; print(build_id())"
 
 
 def build_of(source: Path) -> str:
-    """build_id() as a process importing sera from `source` (a folder holding the package) sees it."""
+    """build_id() as seen by a process that imports sera from `source` (the package's folder)."""
     env = {**os.environ, "PYTHONPATH": str(source)}
     done = subprocess.run([sys.executable, "-c", CODE], cwd=source, env=env, capture_output=True,
                           text=True, check=True)

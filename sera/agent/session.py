@@ -62,9 +62,7 @@ class Session:
              note: NoteFn) -> tuple[ChatModel, Reranker | None]:
         """The agent's model and the repository's reranker for `settings`, loaded when they are
         not the ones already in memory."""
-        folder = resolve_reranker(repo_root, settings.rerank.reranker,  # a bad name fails here
-                                  settings.rerank.base or settings.model.spec)
-        model_key = (settings.model.spec, settings.model.context_tokens, settings.model.threads)
+        model_key, reranker_key = loaded_keys(repo_root, settings)  # a bad reranker fails here
         if self._model is None or model_key != self._model_key:
             self._close_reranker()  # it may share the old model's base
             self._close_model()
@@ -73,12 +71,12 @@ class Session:
                 note(where)
             note(f"loading model {settings.model.spec} ...")
             self._model, self._model_key = load_model(settings.model.spec, settings.model), model_key
-        reranker_key = (str(folder) if folder else None, settings.rerank.max_tokens)
         if reranker_key != self._reranker_key:
             self._close_reranker()
+            folder = reranker_key[0]
             if folder is not None:
-                note(f"loading reranker {folder.name} ...")
-                self._reranker = open_reranker(folder, settings, agent_model=self._model)
+                note(f"loading reranker {Path(folder).name} ...")
+                self._reranker = open_reranker(Path(folder), settings, agent_model=self._model)
             self._reranker_key = reranker_key
         return self._model, self._reranker
 
@@ -95,6 +93,15 @@ class Session:
         if self._reranker is not None:
             self._reranker.close()
         self._reranker, self._reranker_key = None, None
+
+
+def loaded_keys(repo_root: Path, settings: Settings) -> tuple[tuple, tuple]:
+    """What a session loads for `settings`, as the keys it keeps them under: the agent's model,
+    and the reranker (its folder, None for none). Settings with equal keys share what is loaded."""
+    folder = resolve_reranker(repo_root, settings.rerank.reranker,
+                              settings.rerank.base or settings.model.spec)
+    return ((settings.model.spec, settings.model.context_tokens, settings.model.threads),
+            (str(folder) if folder else None, settings.rerank.max_tokens))
 
 
 def where_code_goes(spec: str) -> str | None:

@@ -7,9 +7,10 @@ their own tests where they have them (bench_tasks.py); the configurations to com
 (by default `base`, plus `adapter` and `adapter+reranker` when the repository has them, each
 checked not to have trained on a task's commit). All of it goes to `.sera/bench/<id>/bench.json`.
 
-Loop: per configuration, per task not scored yet: `solve` at the task's parent (candidates in
-work copies, ranked as `sera solve` ranks them, the run saved under the bench's folder), then
-`score`: the top-ranked patch's test verdict (FAIL_TO_PASS and PASS_TO_PASS pass), its line
+Loop: the (configuration, task) pairs not scored yet, in `bench_order` (configurations that load
+the same models take turns task by task): `solve` at the task's parent (candidates in work
+copies, ranked as `sera solve` ranks them, the run saved under the bench's folder), then `score`:
+the top-ranked patch's test verdict (FAIL_TO_PASS and PASS_TO_PASS pass), its line
 recall of the reference, the best recall of any candidate (the oracle), whether it touches a file
 of the reference; edit failures, seconds and tokens, and the sera build that scored it. One line
 per (configuration, task) is appended to `results.jsonl`, so a killed bench resumes where it
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sera.agent.runs import new_run_id
-from sera.agent.session import Session
+from sera.agent.session import Session, loaded_keys
 from sera.agent.solve import SolveResult, solve
 from sera.agent.summary import top_candidate
 from sera.agent.workcopy import ensure_state_dir, run_git
@@ -222,7 +223,7 @@ def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None
         session = session or Session()
         scores = read_scores(folder)
         done = {(s.config, s.task) for s in scores}
-        todo = [(name, task) for name in spec["configs"] for task in tasks
+        todo = [(name, task) for name, task in bench_order(repo_root, tasks, settings_of)
                 if (name, task.id) not in done]
         foreign = begun_by_another_build(spec, scores, {name for name, _ in todo}, note)
         todo = [(name, task) for name, task in todo if name not in foreign]
@@ -240,6 +241,18 @@ def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None
     report = build_report(spec, read_scores(folder), resamples)
     atomic_write_json(folder / "report.json", report)
     return report
+
+
+def bench_order(repo_root: Path, tasks: list[BenchTask],
+                settings_of: dict[str, Settings]) -> list[tuple[str, BenchTask]]:
+    """(configuration, task) in the order they are scored: configurations that load the same
+    model and reranker (they differ by adapter or agent settings) take turns on each task, so a
+    bench stopped early still compares them on the tasks it reached; a configuration that loads
+    other models comes after, so that each is loaded once."""
+    groups: dict[tuple, list[str]] = {}
+    for name, settings in settings_of.items():
+        groups.setdefault(loaded_keys(repo_root, settings), []).append(name)
+    return [(name, task) for names in groups.values() for task in tasks for name in names]
 
 
 def score_task(repo_root: Path, folder: Path, task: BenchTask, name: str, settings: Settings,
