@@ -219,6 +219,42 @@ def test_a_search_found_twice_is_taken_in_the_function_shown(repo, tmp_path):
     assert traj.meta["patch"].count("+    if wanted is not None:") == 1
 
 
+SCALE_MISS = block("    return [v * factor for v in value]", "    return [v * factor for v in values]")
+SCALE_FIX = block("    return [v * factor for v in values]", "    return [factor * v for v in values]")
+
+
+def test_the_blocks_that_apply_stay_and_only_the_failed_one_is_asked_again(repo, tmp_path):
+    traj, _ = run_guided(repo, tmp_path, [GOOD + "\n\n" + SCALE_MISS, SCALE_FIX],
+                         test_command=TEST)
+    assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
+    retry = talk(traj)[3]["content"]
+    assert retry.startswith("Your blocks for calc.py were applied: they are in the files now, "
+                            "do not send them again. One block did not apply")
+    assert "was not found" in retry and "return [v * factor for v in value]" in retry
+    patch = traj.meta["patch"]
+    assert "+    return a + b" in patch and "+    return [factor * v for v in values]" in patch
+    assert [e["failed_blocks"] for e in traj.meta["edits"]] == [1, 0]
+
+
+def test_what_applied_stays_when_the_retry_fails_too(repo, tmp_path):
+    traj, _ = run_guided(repo, tmp_path, [GOOD + "\n\n" + SCALE_MISS, SCALE_MISS],
+                         test_command=TEST)
+    assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
+    assert "+    return a + b" in traj.meta["patch"] and "factor * v" not in traj.meta["patch"]
+    assert roles(traj) == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_a_block_naming_the_wrong_shown_file_lands_in_the_one_that_holds_it(repo, tmp_path):
+    (repo / "shapes.py").write_text("def double(x):\n    return x + x\n")
+    git(repo, "add", "shapes.py")
+    git(repo, "commit", "-qm", "shapes")
+    shown = [*ADD, Location("shapes.py", "double", 1, 2)]
+    reply = block("    return x + x", "    return 2 * x")  # under calc.py's path
+    traj, _ = run_guided(repo, tmp_path, [reply], locations=shown)
+    assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
+    assert "+++ b/shapes.py" in traj.meta["patch"] and "+    return 2 * x" in traj.meta["patch"]
+
+
 def test_two_misses_end_as_edit_failed(repo, tmp_path):
     traj, _ = run_guided(repo, tmp_path, [MISS, "I am not sure."])
     assert traj.meta["status"] == "edit_failed"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sera.agent.searchreplace import (Edit, EditError, apply_edits, numbered_rewrite_edits,
-                                      parse_edits)
+from sera.agent.searchreplace import (Edit, EditError, SearchNotFound, apply_edits,
+                                      apply_what_applies, numbered_rewrite_edits, parse_edits)
 
 CALC = "def add(a, b):\n    return a - b\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n"
 
@@ -126,6 +126,56 @@ def test_ambiguous_match_and_all_or_nothing(root):
     with pytest.raises(EditError, match="matches 2 places"):
         apply_edits(root, [good, Edit("twice.py", ("x = 1",), ("x = 2",))], None)
     assert (root / "calc.py").read_text() == CALC  # the good block was not applied either
+
+
+def test_blocks_that_apply_are_written_and_the_others_returned_with_why(root):
+    """The embedded 1.5B's replies often hold one block that does not apply beside right ones."""
+    (root / "twice.py").write_text("x = 1\nx = 1\n")
+    good = Edit("calc.py", ("    return a - b",), ("    return a + b",))
+    ambiguous = Edit("twice.py", ("x = 1",), ("x = 2",))
+    missing = Edit("calc.py", ("    return a * b",), ("    return a / b",))
+    applied = apply_what_applies(root, [ambiguous, good, missing])
+    assert applied.changed == ["calc.py"]
+    assert (root / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+    assert (root / "twice.py").read_text() == "x = 1\nx = 1\n"
+    assert [edit for edit, _ in applied.failed] == [ambiguous, missing]
+    assert "matches 2 places" in str(applied.failed[0][1])
+    assert isinstance(applied.failed[1][1], SearchNotFound)
+    # A later block applies to the text the earlier ones left.
+    again = apply_what_applies(root, [Edit("calc.py", ("    return a + b",), ("    return b + a",))])
+    assert again.changed == ["calc.py"] and not again.failed
+
+
+def test_a_block_that_changes_nothing_is_left_out_and_cannot_fail(root):
+    """A block whose SEARCH is not in the file fails; the same block with REPLACE equal to its
+    SEARCH changes nothing, so it is no reason to refuse the reply's other blocks."""
+    unchanged = Edit("calc.py", ("    return a * b",), ("    return a * b",))
+    good = Edit("calc.py", ("    return a - b",), ("    return a + b",))
+    assert apply_edits(root, [unchanged, good], None) == ["calc.py"]
+    assert apply_edits(root, [unchanged], None) == []
+
+
+UTILS = "def wrap(fn):\n    return fn\n"
+
+
+def test_a_search_in_another_shown_file_is_applied_there(root):
+    """The 1.5B names the first file shown above code it quotes from the second."""
+    (root / "utils.py").write_text(UTILS)
+    quoted = Edit("calc.py", ("    return fn",), ("    return staticmethod(fn)",))
+    with pytest.raises(SearchNotFound):  # utils.py was not shown
+        apply_edits(root, [quoted], None, focus={"calc.py": {"add"}})
+    shown = {"calc.py": {"add"}, "utils.py": {"wrap"}}
+    assert apply_edits(root, [quoted], None, focus=shown) == ["utils.py"]
+    assert (root / "utils.py").read_text() == UTILS.replace("return fn", "return staticmethod(fn)")
+    assert (root / "calc.py").read_text() == CALC
+    # Where two other shown files hold the lines, the block names neither: it stays a miss.
+    (root / "utils.py").write_text(UTILS)
+    (root / "more.py").write_text(UTILS)
+    with pytest.raises(SearchNotFound):
+        apply_edits(root, [quoted], None, focus={**shown, "more.py": {"wrap"}})
+    # A file the caller does not allow is not a place to put it either.
+    with pytest.raises(SearchNotFound):
+        apply_edits(root, [quoted], ["calc.py"], focus=shown)
 
 
 TWO_CHECKS = """class Exact:

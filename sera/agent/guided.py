@@ -9,14 +9,15 @@ model call is one narrow request:
    first picks, in one short request, which of them to edit (meta["location_choice"]; an answer
    that names no offered location keeps the ranked view).
 2. Edit: the model sees the chosen functions with line numbers and a little context and answers
-   with SEARCH/REPLACE blocks (searchreplace.py), applied leniently; a block that does not apply
-   goes back to the model with the error, once.
+   with SEARCH/REPLACE blocks (searchreplace.py), applied leniently; the blocks that apply are
+   kept, and one that does not goes back to the model with the error, once (meta["edits"] counts
+   each reply's failed blocks).
 3. Check: the patch is not empty, the changed files still parse (tree-sitter: no new ERROR or
    MISSING nodes; languages without a grammar are skipped), and the test command passes when one is
    given (run in the sandbox). A failed check goes back to the model for one repair.
 
 Outcomes in trajectory.meta as for loop.Agent: status "submitted" (checks passed, meta["patch"] is
-the patch), "check_failed" (the patch is kept for inspection), "edit_failed" (no block applied),
+the patch), "check_failed" (the patch is kept for inspection), "edit_failed" (the edit round changed no file),
 "model_error", "interrupted", "budget_exhausted", "step_limit", "error"; plus exit_message, tokens
 and seconds. The conversation is stored in the agent's message format, so it can be trained on;
 every exit saves the trajectory.
@@ -39,8 +40,8 @@ from sera.agent.prompts import render
 from sera.agent.protocol import AgentStop, Submitted
 from sera.agent.rewrite import function_edits
 from sera.agent.sandbox import clip_text
-from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound, apply_edits,
-                                      numbered_rewrite_edits, parse_edits)
+from sera.agent.searchreplace import (SEARCH_MARK, Edit, EditError, SearchNotFound,
+                                      apply_what_applies, numbered_rewrite_edits, parse_edits)
 from sera.agent.tools import ToolEnvironment
 from sera.agent.trajectory import TestRun, Trajectory
 from sera.agent.views import function_block, located_view, view_lines
@@ -163,39 +164,60 @@ class GuidedAgent:
         raise Submitted(self._diff())
 
     def edit_round(self, default_path: str | None, repairing: bool) -> None:
-        """Ask for blocks and apply them; on an EditError, feed it back and ask once more. A reply
-        without a usable block gets, for the retry, a block whose SEARCH part already holds the
-        first located function (`self.skeleton`), to be answered with its REPLACE part fixed."""
+        """Ask for blocks and apply those that apply; when a block failed, feed its error back
+        and ask once more (after blocks that applied: for the failed ones only). A reply without
+        a usable block gets, for the retry, a block whose SEARCH part already holds the first
+        located function (`self.skeleton`), to be answered with its REPLACE part fixed. Raises
+        EditFailed when the round changed no file."""
+        landed: list[str] = []
         for attempt in (1, 2):
             completion = self.query()
             self.trajectory.add("assistant", completion.text)
             try:
-                edits = self.read_edits(completion.text, default_path)
-                self._remember_originals(edit.path for edit in edits)
-                changed = apply_edits(self.root, edits, None, focus=self._focus())
+                changed, failed = self._apply_reply(completion.text, default_path)
             except EditError as error:
-                if completion.finish_reason == "length":  # small models explain at length
-                    # The same error (its kind and fields, e.g. the closest lines), told more.
-                    error.args = (f"{error}. Your reply reached the length limit before the "
-                                  f"blocks were complete: answer with the blocks only, without "
-                                  f"an explanation",)
-                if attempt == 2:
-                    self.trajectory.save()
-                    self._event(completion, str(error))
-                    raise EditFailed(f"the edits did not apply: {error}") from None
-                observation = self._retry_request(error)
-                self.trajectory.add("user", observation)
-                self.trajectory.save()
-                self._event(completion, observation)
-                continue
-            for rel in changed:
-                if rel not in self._changed:
-                    self._changed.append(rel)
-            self.trajectory.meta.setdefault("edits", []).append(
-                {"round": "repair" if repairing else "edit", "attempt": attempt, "files": changed})
+                changed, failed = [], [error]
+            self._record(changed, attempt, repairing, failed)
+            landed += changed
+            if not failed:
+                self._event(completion, f"applied edits to {', '.join(changed) or 'no file'}")
+                return
+            error = failed[0]
+            if completion.finish_reason == "length":  # small models explain at length
+                # The same error (its kind and fields, e.g. the closest lines), told more.
+                error.args = (f"{error}. Your reply reached the length limit before the "
+                              f"blocks were complete: answer with the blocks only, without "
+                              f"an explanation",)
+            if attempt == 2:
+                self._event(completion, str(error))
+                if landed:
+                    return  # what applied stays; the check judges it
+                raise EditFailed(f"the edits did not apply: {error}")
+            observation = _applied_note(changed, len(failed)) + self._retry_request(error)
+            self.trajectory.add("user", observation)
             self.trajectory.save()
-            self._event(completion, f"applied edits to {', '.join(changed) or 'no file'}")
-            return
+            self._event(completion, observation)
+
+    def _apply_reply(self, text: str, default_path: str | None) -> tuple[list[str], list[EditError]]:
+        """Apply the reply's blocks that apply: the files they changed, and the errors of the
+        blocks that did not (raises EditError when the reply cannot be read as edits)."""
+        edits = self.read_edits(text, default_path)
+        # The shown files too: a block may land in another shown file than the one it names.
+        self._remember_originals([*(edit.path for edit in edits),
+                                  *(loc.path for loc in self.shown)])
+        applied = apply_what_applies(self.root, edits, focus=self._focus())
+        return applied.changed, [error for _, error in applied.failed]
+
+    def _record(self, changed: list[str], attempt: int, repairing: bool,
+                failed: list[EditError]) -> None:
+        for rel in changed:
+            if rel not in self._changed:
+                self._changed.append(rel)
+        if changed or not failed:
+            self.trajectory.meta.setdefault("edits", []).append(
+                {"round": "repair" if repairing else "edit", "attempt": attempt,
+                 "files": changed, "failed_blocks": len(failed)})
+        self.trajectory.save()
 
     def _focus(self) -> dict[str, set[str]]:
         """Path -> names of the functions shown: where an ambiguous SEARCH part is meant."""
@@ -420,6 +442,17 @@ class GuidedAgent:
 
 
 CHOICE_NUMBER = re.compile(r"(?<![\w.:/-])(\d{1,3})(?![\w:/-]|\.\d)")  # not 1-3, x.py:3, 2.5
+
+
+def _applied_note(changed: list[str], failed: int) -> str:
+    """The retry's first words when some blocks of the reply applied: which, and that the
+    others are to be sent again, not these."""
+    if not changed:
+        return ""
+    others = "One block" if failed == 1 else f"{failed} blocks"
+    return (f"Your blocks for {', '.join(changed)} were applied: they are in the files now, do "
+            f"not send them again. {others} did not apply; send {'it' if failed == 1 else 'them'} "
+            f"again, corrected.\n\n")
 
 
 def parse_choice(answer: str, count: int) -> tuple[list[int], str | None]:

@@ -23,9 +23,15 @@ the file has it); then the same with line-number prefixes ("  12 | ") the model 
 prompt removed. An
 empty SEARCH creates a missing file (or appends to an existing one). A SEARCH part that matches
 several places is taken where exactly one of them lies inside a function the model was shown
-(`focus`: small models quote the two lines they change, which often recur in a file). All blocks
-apply or none: a miss or an ambiguous match raises EditError, whose message goes back to the model and says what
-was not found, the closest lines with their numbers, and how to fix the block.
+(`focus`: small models quote the two lines they change, which often recur in a file). A SEARCH
+part that is not in the file its block names but is in exactly one other file the model was shown
+is applied there (small models put the path of the first file shown above code quoted from the
+second). A miss or an ambiguous match raises EditError, whose message goes back to the model and
+says what was not found, the closest lines with their numbers, and how to fix the block.
+`apply_edits` applies all blocks or none (for checking an answer); `apply_what_applies` writes the
+blocks that apply and returns the others with their errors, as aider does (the guided scaffold: a
+small model's one wrong block no longer throws away its right ones). Blocks whose SEARCH and
+REPLACE parts are equal change nothing and are left out by both.
 
 A reply with no block that rewrites the numbered code view it was shown ("calc.py (lines 1-3)",
 then a fence of "   3 |     return a + b" lines) is read as the edit it describes
@@ -235,21 +241,85 @@ def apply_edits(root: Path, edits: Iterable[Edit], allowed_paths: Iterable[str] 
     """Apply all blocks under `root` (all or none); the changed paths (posix, relative), in order.
     `allowed_paths`: if given, the only paths that may be edited (new files included).
     `focus`: path -> qualified names of the functions the model was shown there; a SEARCH part
-    matching several places is taken at the one place inside those functions, if there is one."""
-    root = Path(root).resolve()
-    allowed = None if allowed_paths is None else {_normalize(p) for p in allowed_paths}
-    shown = {_normalize(path): set(names) for path, names in (focus or {}).items()}
-    contents: dict[str, str | None] = {}  # relative path -> text after the edits so far (None: missing)
-    originals: dict[str, str | None] = {}
+    matching several places is taken at the one place inside those functions, if there is one,
+    and one not in its own file is taken in the one other file of `focus` that holds it."""
+    session = _Session(root, allowed_paths, focus)
     for edit in edits:
-        rel = _check_path(root, edit.path, allowed)
-        if rel not in contents:
-            contents[rel] = originals[rel] = _read(root, rel)
-        contents[rel] = _apply_one(contents[rel], edit, rel, shown.get(rel, set()))
-    changed = [rel for rel in contents if contents[rel] != originals[rel]]
-    for rel in changed:
-        _write(root, rel, contents[rel] or "")
-    return changed
+        session.apply(edit)
+    return session.write()
+
+
+@dataclass
+class Applied:
+    """What `apply_what_applies` did: the paths it changed, in order, and the blocks it could
+    not apply, each with the error that says why (written for the model)."""
+
+    changed: list[str]
+    failed: list[tuple[Edit, EditError]]
+
+
+def apply_what_applies(root: Path, edits: Iterable[Edit],
+                       focus: Mapping[str, Iterable[str]] | None = None) -> Applied:
+    """Apply each block that applies, in order, and write the files they change; the blocks
+    that do not apply are returned with their errors, and change nothing."""
+    session = _Session(root, None, focus)
+    failed = []
+    for edit in edits:
+        try:
+            session.apply(edit)
+        except EditError as error:
+            failed.append((edit, error))
+    return Applied(session.write(), failed)
+
+
+class _Session:
+    """Blocks applied in memory, one after the other, each to the text the ones before left."""
+
+    def __init__(self, root: Path, allowed_paths: Iterable[str] | None,
+                 focus: Mapping[str, Iterable[str]] | None) -> None:
+        self.root = Path(root).resolve()
+        self.allowed = None if allowed_paths is None else {_normalize(p) for p in allowed_paths}
+        self.shown = {_normalize(path): set(names) for path, names in (focus or {}).items()}
+        self.contents: dict[str, str | None] = {}  # relative path -> text so far (None: missing)
+        self.originals: dict[str, str | None] = {}
+
+    def apply(self, edit: Edit) -> None:
+        """Apply one block to the texts so far, or raise EditError and change nothing."""
+        if edit.search == edit.replace and edit.search:
+            return  # a block that changes nothing cannot fail for the SEARCH part it quotes
+        rel = _check_path(self.root, edit.path, self.allowed)
+        try:
+            self.contents[rel] = _apply_one(self._text(rel), edit, rel, self.shown.get(rel, set()))
+        except SearchNotFound:
+            other = self._other_shown_file(edit, rel)
+            if other is None:
+                raise
+            self.contents[other[0]] = other[1]
+
+    def _other_shown_file(self, edit: Edit, rel: str) -> tuple[str, str] | None:
+        """(path, new text) where the block applies to exactly one other file the model was
+        shown, else None."""
+        fits = []
+        for path in self.shown:
+            if path == rel or (self.allowed is not None and path not in self.allowed):
+                continue
+            try:
+                fits.append((path, _apply_one(self._text(path), edit, path, self.shown[path])))
+            except EditError:
+                continue
+        return fits[0] if len(fits) == 1 else None
+
+    def _text(self, rel: str) -> str | None:
+        if rel not in self.contents:
+            self.contents[rel] = self.originals[rel] = _read(self.root, rel)
+        return self.contents[rel]
+
+    def write(self) -> list[str]:
+        """Write the files whose text changed; their paths, in the order first edited."""
+        changed = [rel for rel in self.contents if self.contents[rel] != self.originals[rel]]
+        for rel in changed:
+            _write(self.root, rel, self.contents[rel] or "")
+        return changed
 
 
 def _normalize(path: str) -> str:
