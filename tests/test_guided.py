@@ -219,7 +219,7 @@ def test_a_search_found_twice_is_taken_in_the_function_shown(repo, tmp_path):
     assert traj.meta["patch"].count("+    if wanted is not None:") == 1
 
 
-SCALE_MISS = block("    return [v * factor for v in value]", "    return [v * factor for v in values]")
+SCALE_MISS = block("    return [v * factor for v in value]", "    return [factor * v for v in values]")
 SCALE_FIX = block("    return [v * factor for v in values]", "    return [factor * v for v in values]")
 
 
@@ -242,6 +242,14 @@ def test_what_applied_stays_when_the_retry_fails_too(repo, tmp_path):
     assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
     assert "+    return a + b" in traj.meta["patch"] and "factor * v" not in traj.meta["patch"]
     assert roles(traj) == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_a_retry_after_several_failed_blocks_says_how_many(repo, tmp_path):
+    traj, _ = run_guided(repo, tmp_path, [MISS + "\n\n" + SCALE_MISS, GOOD])
+    assert traj.meta["status"] == "submitted", traj.meta["exit_message"]
+    retry = talk(traj)[3]["content"]
+    assert retry.startswith("None of the 2 blocks of your reply applied.\n\n")
+    assert "return a - c" in retry and "send the block again" in retry
 
 
 def test_a_block_naming_the_wrong_shown_file_lands_in_the_one_that_holds_it(repo, tmp_path):

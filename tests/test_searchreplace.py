@@ -155,6 +155,19 @@ def test_a_block_that_changes_nothing_is_left_out_and_cannot_fail(root):
     assert apply_edits(root, [unchanged], None) == []
 
 
+def test_a_change_the_file_already_has_is_named_as_made(root):
+    """The 1.5B 'fixed' `async def __call__` by quoting it without `async` and adding it back."""
+    made = Edit("calc.py", ("    return a + c",), ("    return a - b",))
+    with pytest.raises(EditError, match=r"its REPLACE part already is \(line 2\): that change "
+                                        r"is made already") as error:
+        apply_edits(root, [made], None)
+    assert not isinstance(error.value, SearchNotFound)  # no ready block of the same lines
+    # REPLACE lines found elsewhere, away from where the SEARCH part points, are no such case.
+    elsewhere = Edit("calc.py", ("    return [v * factor for v in value]",), ("    return a - b",))
+    with pytest.raises(SearchNotFound):
+        apply_edits(root, [elsewhere], None)
+
+
 UTILS = "def wrap(fn):\n    return fn\n"
 
 

@@ -445,10 +445,10 @@ CHOICE_NUMBER = re.compile(r"(?<![\w.:/-])(\d{1,3})(?![\w:/-]|\.\d)")  # not 1-3
 
 
 def _applied_note(changed: list[str], failed: int) -> str:
-    """The retry's first words when some blocks of the reply applied: which, and that the
-    others are to be sent again, not these."""
+    """The retry's first words: which blocks of the reply applied (not to be sent again), and
+    how many did not when that is more than the one error that follows."""
     if not changed:
-        return ""
+        return f"None of the {failed} blocks of your reply applied.\n\n" if failed > 1 else ""
     others = "One block" if failed == 1 else f"{failed} blocks"
     return (f"Your blocks for {', '.join(changed)} were applied: they are in the files now, do "
             f"not send them again. {others} did not apply; send {'it' if failed == 1 else 'them'} "

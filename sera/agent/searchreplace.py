@@ -27,7 +27,9 @@ several places is taken where exactly one of them lies inside a function the mod
 part that is not in the file its block names but is in exactly one other file the model was shown
 is applied there (small models put the path of the first file shown above code quoted from the
 second). A miss or an ambiguous match raises EditError, whose message goes back to the model and
-says what was not found, the closest lines with their numbers, and how to fix the block.
+says what was not found, the closest lines with their numbers, and how to fix the block; where
+those closest lines are the block's REPLACE part, it says that the change is made already (the
+1.5B "adds" code the file has, quoting it without the part it means to add).
 `apply_edits` applies all blocks or none (for checking an answer); `apply_what_applies` writes the
 blocks that apply and returns the others with their errors, as aider does (the guided scaffold: a
 small model's one wrong block no longer throws away its right ones). Blocks whose SEARCH and
@@ -418,9 +420,26 @@ def _apply_one(content: str | None, edit: Edit, rel: str, focus: set[str] = froz
                           tuple(LINE_NUMBER.sub("", line, count=1) for line in replace))
         return _apply_one(content, unnumbered, rel, focus)
     closest = _closest(lines, search)
+    made = _already_made(lines, replace, closest)
+    if made is not None:
+        raise EditError(f"the SEARCH part of a block for {rel} is not in the file, but its "
+                        f"REPLACE part already is (line {made + 1}): that change is made "
+                        f"already. If the task needs more, change other lines")
     raise SearchNotFound(_miss_message(rel, lines, search, closest), rel,
                          None if closest is None else tuple(
                              _bare(line).removesuffix("\r") for line in lines[slice(*closest)]))
+
+
+def _already_made(lines: list[str], replace: list[str],
+                  closest: tuple[int, int] | None) -> int | None:
+    """Where the lines nearest a missed SEARCH part are its REPLACE part: the change the block
+    describes is in the file already (index of its first line), else None."""
+    if closest is None or not any(line.strip() for line in replace):
+        return None
+    for start, _ in _find(lines, replace, replace, _trailing) or []:
+        if closest[0] <= start < closest[1]:
+            return start
+    return None
 
 
 def _in_focus(content: str, rel: str, found: list[tuple[int, list[str]]], size: int,
@@ -606,8 +625,8 @@ def _miss_message(rel: str, lines: list[str], search: list[str],
                        f"of the file):")
         message += [f"{n + 1:>4} | {_bare(lines[n]).rstrip()}" for n in range(start, end)]
     message.append("Copy the lines to change exactly as they are in the file now (same "
-                   "indentation, no line numbers) into the SEARCH part, and send every block "
-                   "again: none of them was applied.")
+                   "indentation, no line numbers) into the SEARCH part, and send the block "
+                   "again.")
     return "\n".join(message)
 
 
