@@ -146,13 +146,18 @@ def test_blocks_that_apply_are_written_and_the_others_returned_with_why(root):
     assert again.changed == ["calc.py"] and not again.failed
 
 
-def test_a_block_that_changes_nothing_is_left_out_and_cannot_fail(root):
-    """A block whose SEARCH is not in the file fails; the same block with REPLACE equal to its
-    SEARCH changes nothing, so it is no reason to refuse the reply's other blocks."""
+def test_a_missed_block_that_changes_nothing_is_returned_only_when_nothing_else_applied(root):
+    """The 1.5B often answers with a block whose REPLACE repeats its SEARCH. Beside a block that
+    applied, such a block missing its file is no reason to ask again; alone, its miss goes back
+    with the closest lines, which lead to a real edit more often than an empty patch's repair."""
     unchanged = Edit("calc.py", ("    return a * b",), ("    return a * b",))
     good = Edit("calc.py", ("    return a - b",), ("    return a + b",))
-    assert apply_edits(root, [unchanged, good], None) == ["calc.py"]
-    assert apply_edits(root, [unchanged], None) == []
+    with pytest.raises(SearchNotFound):
+        apply_edits(root, [unchanged, good], None)  # all or none, as before
+    applied = apply_what_applies(root, [unchanged, good])
+    assert applied.changed == ["calc.py"] and applied.failed == []
+    alone = apply_what_applies(root, [unchanged])
+    assert alone.changed == [] and isinstance(alone.failed[0][1], SearchNotFound)
 
 
 def test_a_change_the_file_already_has_is_named_as_made(root):

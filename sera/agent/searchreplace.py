@@ -32,8 +32,9 @@ those closest lines are the block's REPLACE part, it says that the change is mad
 1.5B "adds" code the file has, quoting it without the part it means to add).
 `apply_edits` applies all blocks or none (for checking an answer); `apply_what_applies` writes the
 blocks that apply and returns the others with their errors, as aider does (the guided scaffold: a
-small model's one wrong block no longer throws away its right ones). Blocks whose SEARCH and
-REPLACE parts are equal change nothing and are left out by both.
+small model's one wrong block no longer throws away its right ones); a missed block whose SEARCH
+and REPLACE parts are equal is returned only when no other block changed anything (then the
+closest lines it gets back lead the model to an edit more often than not; measured on the bench).
 
 A reply with no block that rewrites the numbered code view it was shown ("calc.py (lines 1-3)",
 then a fence of "   3 |     return a + b" lines) is read as the edit it describes
@@ -271,7 +272,10 @@ def apply_what_applies(root: Path, edits: Iterable[Edit],
             session.apply(edit)
         except EditError as error:
             failed.append((edit, error))
-    return Applied(session.write(), failed)
+    changed = session.write()
+    if changed:  # a missed block that would change nothing is no reason to ask again
+        failed = [(edit, error) for edit, error in failed if edit.search != edit.replace]
+    return Applied(changed, failed)
 
 
 class _Session:
@@ -287,8 +291,6 @@ class _Session:
 
     def apply(self, edit: Edit) -> None:
         """Apply one block to the texts so far, or raise EditError and change nothing."""
-        if edit.search == edit.replace and edit.search:
-            return  # a block that changes nothing cannot fail for the SEARCH part it quotes
         rel = _check_path(self.root, edit.path, self.allowed)
         try:
             self.contents[rel] = _apply_one(self._text(rel), edit, rel, self.shown.get(rel, set()))
