@@ -186,6 +186,11 @@ def test_a_search_in_another_shown_file_is_applied_there(root):
     assert apply_edits(root, [quoted], None, focus=shown) == ["utils.py"]
     assert (root / "utils.py").read_text() == UTILS.replace("return fn", "return staticmethod(fn)")
     assert (root / "calc.py").read_text() == CALC
+    # A path that names no file is no obstacle either.
+    (root / "utils.py").write_text(UTILS)
+    assert apply_edits(root, [Edit("wrap.py", quoted.search, quoted.replace)], None,
+                       focus=shown) == ["utils.py"]
+    assert not (root / "wrap.py").exists()
     # Where two other shown files hold the lines, the block names neither: it stays a miss.
     (root / "utils.py").write_text(UTILS)
     (root / "more.py").write_text(UTILS)

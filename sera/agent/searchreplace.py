@@ -24,9 +24,9 @@ prompt removed. An
 empty SEARCH creates a missing file (or appends to an existing one). A SEARCH part that matches
 several places is taken where exactly one of them lies inside a function the model was shown
 (`focus`: small models quote the two lines they change, which often recur in a file). A SEARCH
-part that is not in the file its block names but is in exactly one other file the model was shown
-is applied there (small models put the path of the first file shown above code quoted from the
-second). A miss or an ambiguous match raises EditError, whose message goes back to the model and
+part that is not in the file its block names (or names a file that does not exist) but is in
+exactly one other file the model was shown is applied there (small models put the path of the
+first file shown above code quoted from the second). A miss or an ambiguous match raises EditError, whose message goes back to the model and
 says what was not found, the closest lines with their numbers, and how to fix the block; where
 those closest lines are the block's REPLACE part, it says that the change is made already (the
 1.5B "adds" code the file has, quoting it without the part it means to add).
@@ -292,10 +292,13 @@ class _Session:
     def apply(self, edit: Edit) -> None:
         """Apply one block to the texts so far, or raise EditError and change nothing."""
         rel = _check_path(self.root, edit.path, self.allowed)
+        text = self._text(rel)
         try:
-            self.contents[rel] = _apply_one(self._text(rel), edit, rel, self.shown.get(rel, set()))
-        except SearchNotFound:
-            other = self._other_shown_file(edit, rel)
+            self.contents[rel] = _apply_one(text, edit, rel, self.shown.get(rel, set()))
+        except EditError as error:
+            quoted = any(line.strip() for line in edit.search)
+            missed = isinstance(error, SearchNotFound) or (text is None and quoted)
+            other = self._other_shown_file(edit, rel) if missed else None
             if other is None:
                 raise
             self.contents[other[0]] = other[1]
