@@ -164,6 +164,10 @@ class BenchConfig:
                              "and a JUnit report appended); '' = agent.test_command, else "
                              "detected", "")
     resamples: int = doc_field("bootstrap resamples of the confidence intervals of differences", 2000)
+    oracle_view: bool = doc_field("guided scaffold: show the model the functions the reference "
+                             "changes instead of the localizer's picks, to measure how far the "
+                             "model gets when localization is perfect (SWE-bench's oracle "
+                             "retrieval); a diagnosis, never a product configuration", False)
 
 
 # Every linear projection of attention and MLP in Llama-style models (Qwen, Llama, Mistral, ...).

@@ -235,6 +235,34 @@ def test_cli_runs_the_bench_and_resumes_it(project, tmp_path, capsys):
             os.environ.pop(key)
 
 
+def test_the_oracle_view_shows_the_guided_model_the_functions_the_reference_changes(
+        project, tmp_path):
+    """bench.oracle_view: every candidate of a guided configuration is shown exactly what the
+    commit changed (here calc.add, whatever the localizer would rank), and is scored as usual;
+    a configuration that runs the free-running agent, which is shown no view, is refused."""
+    fix = ("calc.py\n```python\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n"
+           ">>>>>>> REPLACE\n```")
+    model = tmp_path / "guided.json"
+    model.write_text(json.dumps({"conversations": [{"when": FIX_ADD, "replies": [fix]}],
+                                 "replies": ["No change is needed."]}))
+    options = {**flags(tmp_path), "model.spec": f"scripted:{model}", "agent.scaffold": "guided"}
+    oracle = {"oracle": {"bench.oracle_view": "true"}}
+    folder = new_bench(project, load_settings(project, options), options, oracle, lambda _: None)
+    run_bench(project, folder, lambda _: None)
+    task = next(t for t in json.loads((folder / "bench.json").read_text())["tasks"]
+                if t["message"] == FIX_ADD)
+    for path in sorted((folder / "runs" / "oracle" / task["commit"][:12]).glob("candidates/*")):
+        meta = json.loads(path.read_text())["meta"]
+        assert meta["localization"]["variant"] == "given"
+        assert [(loc["path"], loc["name"]) for loc in meta["locations"]] == [("calc.py", "add")]
+    fixed = next(s for s in read_scores(folder) if s.kind == "tests")
+    assert fixed.resolved is True and fixed.top1_recall == 1.0
+
+    agent = {"free": {"bench.oracle_view": "true", "agent.scaffold": "agent"}}
+    with pytest.raises(SeraError, match="add agent.scaffold=guided"):
+        new_bench(project, load_settings(project, options), options, agent, lambda _: None)
+
+
 def test_configurations_are_parsed_with_clear_errors():
     assert parse_config("base") == ("base", {"model.adapter": "none", "rerank.reranker": "none"})
     assert parse_config("small:model.spec=embedded:0.5b, agent.scaffold=guided") == (

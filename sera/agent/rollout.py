@@ -23,9 +23,11 @@ from sera.models.base import ChatModel
 def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings: Settings,
             path: Path | None, meta: dict[str, Any] | None = None, adapter: str | None = None,
             on_step: Callable[[StepEvent], None] | None = None,
-            cancel: threading.Event | None = None) -> tuple[Trajectory, str | None]:
-    """Run the agent on `task` in a work copy of `commit` (removed afterwards).
-    Returns the finished trajectory (saved at `path`) and the sandbox warning, if any."""
+            cancel: threading.Event | None = None,
+            locations: list | None = None) -> tuple[Trajectory, str | None]:
+    """Run the agent on `task` in a work copy of `commit` (removed afterwards); the guided
+    scaffold shows `locations` when given, else the localizer's picks (the free-running agent
+    finds its own way and is given none). Returns the finished trajectory (saved at `path`) and the sandbox warning, if any."""
     scaffold = choose_scaffold(settings.agent.scaffold, model.spec, adapter)
     trajectory = Trajectory(path=path, meta={**(meta or {}), "scaffold": scaffold})
     with WorkCopy.create(repo_root, commit) as workcopy:
@@ -35,7 +37,7 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
             tests = resolve_test_command(repo_root, settings.agent.test_command)
             GuidedAgent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
                         on_step=on_step, cancel=cancel, test_command=tests,
-                        candidate=int((meta or {}).get("candidate", 0))).run(task)
+                        candidate=int((meta or {}).get("candidate", 0))).run(task, locations)
         else:
             Agent(model, env, trajectory, settings.agent, settings.model, adapter=adapter,
                   on_step=on_step, cancel=cancel).run(task)

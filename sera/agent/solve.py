@@ -81,13 +81,14 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
           on_step: ProgressFn | None = None, reranker: Reranker | None = None,
           on_note: Callable[[str], None] | None = None,
           cancel: threading.Event | None = None, at: str | None = None,
-          run_dir: Path | None = None) -> SolveResult:
+          run_dir: Path | None = None, locations: list | None = None) -> SolveResult:
     """Run `settings.solve.candidates` rollouts of `task`, rank them (scored by `reranker` when
     given) and save them as one run. `on_note` hears what the ranking is doing. Setting `cancel`
     stops every candidate after its current step (they end as interrupted; the run is kept).
     `at`: start from this commit instead of a snapshot of the working tree (`sera bench`: a task
     of the repository's past; "applies" is then checked against it); `run_dir`: where the run is
-    saved (default: a new run in .sera/runs)."""
+    saved (default: a new run in .sera/runs); `locations`: the guided scaffold shows these
+    functions instead of the localizer's picks (`sera bench`'s oracle view)."""
     task, adapter = check_request(repo_root, task, settings, working_tree=at is None)
     ensure_state_dir(repo_root)
     cleanup_stale(repo_root)  # work copies left by a crashed or killed earlier run
@@ -100,6 +101,7 @@ def solve(repo_root: Path, task: str, settings: Settings, model: ChatModel,
     write_manifest(run_dir, manifest)
     runner = _CandidateRunner(repo_root, commit, run_dir, task, settings, model, adapter, on_step)
     runner.cancel = cancel or runner.cancel
+    runner.locations = locations
     try:
         candidates = runner.run_all(settings.solve.candidates)
         # Saved before ranking, so a failing reranker or check loses no candidate.
@@ -153,6 +155,7 @@ class _CandidateRunner:
         self.sandbox_warning: str | None = None
         self._lock = threading.Lock()
         self.cancel = threading.Event()
+        self.locations: list | None = None  # guided: shown instead of the localizer's picks
         limit = settings.solve.time_limit
         self.deadline = time.monotonic() + limit if limit > 0 else None
 
@@ -209,7 +212,8 @@ class _CandidateRunner:
         else:
             trajectory, warning = rollout(
                 self.repo_root, self.commit, self.task, self.model, settings, path, meta=meta,
-                adapter=self.adapter, on_step=on_step, cancel=self.cancel)
+                adapter=self.adapter, on_step=on_step, cancel=self.cancel,
+                locations=self.locations)
             self.sandbox_warning = self.sandbox_warning or warning
         meta = trajectory.meta
         return Candidate(index=index, status=meta["status"], exit_message=meta.get("exit_message", ""),

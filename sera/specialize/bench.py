@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sera.agent.rollout import choose_scaffold
 from sera.agent.runs import new_run_id
 from sera.agent.session import Session, loaded_keys
 from sera.agent.solve import SolveResult, solve
@@ -45,6 +46,8 @@ from sera.models.adapters import resolve_adapter
 from sera.paths import atomic_write_json, claim_run, state_dir
 from sera.reranker.model import resolve_reranker
 from sera.specialize.bench_tasks import BenchTask, bench_tasks, bench_test_command, resolves
+from sera.specialize.guided_rows import commit_locations
+from sera.specialize.mining import HistoryTask
 from sera.specialize.recall import line_recall
 
 Note = Callable[[str], None]
@@ -104,8 +107,8 @@ def new_bench(repo_root: Path, settings: Settings, flags: dict[str, Any],
                         "or dependency bump)")
     chosen = configs or default_configs(repo_root, settings, flags)
     for name, config_flags in chosen.items():
-        check_no_leak(repo_root, load_settings(repo_root, {**flags, **config_flags}), tasks, name,
-                      note)
+        check_config(repo_root, load_settings(repo_root, {**flags, **config_flags}), tasks, name,
+                     note)
     folder = bench_dir(repo_root) / new_run_id("bench")
     atomic_write_json(folder / "bench.json", {
         "id": folder.name, "created": time.time(), "flags": flags, "test_command": command,
@@ -124,8 +127,8 @@ def add_configs(repo_root: Path, folder: Path, configs: dict[str, dict[str, Any]
             raise SeraError(f"bench {folder.name} already has a configuration {name!r} with "
                             f"other settings ({spec['configs'][name]}); give the new one "
                             f"another name")
-        check_no_leak(repo_root, load_settings(repo_root, {**spec["flags"], **config_flags}),
-                      tasks, name, note)
+        check_config(repo_root, load_settings(repo_root, {**spec["flags"], **config_flags}),
+                     tasks, name, note)
         spec["configs"][name] = config_flags
     atomic_write_json(folder / "bench.json", spec)
 
@@ -160,6 +163,21 @@ def parse_config(text: str) -> tuple[str, dict[str, Any]]:
                             f"setting, e.g. agent.scaffold=guided")
         flags[key.strip()] = value.strip()
     return name, flags
+
+
+def check_config(repo_root: Path, settings: Settings, tasks: list[BenchTask], name: str,
+                 note: Note) -> None:
+    """Refuse a configuration that cannot be scored as asked: one trained on a task's commit,
+    an oracle view for a scaffold that shows no view."""
+    check_no_leak(repo_root, settings, tasks, name, note)
+    if not settings.bench.oracle_view:
+        return
+    adapter = resolve_adapter(repo_root, settings.model.adapter, settings.model.spec)
+    scaffold = choose_scaffold(settings.agent.scaffold, settings.model.spec, adapter)
+    if scaffold != "guided":
+        raise SeraError(f"configuration {name!r}: bench.oracle_view shows functions to the guided "
+                        f"scaffold, and this configuration runs the {scaffold} scaffold; add "
+                        f"agent.scaffold=guided or leave bench.oracle_view out")
 
 
 def check_no_leak(repo_root: Path, settings: Settings, tasks: list[BenchTask], name: str,
@@ -259,9 +277,18 @@ def score_task(repo_root: Path, folder: Path, task: BenchTask, name: str, settin
                session: Session, command: str | None, note: Note) -> Score:
     """Solve the task at its parent with this configuration and score the candidates."""
     model, reranker = session.load(repo_root, settings, note)
+    locations = oracle_locations(repo_root, task) if settings.bench.oracle_view else None
     result = solve(repo_root, task.message, settings, model, reranker=reranker, at=task.parent,
-                   run_dir=folder / "runs" / name / task.id)
+                   run_dir=folder / "runs" / name / task.id, locations=locations)
     return score(repo_root, task, name, result, command, settings)
+
+
+def oracle_locations(repo_root: Path, task: BenchTask) -> list | None:
+    """What the oracle view shows: the functions the reference changes; None (the localizer's
+    picks) when it changes none that exists at the parent (it only adds files)."""
+    history = HistoryTask(task.commit, task.parent, task.date, task.message, task.patch,
+                          list(task.files))
+    return commit_locations(repo_root, history) or None
 
 
 def begun_by_another_build(spec: dict, scores: list[Score], unfinished: set[str],

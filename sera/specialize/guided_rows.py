@@ -101,6 +101,13 @@ def _shown(root: Path, task: str, changed: list[Location]) -> list[Location]:
 
 # --- the functions the commit changed ---------------------------------------------------------
 
+def commit_locations(repo_root: Path, task: HistoryTask) -> list[Location]:
+    """The functions the commit changes, and its changed lines outside any function, at its
+    parent (files it adds have none): what its guided row's answer edits, and what `sera bench`
+    shows in its oracle view."""
+    return _changed_locations(_file_edits(Path(repo_root), task) or [])
+
+
 def _changed_locations(edits: list[_FileEdit]) -> list[Location]:
     """Where the commit changes the parent: its functions (innermost definitions), and the
     changed lines outside any function."""
