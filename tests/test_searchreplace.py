@@ -167,6 +167,11 @@ def test_a_change_the_file_already_has_is_named_as_made(root):
                                         r"is made already") as error:
         apply_edits(root, [made], None)
     assert not isinstance(error.value, SearchNotFound)  # no ready block of the same lines
+    # The block sent again after it applied at the file's indentation (the 1.5B did, after a
+    # failed check): its lines are in the file, indented deeper.
+    again = Edit("calc.py", ("return a + c",), ("return a - b",))
+    with pytest.raises(EditError, match="that change is made already"):
+        apply_edits(root, [again], None)
     # REPLACE lines found elsewhere, away from where the SEARCH part points, are no such case.
     elsewhere = Edit("calc.py", ("    return [v * factor for v in value]",), ("    return a - b",))
     with pytest.raises(SearchNotFound):

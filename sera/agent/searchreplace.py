@@ -437,11 +437,13 @@ def _apply_one(content: str | None, edit: Edit, rel: str, focus: set[str] = froz
 
 def _already_made(lines: list[str], replace: list[str],
                   closest: tuple[int, int] | None) -> int | None:
-    """Where the lines nearest a missed SEARCH part are its REPLACE part: the change the block
+    """Where the lines nearest a missed SEARCH part are its REPLACE part, at any indentation
+    (the block that made it may have been applied at the file's): the change the block
     describes is in the file already (index of its first line), else None."""
     if closest is None or not any(line.strip() for line in replace):
         return None
-    for start, _ in _find(lines, replace, replace, _trailing) or []:
+    found = _find(lines, replace, replace, _trailing) or _find(lines, replace, replace, _indented)
+    for start, _ in found or []:
         if closest[0] <= start < closest[1]:
             return start
     return None
