@@ -27,7 +27,8 @@ def rollout(repo_root: Path, commit: str, task: str, model: ChatModel, settings:
             locations: list | None = None) -> tuple[Trajectory, str | None]:
     """Run the agent on `task` in a work copy of `commit` (removed afterwards); the guided
     scaffold shows `locations` when given, else the localizer's picks (the free-running agent
-    finds its own way and is given none). Returns the finished trajectory (saved at `path`) and the sandbox warning, if any."""
+    finds its own way and is given none). Returns the finished trajectory (saved at `path`) and
+    the sandbox warning, if any."""
     scaffold = choose_scaffold(settings.agent.scaffold, model.spec, adapter)
     trajectory = Trajectory(path=path, meta={**(meta or {}), "scaffold": scaffold})
     with WorkCopy.create(repo_root, commit) as workcopy:
