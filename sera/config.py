@@ -81,9 +81,6 @@ class AgentConfig:
     edit_format: str = doc_field("guided scaffold: how the model writes its change: blocks "
                             "(SEARCH/REPLACE) or functions (the whole function written back, "
                             "swapped in by the harness)", "blocks")
-    noop_redraws: int = doc_field("guided scaffold: a reply whose blocks would change nothing is "
-                             "drawn again (another seed, temperature 0.6 at least) up to this "
-                             "many times, and leaves the conversation", 2)
     code_tokens: int = doc_field("most tokens of code the guided scaffold shows the model (on 2 CPU "
                             "cores the embedded 1.5B reads about 60 tokens a second)", 2048)
     test_command: str = doc_field("a fast test command that checks a patch: the guided scaffold's "
@@ -380,7 +377,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "agent.max_steps": (1, None), "agent.command_timeout": (1, None),
     "agent.output_chars": (100, None), "agent.token_budget": (0, None),
     "agent.max_malformed": (0, None), "agent.time_limit": (0, None),
-    "agent.code_tokens": (64, None), "agent.noop_redraws": (0, None),
+    "agent.code_tokens": (64, None),
     "solve.candidates": (1, None), "solve.parallel": (0, None), "solve.time_limit": (0, None),
     "rerank.max_tokens": (16, None), "rerank.rounds": (0, None), "rerank.samples": (1, None),
     "rerank.tasks": (1, None), "rerank.hard_negatives": (0, None), "rerank.min_gap": (0, None),

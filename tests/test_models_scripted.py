@@ -40,17 +40,6 @@ def test_replays_reply_by_number_of_assistant_turns(tmp_path):
     assert model.complete(conversation(1))[0].text == "second"
 
 
-def test_a_turn_of_several_replies_draws_them_for_the_same_conversation(tmp_path):
-    model = load_model(f"scripted:{write_script(tmp_path, [['no-op', 'fix'], 'next'])}")
-    assert model.complete(conversation(0))[0].text == "no-op"
-    assert model.complete(conversation(0))[0].text == "fix"  # the same request drawn again
-    assert model.complete(conversation(0))[0].text == "fix"  # the last draw repeats
-    assert model.complete(conversation(1))[0].text == "next"
-    other = conversation(0)
-    other[1]["content"] = "Another task."
-    assert model.complete(other)[0].text == "no-op"  # another conversation draws from the first
-
-
 def test_accepts_replies_object_and_returns_n_copies(tmp_path):
     model = load_model(f"scripted:{write_script(tmp_path, {'replies': ['a reply']})}")
     completions = model.complete(conversation(0), n=3)
@@ -89,7 +78,6 @@ def test_stop_strings_and_max_tokens_cut_like_a_real_backend(tmp_path):
     ("{not json", "not valid JSON"),
     ('{"answers": ["a"]}', "list of reply strings"),
     ('["a", 3]', "list of reply strings"),
-    ('["a", []]', "list of reply strings"),
 ])
 def test_bad_script_file_says_what_to_fix(tmp_path, content, match):
     path = tmp_path / "script.json"

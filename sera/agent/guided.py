@@ -56,8 +56,6 @@ MIN_CODE_CHARS = 2000
 PATCH_CHARS = 4000      # patch shown with a failed check
 CHOICE_TOKENS = 24      # most tokens of the answer to the location choice (numbers only)
 SKELETON_MARGIN_TOKENS = 64  # reply room beyond the ready block's function (path, markers)
-REDRAW_TEMPERATURE = 0.6  # the least temperature a reply that changed nothing is drawn again at
-REDRAW_SEED_STRIDE = 101  # seed offset per redraw (candidates are 1000 apart: no two meet)
 # The templates of each edit format (agent.edit_format): SEARCH/REPLACE blocks, or whole functions
 # written back (rewrite.py).
 PROMPTS = {
@@ -173,7 +171,12 @@ class GuidedAgent:
         EditFailed when the round changed no file."""
         landed: list[str] = []
         for attempt in (1, 2):
-            completion, changed, failed = self._reply(default_path)
+            completion = self.query()
+            self.trajectory.add("assistant", completion.text)
+            try:
+                changed, failed = self._apply_reply(completion.text, default_path)
+            except EditError as error:
+                changed, failed = [], [error]
             self._record(changed, attempt, repairing, failed)
             landed += changed
             if not failed:
@@ -195,30 +198,10 @@ class GuidedAgent:
             self.trajectory.save()
             self._event(completion, observation)
 
-    def _reply(self, default_path: str | None) -> tuple[Completion, list[str], list[EditError]]:
-        """The model's reply, added to the conversation and applied: (the reply, the files it
-        changed, the errors of its blocks that did not apply). A reply whose blocks would change
-        nothing (each block's REPLACE part repeats its SEARCH part) is drawn again, with another
-        seed, up to agent.noop_redraws times, and leaves the conversation: the 1.5B answered 25 of
-        54 replies on tenacity's bench that way, and told so it wrote the same blocks again."""
-        draw = 0
-        while True:
-            completion = self.query(draw)
-            self.trajectory.add("assistant", completion.text)
-            try:
-                edits = self.read_edits(completion.text, default_path)
-            except EditError as error:
-                return completion, [], [error]
-            if draw == self.config.noop_redraws or any(e.search != e.replace for e in edits):
-                changed, failed = self._apply_edits(edits)
-                return completion, changed, failed
-            self.trajectory.messages.pop()
-            self.trajectory.count("noop_redraws", 1)
-            draw += 1
-
-    def _apply_edits(self, edits: list[Edit]) -> tuple[list[str], list[EditError]]:
-        """Apply the blocks that apply: the files they changed, and the errors of the blocks that
-        did not."""
+    def _apply_reply(self, text: str, default_path: str | None) -> tuple[list[str], list[EditError]]:
+        """Apply the reply's blocks that apply: the files they changed, and the errors of the
+        blocks that did not (raises EditError when the reply cannot be read as edits)."""
+        edits = self.read_edits(text, default_path)
         # The shown files too: a block may land in another shown file than the one it names.
         self._remember_originals([*(edit.path for edit in edits),
                                   *(loc.path for loc in self.shown)])
@@ -299,15 +282,8 @@ class GuidedAgent:
         self.skeleton = (f"{loc.name} in {loc.path}",
                          Edit(loc.path, body, body).render(language_name(loc.path)))
 
-    def query(self, draw: int = 0) -> Completion:
-        """The model's next reply; a redraw (draw > 0) samples with another seed, at
-        REDRAW_TEMPERATURE at least: at temperature 0 it would repeat the reply it replaces."""
-        settings = self.model_config
-        if draw:
-            settings = replace(settings, temperature=max(settings.temperature, REDRAW_TEMPERATURE),
-                               seed=settings.seed + REDRAW_SEED_STRIDE * draw
-                               if settings.seed >= 0 else settings.seed)
-        return ask_model(self.model, self.trajectory, self.config, settings, self.adapter,
+    def query(self) -> Completion:
+        return ask_model(self.model, self.trajectory, self.config, self.model_config, self.adapter,
                          self.cancel, None)
 
     # -----------------------------------------------------------------------------------------

@@ -4,9 +4,6 @@
 The reply to a conversation is `replies[k]`, k = the number of assistant messages already in it
 (a worked example's answer, message["example"], is not one),
 so every candidate and every replayed conversation starts again from the first reply.
-A reply may be a list of replies instead: the draws of that turn, given one after another to
-requests with the very same conversation (a scaffold drawing a reply again; the last one
-repeats).
 
 One script can play several roles (an agent, a reviewer, an issue writer) with conversations
 picked by a substring of the conversation's first user message (not a worked example); `replies`
@@ -64,9 +61,8 @@ def _replies(data, arg: str) -> list[str]:
     if isinstance(data, dict):  # "replies" may be left out only when conversations are given
         replies = data.get("replies", [] if "conversations" in data else None)
     if not _is_reply_list(replies):
-        raise ModelError(f"script {arg} must hold a JSON list of reply strings (or of non-empty "
-                         f"lists of them: the draws of one turn), or {{\"replies\": [...]}} "
-                         f"with such a list")
+        raise ModelError(f"script {arg} must hold a JSON list of reply strings, or "
+                         f"{{\"replies\": [...]}} with such a list")
     return replies
 
 
@@ -82,9 +78,7 @@ def _conversations(data, arg: str) -> list[tuple[str, list[str]]]:
 
 
 def _is_reply_list(value) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(r, str) or (isinstance(r, list) and r and all(isinstance(d, str) for d in r))
-        for r in value)
+    return isinstance(value, list) and all(isinstance(r, str) for r in value)
 
 
 def approx_tokens(text: str) -> int:
@@ -93,15 +87,13 @@ def approx_tokens(text: str) -> int:
 
 
 class ScriptedChatModel:
-    """Replays a fixed list of replies; any number of threads may call it."""
+    """Replays a fixed list of replies; stateless, so any number of threads may call it."""
 
-    def __init__(self, spec: str, replies: list[str | list[str]],
-                 conversations: list[tuple[str, list[str | list[str]]]] = ()) -> None:
+    def __init__(self, spec: str, replies: list[str],
+                 conversations: list[tuple[str, list[str]]] = ()) -> None:
         self.spec = spec
         self.replies = list(replies)
         self.conversations = list(conversations)
-        self._draws: dict[str, int] = {}  # conversation -> requests made with it (list turns)
-        self._lock = threading.Lock()
 
     def replies_for(self, messages: Sequence[Message]) -> list[str]:
         """The replies of the first conversation whose `when` is in the first user message."""
@@ -126,22 +118,12 @@ class ScriptedChatModel:
             raise ModelError(f"the script {self.spec} has only {len(replies)} replies and "
                              f"the conversation asks for reply {turn + 1}; add replies to the "
                              f"file or lower the step limit")
-        text, reason = _cut(self._draw(replies[turn], messages), stop or [], max_tokens)
+        text, reason = _cut(replies[turn], stop or [], max_tokens)
         prompt_tokens = sum(approx_tokens(m.get("content") or "") for m in messages)
         seconds = time.perf_counter() - start
         return [Completion(text=text, prompt_tokens=prompt_tokens,
                            completion_tokens=approx_tokens(text), seconds=seconds,
                            finish_reason=reason) for _ in range(n)]
-
-    def _draw(self, reply: str | list[str], messages: Sequence[Message]) -> str:
-        """The reply, or for a list the next draw for this very conversation."""
-        if isinstance(reply, str):
-            return reply
-        key = json.dumps([[m.get("role"), m.get("content")] for m in messages])
-        with self._lock:
-            draw = self._draws.get(key, 0)
-            self._draws[key] = draw + 1
-        return reply[min(draw, len(reply) - 1)]
 
     def close(self) -> None:
         pass
