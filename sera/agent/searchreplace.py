@@ -26,10 +26,11 @@ several places is taken where exactly one of them lies inside a function the mod
 (`focus`: small models quote the two lines they change, which often recur in a file). A SEARCH
 part that is not in the file its block names (or names a file that does not exist) but is in
 exactly one other file the model was shown is applied there (small models put the path of the
-first file shown above code quoted from the second). A miss or an ambiguous match raises EditError, whose message goes back to the model and
-says what was not found, the closest lines with their numbers, and how to fix the block; where
-those closest lines are the block's REPLACE part, it says that the change is made already (the
-1.5B "adds" code the file has, quoting it without the part it means to add).
+first file shown above code quoted from the second). A miss or an ambiguous match raises
+EditError, whose message goes back to the model and says what was not found, the closest lines
+with their numbers, and how to fix the block; where those closest lines are the block's REPLACE
+part, at any indentation, it says that the change is made already (the 1.5B "adds" code the file
+has, quoting it without the part it means to add, or sends a block that applied once again).
 `apply_edits` applies all blocks or none (for checking an answer); `apply_what_applies` writes the
 blocks that apply and returns the others with their errors, as aider does (the guided scaffold: a
 small model's one wrong block no longer throws away its right ones); a missed block whose SEARCH
