@@ -19,8 +19,8 @@ model call is one narrow request:
 Outcomes in trajectory.meta as for loop.Agent: status "submitted" (checks passed, meta["patch"] is
 the patch), "check_failed" (the patch is kept for inspection), "edit_failed" (the edit round
 changed no file), "model_error", "interrupted", "budget_exhausted", "step_limit", "error"; plus
-exit_message, tokens and seconds. The conversation is stored in the agent's message format, so it can be trained on;
-every exit saves the trajectory.
+exit_message, tokens and seconds. The conversation is stored in the agent's message format, so it
+can be trained on; every exit saves the trajectory.
 """
 
 from __future__ import annotations
