@@ -443,8 +443,7 @@ def _already_made(lines: list[str], replace: list[str],
     describes is in the file already (index of its first line), else None."""
     if closest is None or not any(line.strip() for line in replace):
         return None
-    found = _find(lines, replace, replace, _trailing) or _find(lines, replace, replace, _indented)
-    for start, _ in found or []:
+    for start, _ in _find(lines, replace, replace, _indented) or []:  # any offset, none included
         if closest[0] <= start < closest[1]:
             return start
     return None
