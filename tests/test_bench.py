@@ -167,6 +167,25 @@ def test_bench_resumes_without_scoring_a_pair_again(project, tmp_path):
     assert find_bench(project, None) == folder
 
 
+def test_a_finished_configuration_with_settings_this_sera_lacks_does_not_stop_the_others(
+        project, tmp_path):
+    """A configuration scored by a build whose setting was later reverted is finished: resuming
+    the bench to score another must not need its settings."""
+    options = flags(tmp_path)
+    folder = new_bench(project, load_settings(project, options), options, None, lambda _: None)
+    run_bench(project, folder, lambda _: None)
+    spec = json.loads((folder / "bench.json").read_text())
+    spec["configs"]["old"] = {"agent.setting_since_removed": "2"}
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    (folder / "results.jsonl").write_text("".join(
+        json.dumps({**row, "config": "old"}) + "\n" for row in rows) + "".join(
+        json.dumps(row) + "\n" for row in rows[:-1]))  # old finished, base left one task
+    (folder / "bench.json").write_text(json.dumps(spec))
+    report = run_bench(project, folder, lambda _: None)
+    assert {s.config for s in read_scores(folder)} == {"base", "old"}
+    assert report["configs"]["base"]["scored"] == 2
+
+
 def test_configurations_take_turns_per_task_and_one_another_sera_began_is_left_to_it(
         project, tmp_path):
     options = flags(tmp_path)

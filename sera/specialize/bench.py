@@ -233,14 +233,17 @@ def run_bench(repo_root: Path, folder: Path, note: Note, session: Session | None
     spec = json.loads((folder / "bench.json").read_text("utf-8"))
     tasks = [task for task in map(BenchTask.from_dict, spec["tasks"])
              if task.kind != "broken"]  # reported, not solved or counted
-    settings_of = {name: load_settings(repo_root, {**spec["flags"], **config_flags})
-                   for name, config_flags in spec["configs"].items()}
     own_session = session is None
     lock = claim_run(folder, "bench")  # two processes would score the same tasks twice
     try:
         session = session or Session()
         scores = read_scores(folder)
         done = {(s.config, s.task) for s in scores}
+        # Only the configurations left to score are loaded: a finished one may hold settings that
+        # this sera no longer knows (one measured with a build since reverted).
+        settings_of = {name: load_settings(repo_root, {**spec["flags"], **config_flags})
+                       for name, config_flags in spec["configs"].items()
+                       if any((name, task.id) not in done for task in tasks)}
         todo = [(name, task) for name, task in bench_order(repo_root, tasks, settings_of)
                 if (name, task.id) not in done]
         foreign = begun_by_another_build(spec, scores, {name for name, _ in todo}, note)
